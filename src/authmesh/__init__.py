@@ -1,0 +1,1 @@
+"""authmesh: device-bound machine-to-machine authentication."""

@@ -1,0 +1,43 @@
+"""Enforces the vector ledger when the whole conformance suite ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conformance import ledger
+
+_HERE = Path(__file__).parent
+
+
+def _whole_suite_selected(config: pytest.Config) -> bool:
+    if config.getoption("keyword") or config.getoption("markexpr"):
+        return False
+    args = [Path(a) for a in config.args] or [Path.cwd()]
+    return any(
+        "::" not in str(a) and (_HERE.resolve() == a.resolve() or _HERE.resolve().is_relative_to(a.resolve()))
+        for a in args
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _whole_suite_selected(session.config):
+        return
+    problems = ledger.shortfalls()
+    if problems:
+        session.config._authmesh_ledger_problems = problems  # type: ignore[attr-defined]
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    counts = ledger.counts()
+    problems = getattr(terminalreporter.config, "_authmesh_ledger_problems", [])
+    if not counts and not problems:
+        return
+    terminalreporter.section("reference vectors exercised")
+    for file, sections in counts.items():
+        total = sum(sections.values())
+        terminalreporter.write_line(f"{file}: {total} vectors in {len(sections)} sections")
+    for problem in problems:
+        terminalreporter.write_line(f"VECTOR COUNT DROPPED: {problem}", red=True)
