@@ -14,11 +14,9 @@ _HERE = Path(__file__).parent
 def _whole_suite_selected(config: pytest.Config) -> bool:
     if config.getoption("keyword") or config.getoption("markexpr"):
         return False
+    here = _HERE.resolve()
     args = [Path(a) for a in config.args] or [Path.cwd()]
-    return any(
-        "::" not in str(a) and (_HERE.resolve() == a.resolve() or _HERE.resolve().is_relative_to(a.resolve()))
-        for a in args
-    )
+    return any("::" not in str(a) and here.is_relative_to(a.resolve()) for a in args)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
