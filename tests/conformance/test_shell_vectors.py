@@ -253,17 +253,18 @@ def test_selfsig_verification(case: dict[str, Any]) -> None:
         is case["reference_result"]
     )
 
-    verify_args = {
-        "peer_ephemeral": signer_eph,
-        "own_ephemeral": verifier_eph,
-        "now": parse_timestamp("2026-04-05T12:00:00.000Z"),
-    }
+    verify_ours = partial(
+        verify_identity,
+        peer_ephemeral=signer_eph,
+        own_ephemeral=verifier_eph,
+        now=parse_timestamp("2026-04-05T12:00:00.000Z"),
+    )
     if case.get("recommended_result", case["reference_result"]):
-        peer = verify_identity(identity, **verify_args)
+        peer = verify_ours(identity)
         assert (peer.public_key_b64, peer.device_id) == (identity.public_key, identity.device_id)
     else:
         with pytest.raises(ShellHandshakeError) as caught:
-            verify_identity(identity, **verify_args)
+            verify_ours(identity)
         expected = _SELFSIG_REJECTION.get(case["name"], HandshakeErrorCode.SELFSIG_INVALID)
         assert caught.value.code is expected
     if case["name"] == "legacy_pre_c1_signature_rejected":

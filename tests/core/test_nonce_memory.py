@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore, as_async
 
@@ -113,3 +115,42 @@ async def test_async_adapter() -> None:
     assert await async_store.check_and_store("n", 60)
     assert not await async_store.check_and_store("n", 60)
     assert not store.check_and_store("n", 60)
+
+
+operations = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 5), st.integers(0, 4)),
+    max_size=60,
+)
+
+
+@given(operations)
+def test_matches_the_reference_semantics(steps: list[tuple[str, int, int]]) -> None:
+    """Against a direct model of the reference map (unbounded, exact expiry per key)."""
+    clock = FakeClock(0.0)
+    store = InMemoryNonceStore(clock=clock)
+    model: dict[str, int] = {}
+    for key, ttl, advance in steps:
+        clock.now += advance
+        now = int(clock.now)
+        expected = not (key in model and model[key] >= now)
+        if expected:
+            model[key] = now + ttl
+        assert store.check_and_store(key, ttl) == expected
+
+
+@given(operations, st.integers(1, 4))
+def test_a_bounded_store_never_accepts_a_replay(
+    steps: list[tuple[str, int, int]], capacity: int
+) -> None:
+    """When full it may refuse fresh keys (fail closed) but never accepts a live one."""
+    clock = FakeClock(0.0)
+    store = InMemoryNonceStore(capacity=capacity, clock=clock)
+    live: dict[str, int] = {}
+    for key, ttl, advance in steps:
+        clock.now += advance
+        now = int(clock.now)
+        accepted = store.check_and_store(key, ttl)
+        if accepted:
+            assert not (key in live and live[key] >= now)
+            live[key] = now + ttl
+        assert len(store._queue) <= capacity

@@ -18,6 +18,7 @@ from authmesh.core.shell.handshake import (
     HandshakeErrorCode,
     ShellHandshakeError,
     ShellIdentity,
+    VerifiedPeer,
     authorize_peer,
     create_identity,
     derive_session_key,
@@ -51,7 +52,7 @@ class Party:
             peer_ephemeral=peer.ephemeral.public_key,
         )
 
-    def verify(self, peer: Party, identity: ShellIdentity, now: datetime = NOW) -> object:
+    def verify(self, peer: Party, identity: ShellIdentity, now: datetime = NOW) -> VerifiedPeer:
         return verify_identity(
             identity,
             peer_ephemeral=peer.ephemeral.public_key,
@@ -91,7 +92,7 @@ def test_full_handshake_gives_both_sides_one_session_key() -> None:
     to_controller = seal_identity(temp_key, agent.envelope_for(controller))
     agent_peer = controller.verify(agent, open_identity(temp_key, to_controller))
     authorize_peer(Role.CONTROLLER, _entry(agent, "target", None))
-    assert agent_peer.friendly_name == "prod-api ✓"  # type: ignore[attr-defined]
+    assert agent_peer.friendly_name == "prod-api ✓"
 
     keys = [
         derive_session_key(
@@ -102,7 +103,7 @@ def test_full_handshake_gives_both_sides_one_session_key() -> None:
         for secret in (agent_secret, controller_secret)
     ]
     assert keys[0] == keys[1] != temp_key
-    assert controller_peer.device_id == controller.identity.device_id  # type: ignore[attr-defined]
+    assert controller_peer.device_id == controller.identity.device_id
     sender, receiver = ShellCipher(keys[0], Role.TARGET), ShellCipher(keys[1], Role.CONTROLLER)
     assert decode_frame(receiver.decrypt(sender.encrypt(encode_data(b"$ ")))).payload == b"$ "
 

@@ -87,7 +87,21 @@ class AllowListError(ValueError):
 
 
 class IntegrityError(AllowListError):
-    """The file's seal does not verify, or the file is not a well-formed allow list."""
+    """The file's seal does not verify, or the file is not a well-formed allow list.
+
+    ``seal_mismatch`` tells the two apart; ``reason`` is a short phrase for messages.
+    """
+
+    def __init__(self, message: str, reason: str, *, seal_mismatch: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.seal_mismatch = seal_mismatch
+
+
+def _seal_mismatch() -> IntegrityError:
+    return IntegrityError(
+        INTEGRITY_FAILURE_MESSAGE, "the HMAC seal does not match", seal_mismatch=True
+    )
 
 
 class DeviceExistsError(AllowListError):
@@ -311,26 +325,28 @@ def _verify_seal(top: Mapping[str, Any], key: bytes) -> bool:
     """True when the stable seal matches; False when only the legacy one does."""
     stored = top.get("hmac")
     if not isinstance(stored, str):
-        raise IntegrityError(
-            "The allow list has no HMAC seal; restore it from a backup or re-pair the devices."
-        )
+        raise _malformed("no HMAC seal")
     try:
         expected = b64decode(stored)
     except B64Error:
-        raise IntegrityError(INTEGRITY_FAILURE_MESSAGE) from None
+        raise _seal_mismatch() from None
     sealed = _sealed_part(top)
     try:
         if hmac.compare_digest(_mac(key, stable_stringify(sealed)), expected):
             return True
     except JsonError:
-        raise IntegrityError(INTEGRITY_FAILURE_MESSAGE) from None
+        raise _malformed("nested too deeply") from None
     if hmac.compare_digest(_mac(key, legacy_stringify(sealed)), expected):
         return False
-    raise IntegrityError(INTEGRITY_FAILURE_MESSAGE)
+    raise _seal_mismatch()
 
 
 def _malformed(reason: str) -> IntegrityError:
-    return IntegrityError(f"The allow list is malformed ({reason}); restore it from a backup.")
+    return IntegrityError(
+        f"The allow list is malformed ({reason}); restore it from a backup.",
+        reason,
+        seal_mismatch=False,
+    )
 
 
 def _check_device(entry: object) -> dict[str, JsonValue]:

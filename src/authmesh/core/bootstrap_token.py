@@ -31,6 +31,7 @@ from authmesh.core.selfsig import Signer
 __all__ = [
     "ACK_PREFIX",
     "CLOCK_SKEW_SECONDS",
+    "ERROR_CODES",
     "MAX_TOKEN_LENGTH",
     "MAX_TTL_SECONDS",
     "TOKEN_PREFIX",
@@ -79,6 +80,7 @@ _MESSAGES = {
     "invalid_ttl": "Invalid TTL format; use e.g. 30m, 1h, 24h.",
     "ttl_too_long": "The TTL cannot exceed 24 hours; use e.g. 30m, 1h, 24h.",
 }
+ERROR_CODES = frozenset(_MESSAGES)
 
 
 class BootstrapTokenError(ValueError):

@@ -1,0 +1,37 @@
+"""On-disk state shared with the reference: the amesh home, identity, allow list, keystores.
+
+Typical use::
+
+    from authmesh.store import load_context, StoreError
+
+    context = load_context()                 # identity + keystore, key unlocked once
+    signature = context.signer.sign(message)
+    entry = context.allow_list.find_by_public_key(header_id)
+
+Every failure is a :class:`StoreError`; ``str(error)`` is the sentence to show.
+"""
+
+from __future__ import annotations
+
+from authmesh.store.allowlist_store import AllowListStore, now_timestamp
+from authmesh.store.context import Context, InitResult, create_identity, load_context
+from authmesh.store.errors import StoreError
+from authmesh.store.home import AmeshHome
+from authmesh.store.identity import Identity
+from authmesh.store.keystore import BACKEND_LABELS, BACKENDS, Signer, backend_label
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_LABELS",
+    "AllowListStore",
+    "AmeshHome",
+    "Context",
+    "Identity",
+    "InitResult",
+    "Signer",
+    "StoreError",
+    "backend_label",
+    "create_identity",
+    "load_context",
+    "now_timestamp",
+]

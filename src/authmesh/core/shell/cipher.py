@@ -148,7 +148,11 @@ class ShellCipher:
         return frame
 
     def close(self) -> None:
-        """Drop the key; every later call raises ``Cipher is closed``."""
+        """Forget the key; every later call raises ``Cipher is closed``.
+
+        The reference zeroes its key buffer; Python bytes are immutable, so dropping the
+        only reference is the closest equivalent.
+        """
         self._key = None
 
     def _live(self) -> bytes:

@@ -27,6 +27,7 @@ also refuses what the reference lets through, invisibly to conforming peers:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -265,16 +266,14 @@ def selfsig_valid(
 
 def parse_timestamp(text: str) -> datetime:
     """Read a ``YYYY-MM-DDTHH:MM:SS.sssZ`` timestamp (the only form reference peers send)."""
-    try:
-        if _TIMESTAMP.fullmatch(text) is None:
-            raise ValueError(text)
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise ShellHandshakeError(
-            HandshakeErrorCode.TIMESTAMP_INVALID,
-            "The peer's identity timestamp is not an ISO-8601 UTC time like "
-            "2026-04-05T12:00:00.000Z; the peer is not a compatible amesh client.",
-        ) from None
+    if _TIMESTAMP.fullmatch(text) is not None:
+        with contextlib.suppress(ValueError):  # e.g. month 13: right shape, no such time
+            return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    raise ShellHandshakeError(
+        HandshakeErrorCode.TIMESTAMP_INVALID,
+        "The peer's identity timestamp is not an ISO-8601 UTC time like "
+        "2026-04-05T12:00:00.000Z; the peer is not a compatible amesh client.",
+    )
 
 
 def verify_identity(

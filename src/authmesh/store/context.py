@@ -1,0 +1,240 @@
+"""What the CLI and the SDK call: create an identity, load it with its unlocked key.
+
+``create_identity`` is ``amesh init`` (spec §9.1) without the printing;
+``load_context`` is the reference's context loading (identity, passphrase, keystore,
+HMAC material, allow list), done once per process. Every failure is a
+:class:`StoreError` whose message is the sentence to show.
+
+Deliberate differences from the reference (spec §10):
+
+* W13: a passphrase taken from ``AUTH_MESH_PASSPHRASE`` is not written to the
+  passphrase file, auto-detection honours that variable too, and ``--force`` removes the
+  old identity's key file, ``.hmac`` file and TPM handle before creating the new key.
+* W7: the same passphrase order (env, file, legacy field) for every caller.
+* W20: a wrong passphrase or broken key file is reported as such, not as "No identity".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from authmesh.core.allowlist import derive_allow_list_key
+from authmesh.core.keys import PrivateKey
+from authmesh.store.allowlist_store import AllowListStore, now_timestamp
+from authmesh.store.errors import StoreError
+from authmesh.store.files import exclusive_lock, remove_file
+from authmesh.store.home import AmeshHome
+from authmesh.store.identity import Identity, load_identity, save_identity
+from authmesh.store.keystore import (
+    BACKENDS,
+    ENCRYPTED_FILE,
+    KEYCHAIN,
+    SECURE_ENCLAVE,
+    TPM2,
+    EncryptedFileKeyStore,
+    KeyStore,
+    Signer,
+    UnavailableKeyStore,
+    backend_label,
+    detect_backend,
+)
+from authmesh.store.passphrase import (
+    ENV_PASSPHRASE,
+    MIGRATION_NOTICE,
+    generate_passphrase,
+    resolve_passphrase,
+    save_passphrase,
+)
+from authmesh.store.tpm import TpmKeyStore, TpmTools
+
+__all__ = ["Context", "InitResult", "create_identity", "load_context", "open_keystore"]
+
+_HARDWARE_INIT_ALIAS = "am_init"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What ``amesh init`` reports: the identity, backend label and where the passphrase went.
+
+    ``passphrase_file`` is set when a generated passphrase was saved (encrypted-file
+    backend); ``None`` when the passphrase came from the environment or no passphrase
+    is used.
+    """
+
+    identity: Identity
+    backend_label: str
+    passphrase_file: Path | None
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def open_keystore(
+    backend: str, home: AmeshHome, passphrase: str | None, environ: Mapping[str, str]
+) -> KeyStore:
+    """The reference's ``createForBackend``: a keystore for a known backend name."""
+    if backend == ENCRYPTED_FILE:
+        return EncryptedFileKeyStore(home, passphrase or "")
+    if backend == TPM2:
+        return TpmKeyStore(home, TpmTools(environ))
+    if backend in (KEYCHAIN, SECURE_ENCLAVE):
+        return UnavailableKeyStore(home, backend)
+    raise StoreError(
+        "backend_unsupported",
+        f"Unsupported storage backend: {backend}; use one of {', '.join(BACKENDS)}.",
+    )
+
+
+def _previous_identity(home: AmeshHome) -> Identity | None:
+    try:
+        return load_identity(home)
+    except StoreError:
+        return None
+
+
+def _release_hardware_key(home: AmeshHome, old: Identity, environ: Mapping[str, str]) -> None:
+    """``--force``: free the old TPM handle and ``.hmac`` file, which the new key may reuse."""
+    with contextlib.suppress(StoreError):
+        remove_file(home.hmac_file(old.key_alias))
+    if old.storage_backend == TPM2:
+        with contextlib.suppress(StoreError):
+            TpmKeyStore(home, TpmTools(environ)).delete(old.key_alias)
+
+
+def create_identity(
+    name: str,
+    *,
+    backend: str | None = None,
+    force: bool = False,
+    max_controllers: int = 1,
+    home: AmeshHome | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> InitResult:
+    """Create this device's identity (``amesh init``).
+
+    ``backend=None`` auto-detects (``progress`` receives the reference's detection
+    lines). Raises ``identity_exists`` unless ``force``; ``invalid_argument`` for an
+    empty name or ``max_controllers < 1``.
+    """
+    env = _env(environ)
+    home = home or AmeshHome.from_env(env)
+    if not name.strip():
+        raise StoreError("invalid_argument", "The device name must not be empty; pass --name.")
+    if max_controllers < 1:
+        raise StoreError("invalid_argument", "--max-controllers must be at least 1.")
+    with exclusive_lock(home.lock_file):
+        if home.identity_file.exists() and not force:
+            raise StoreError(
+                "identity_exists", "Identity already exists. Use --force to overwrite."
+            )
+        tools = TpmTools(env)
+        chosen = backend or detect_backend(tools.available, progress)
+        env_passphrase = env.get(ENV_PASSPHRASE) or None
+        passphrase = None
+        if chosen == ENCRYPTED_FILE:
+            passphrase = env_passphrase or generate_passphrase()
+        keystore = open_keystore(chosen, home, passphrase, env)
+        previous = _previous_identity(home) if force else None
+        if previous is not None:
+            _release_hardware_key(home, previous, env)
+
+        if isinstance(keystore, EncryptedFileKeyStore):
+            key = PrivateKey.generate()
+            alias = key.device_id
+            keystore.store(alias, key)
+            public_key = key.public_key
+        else:
+            alias = _HARDWARE_INIT_ALIAS
+            public_key = keystore.generate_and_store(alias)
+        signer = keystore.signer(alias)
+        assert signer.public_key == public_key
+        keystore.hmac_material(alias)  # hardware backends: create keys/<alias>.hmac now
+        identity = Identity.new(
+            device_id=signer.device_id,
+            key_alias=alias,
+            public_key=signer.public_key_b64,
+            friendly_name=name,
+            created_at=now_timestamp(),
+            storage_backend=chosen,
+            max_controllers=max_controllers,
+        )
+        # Passphrase before identity: a crash in between never leaves an identity
+        # whose key cannot be unlocked.
+        remove_file(home.passphrase_file)
+        saved_to = None
+        if passphrase is not None and passphrase != env_passphrase:
+            save_passphrase(home, passphrase)
+            saved_to = home.passphrase_file
+        save_identity(home, identity)
+        remove_file(home.allow_list_file)
+        if previous is not None and previous.key_alias != alias:
+            with contextlib.suppress(StoreError):
+                remove_file(home.key_file(previous.key_alias))  # W13: no stale keys
+    return InitResult(identity, backend_label(chosen), saved_to)
+
+
+class Context:
+    """A loaded identity: its keystore, allow list and (lazily unlocked, once) signer.
+
+    ``notices`` holds lines the reference prints to stderr while loading (the legacy
+    passphrase migration notice).
+    """
+
+    def __init__(
+        self,
+        home: AmeshHome,
+        identity: Identity,
+        keystore: KeyStore,
+        allow_list: AllowListStore,
+        notices: tuple[str, ...],
+    ) -> None:
+        self.home = home
+        self.identity = identity
+        self.keystore = keystore
+        self.allow_list = allow_list
+        self.notices = notices
+
+    @property
+    def backend_label(self) -> str:
+        return backend_label(self.identity.storage_backend)
+
+    @property
+    def signer(self) -> Signer:
+        """The identity key, unlocked once (``backend_unavailable`` if it cannot sign here)."""
+        return self.keystore.signer(self.identity.key_alias)
+
+
+def load_context(
+    home: AmeshHome | None = None, environ: Mapping[str, str] | None = None
+) -> Context:
+    """Load identity, passphrase, keystore and allow-list key (one Argon2id for encrypted-file)."""
+    env = _env(environ)
+    home = home or AmeshHome.from_env(env)
+    identity = load_identity(home)
+    notices: tuple[str, ...] = ()
+    passphrase = None
+    if identity.storage_backend == ENCRYPTED_FILE:
+        resolved = resolve_passphrase(home, identity, env)
+        if resolved is not None:
+            passphrase = resolved.value
+            identity = resolved.identity
+            if resolved.source == "legacy":
+                notices = (MIGRATION_NOTICE,)
+    keystore = open_keystore(identity.storage_backend, home, passphrase, env)
+    material = keystore.hmac_material(identity.key_alias)
+    if isinstance(keystore, EncryptedFileKeyStore):
+        signer = keystore.signer(identity.key_alias)
+        if signer.public_key_b64 != identity.public_key:
+            raise StoreError(
+                "key_mismatch",
+                "The private key does not match identity.json; restore the keys directory "
+                "or run `amesh init --force`.",
+            )
+    key = derive_allow_list_key(material, identity.device_id)
+    return Context(home, identity, keystore, AllowListStore(home, key), notices)

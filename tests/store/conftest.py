@@ -1,0 +1,94 @@
+"""Fixtures for store tests: isolated homes and a real software TPM (swtpm)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.store.homes import isolated_env
+
+_STARTUP_DEADLINE_SECONDS = 10.0
+
+
+@pytest.fixture
+def home_root(tmp_path: Path) -> Path:
+    return tmp_path / "amesh"
+
+
+@pytest.fixture
+def env(home_root: Path) -> dict[str, str]:
+    return isolated_env(home_root)
+
+
+def _free_port_pair() -> int:
+    """A port P with P and P+1 both free (swtpm's server and control channels)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return int(port)
+    raise RuntimeError("no free port pair for swtpm")
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + _STARTUP_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"swtpm exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"swtpm did not listen on port {port} within {_STARTUP_DEADLINE_SECONDS}s")
+
+
+@pytest.fixture
+def swtpm(tmp_path: Path) -> Iterator[str]:
+    """A fresh swtpm for one test; yields the ``TPM2TOOLS_TCTI`` value reaching it.
+
+    Skipped only when swtpm or tpm2-tools are not installed (CI installs both).
+    """
+    missing = [tool for tool in ("swtpm", "tpm2_createprimary") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(
+            f"!!! TPM 2.0 TESTS NOT RUN: {', '.join(missing)} not installed "
+            "(apt-get install swtpm tpm2-tools) !!!"
+        )
+    state = tmp_path / "tpmstate"
+    state.mkdir()
+    port = _free_port_pair()
+    process = subprocess.Popen(
+        [
+            "swtpm", "socket", "--tpm2",
+            "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+            "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+            "--flags", "not-need-init,startup-clear",
+            "--tpmstate", f"dir={state}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, process)
+        yield f"swtpm:host=127.0.0.1,port={port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
