@@ -45,6 +45,7 @@ from authmesh.core.tunnel import (
     seal_blob,
     session_key,
 )
+from authmesh.pairing.v1 import identity_plaintext
 from tests.conformance.ledger import record
 from tests.vectorfiles import section
 
@@ -61,21 +62,6 @@ def _ids(path: str) -> list[str]:
 
 def _key(hex_scalar: str) -> PrivateKey:
     return PrivateKey.from_scalar(bytes.fromhex(hex_scalar))
-
-
-def _identity_json(signer: PrivateKey, friendly_name: str, timestamp: str) -> str:
-    """The v1 identity plaintext as the reference builds it (compact, raw non-ASCII)."""
-    public_key_b64 = signer.public_key_b64
-    return json.dumps(
-        {
-            "publicKey": public_key_b64,
-            "friendlyName": friendly_name,
-            "timestamp": timestamp,
-            "selfSig": sign_selfsig(signer, public_key_b64, friendly_name, timestamp),
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
 
 
 # --- keys, ECDH, HKDF, AEAD -------------------------------------------------------------------
@@ -283,7 +269,7 @@ def test_transcript_derivations() -> None:
     for side in ("target", "controller"):
         result = section(FILE, f"{TRANSCRIPT}.results.{side}")
         assert result["sas"] == sas
-        plaintext = _identity_json(
+        plaintext = identity_plaintext(
             keys[side], inputs[side]["friendlyName"], inputs["fixed_time_iso"]
         )
         assert plaintext == derived[f"{side}_identity_plaintext"]
@@ -340,7 +326,7 @@ def test_transcript_frame(index: int, frame: dict[str, Any]) -> None:
                 == section(FILE, f"{TRANSCRIPT}.derived.controller_identity_plaintext")
                 else "target"
             )
-            plaintext = _identity_json(
+            plaintext = identity_plaintext(
                 keys[sender], inputs[sender]["friendlyName"], inputs["fixed_time_iso"]
             )
             assert plaintext == frame["decrypted_utf8"]

@@ -54,6 +54,10 @@ _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SLASHES = re.compile(r"[/\\]")
 _PERCENT_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _REG_NAME = re.compile(r"[a-z0-9\-._~!$&'()*+,;=]+")
+# Targets WHATWG parsing leaves unchanged: no dot, backslash or fragment, nothing to encode.
+_PLAIN_TARGET = re.compile(
+    r"/[A-Za-z0-9\-_~!$&'()*+,;=:@/%|]*(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/%|?^`{}\[\]]+)?"
+)
 _AUTHORITY = re.compile(r"(?:\[[0-9a-f:.]+\]|[a-z0-9\-._~!$&'()*+,;=]+)(?::[0-9]{1,5})?")
 
 
@@ -215,6 +219,8 @@ def request_target_path(target: str) -> str:
     become a host (the reference then canonicalises a different path than the
     client signed). Absolute-form targets contribute only their path and query.
     """
+    if _PLAIN_TARGET.fullmatch(target) and "%2e" not in target.lower():
+        return target
     text = _preprocess(target)
     match = _SCHEME.match(text)
     if match:

@@ -54,7 +54,9 @@ class HeaderError(ValueError):
 
 def js_length(text: str) -> int:
     """Length in UTF-16 code units, as JavaScript's ``.length`` counts it."""
-    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 @dataclass(frozen=True, slots=True)

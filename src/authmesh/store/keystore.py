@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 from authmesh.core.allowlist import software_hmac_material
 from authmesh.core.keyfile import KeyFile, KeyFileError, encrypt_scalar
 from authmesh.core.keys import InvalidKeyError, PrivateKey, public_key_from_b64
+from authmesh.core.selfsig import Signer as CoreSigner
 from authmesh.store.errors import StoreError
 from authmesh.store.files import atomic_write, exclusive_lock, read_text, remove_file
 from authmesh.store.home import AmeshHome
@@ -61,23 +62,14 @@ def backend_label(backend: str) -> str:
 
 
 @runtime_checkable
-class Signer(Protocol):
-    """An unlocked identity key. :class:`authmesh.core.keys.PrivateKey` is one."""
-
-    @property
-    def public_key(self) -> bytes:
-        """33-byte compressed P-256 point."""
-        ...
+class Signer(CoreSigner, Protocol):
+    """An unlocked identity key with its encodings (``core.keys.PrivateKey`` is one)."""
 
     @property
     def public_key_b64(self) -> str: ...
 
     @property
     def device_id(self) -> str: ...
-
-    def sign(self, message: bytes) -> bytes:
-        """ECDSA-SHA256 over ``message``: 64-byte ``r || s`` with low S."""
-        ...
 
 
 class KeyStore(Protocol):

@@ -6,9 +6,11 @@ without padding; the relay decodes the signature leniently (either alphabet, pad
 
 V1 makes the agent a signing oracle for the relay (weakness S1). Without changing the wire we
 only sign challenges of the form every reference relay sends — a lowercase UUID v4 — which no
-other amesh signed format can match. A domain-prefixed scheme for our own protocol version is
-a new :class:`ChallengeScheme` member (issue 6). Verification also requires the claimed device
-id to be derived from the key, which the reference relay does not check (weakness S2).
+other amesh signed format can match. Scheme :attr:`ChallengeScheme.V2` (our protocol version 2,
+negotiated by ``"protocol": 2`` on ``agent`` and ``agent_challenge``) signs
+``"amesh-agent-challenge-v2\n" + deviceId + "\n" + challenge``, so the signature can only
+ever be read as an agent registration of that device. Verification also requires the claimed
+device id to be derived from the key, which the reference relay does not check (weakness S2).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from authmesh.core.selfsig import Signer
 
 __all__ = [
     "CHALLENGE_PATTERN",
+    "V2_CHALLENGE_DOMAIN",
     "ChallengeError",
     "ChallengeScheme",
     "challenge_message",
@@ -35,6 +38,9 @@ CHALLENGE_PATTERN = re.compile(
 )
 
 
+V2_CHALLENGE_DOMAIN = "amesh-agent-challenge-v2"
+
+
 class ChallengeError(ValueError):
     """A challenge the agent refuses to sign."""
 
@@ -45,12 +51,17 @@ class ChallengeScheme(Enum):
     V1 = "v1"
     """Reference wire format: the challenge's UTF-8 bytes, nothing else."""
 
+    V2 = "v2"
+    """Protocol 2: ``V2_CHALLENGE_DOMAIN "\n" deviceId "\n" challenge``, UTF-8."""
 
-def challenge_message(challenge: str, scheme: ChallengeScheme = ChallengeScheme.V1) -> bytes:
-    """The bytes the agent signs for ``challenge``."""
+
+def challenge_message(
+    challenge: str, scheme: ChallengeScheme = ChallengeScheme.V1, *, agent_device_id: str = ""
+) -> bytes:
+    """The bytes the agent signs for ``challenge`` (``agent_device_id`` is used by V2 only)."""
     if scheme is ChallengeScheme.V1:
         return challenge.encode("utf-8")
-    raise ChallengeError(f"agent challenge scheme {scheme.value} is not supported")
+    return f"{V2_CHALLENGE_DOMAIN}\n{agent_device_id}\n{challenge}".encode()
 
 
 def sign_challenge(
@@ -66,7 +77,8 @@ def sign_challenge(
             "The relay sent a registration challenge that is not a UUID; refusing to sign it. "
             "Check that the relay URL points to an amesh relay."
         )
-    return b64url_encode(signer.sign(challenge_message(challenge, scheme)))
+    message = challenge_message(challenge, scheme, agent_device_id=device_id(signer.public_key))
+    return b64url_encode(signer.sign(message))
 
 
 def verify_challenge(
@@ -84,8 +96,8 @@ def verify_challenge(
     try:
         public_key = public_key_from_b64(public_key_b64)
         raw_signature = b64decode(signature)
-        message = challenge_message(challenge, scheme)
-    except (InvalidKeyError, B64Error, ChallengeError, UnicodeEncodeError):
+        message = challenge_message(challenge, scheme, agent_device_id=claimed_device_id)
+    except (InvalidKeyError, B64Error, UnicodeEncodeError):
         return False
     if device_id(public_key) != claimed_device_id:
         return False

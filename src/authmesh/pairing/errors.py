@@ -1,0 +1,94 @@
+"""The one exception every pairing and bootstrap failure ends in.
+
+``PairingError.code`` is stable and machine-readable; ``str(error)`` is one sentence for the
+operator that names the problem and the fix. Nothing secret (codes, keys, tokens) is ever
+put in a message.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MESSAGES", "PairingError"]
+
+_RERUN = "run the pairing again"
+
+MESSAGES: dict[str, str] = {
+    # Relay and transport.
+    "relay_unreachable": "Could not reach the relay; check the relay URL (--relay or "
+    "AMESH_RELAY_URL) and your network.",
+    "relay_closed": f"The relay closed the connection before pairing finished; {_RERUN}.",
+    "timeout": "The peer did not answer in time; make sure both machines are running and "
+    f"{_RERUN}.",
+    "peer_disconnected": f"The other machine left before pairing finished; {_RERUN}.",
+    "session_expired": f"The pairing session expired on the relay; {_RERUN} and finish within "
+    "the code's lifetime.",
+    "rate_limited": "The relay is rate limiting this address; wait a minute and try again.",
+    "relay_capacity": "The relay is at capacity; try again later or use another relay.",
+    "relay_error": f"The relay refused the request; {_RERUN}.",
+    "invalid_code": "The pairing code must be exactly six digits; check the code shown by "
+    "`amesh listen`.",
+    "code_not_found": "No machine is waiting with that code; check the code and that "
+    "`amesh listen` is still running.",
+    "code_in_use": "That pairing code is already in use on the relay; start `amesh listen` "
+    "again for a new code.",
+    "peer_already_connected": "Another machine already joined with that code; start "
+    "`amesh listen` again for a new code.",
+    "missing_dependency": "Pairing needs the websockets package; install authmesh with the "
+    "relay extra (pip install 'authmesh[relay]').",
+    # Protocol negotiation.
+    "peer_is_legacy": "The other machine only speaks the legacy pairing protocol; rerun with "
+    "--legacy on both machines to pair with a reference peer.",
+    "peer_requires_v2": "The other machine requires pairing v2; rerun without --legacy.",
+    "relay_without_v2": "This relay does not support pairing v2; rerun with --legacy to pair "
+    "with a reference peer, or use an authmesh relay.",
+    # Handshake integrity.
+    "protocol_violation": f"The peer sent an unexpected message; {_RERUN}.",
+    "decrypt_failed": f"A pairing message failed authentication (tampered or corrupted); {_RERUN}.",
+    "bad_peer_key": f"The peer sent an invalid public key; {_RERUN}.",
+    "bad_peer_signature": f"The peer's identity signature is invalid; {_RERUN}.",
+    "own_key": "The peer presented this machine's own key (a reflected message); pair two "
+    "different machines.",
+    "clock_skew": "The two machines' clocks differ by more than 5 minutes; fix the clock and "
+    f"{_RERUN}.",
+    "commitment_mismatch": "The peer's key does not match its earlier commitment (possible "
+    f"man-in-the-middle); {_RERUN} on a trusted network.",
+    "sas_mismatch": f"Code mismatch — possible man-in-the-middle; nothing was saved, {_RERUN}.",
+    "peer_rejected": "The target rejected the verification code (possible man-in-the-middle); "
+    f"nothing was saved, {_RERUN}.",
+    "no_confirmation": "The target did not confirm the verification code in time; nothing was "
+    f"saved, {_RERUN}.",
+    "operator_declined": f"Pairing was cancelled on this machine; nothing was saved, {_RERUN}.",
+    # Bootstrap.
+    "token_already_used": "This bootstrap token was already used; mint a new one with "
+    "`amesh provision`.",
+    "no_watcher": "The controller is not waiting for this token; run `amesh provision` on the "
+    "controller and use the new token.",
+    "relay_overloaded": "The relay cannot accept more bootstrap tokens right now; try again later.",
+    "bootstrap_rejected": "The controller rejected this machine's bootstrap request; mint a new "
+    "token with `amesh provision`.",
+    "bootstrap_timeout": "The controller did not answer the bootstrap request in time; check "
+    "that `amesh provision` is still running and try again.",
+    "invalid_controller_signature": "The bootstrap answer is not signed by the token's "
+    "controller (possible relay tampering); mint a new token and try again.",
+    "controller_pubkey_mismatch": "The bootstrap answer names a different controller than the "
+    "token (possible relay tampering); mint a new token and try again.",
+    "token_missing_controller_pubkey": "The bootstrap token does not name its controller's "
+    "key; mint a new token with `amesh provision`.",
+    "issuer_mismatch": "The bootstrap token was not issued by the expected controller; use a "
+    "token minted by that controller.",
+    "invalid_target_signature": "The bootstrap request is not signed by the target's key or "
+    "was altered (possible relay tampering); mint a new token and try again.",
+    "target_proof_required": "The target used the legacy bootstrap without proof of its key; "
+    "update it, or allow legacy targets explicitly.",
+    "wrong_token": "The bootstrap request is for a different token than the one being watched; "
+    "use the token printed by this `amesh provision`.",
+    "provision_expired": "The bootstrap token expired before any machine used it; run "
+    "`amesh provision` again.",
+}
+
+
+class PairingError(Exception):
+    """A pairing or bootstrap step failed; ``code`` is stable, ``str()`` is the user sentence."""
+
+    def __init__(self, code: str, message: str | None = None) -> None:
+        super().__init__(message or MESSAGES.get(code, f"Pairing failed ({code}); {_RERUN}."))
+        self.code = code

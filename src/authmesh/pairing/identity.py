@@ -1,0 +1,104 @@
+"""What a finished pairing yields, and the checks every received identity passes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from authmesh.core.b64 import b64encode
+from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64
+from authmesh.pairing.errors import PairingError
+from authmesh.pairing.relay_client import relay_error
+
+__all__ = [
+    "MAX_FRIENDLY_NAME_CHARS",
+    "PairingResult",
+    "PeerIdentity",
+    "Role",
+    "data_payload",
+    "friendly_name",
+    "json_object",
+    "peer_public_key",
+]
+
+# Reference peers send host names; the bound keeps a hostile name out of files and terminals.
+MAX_FRIENDLY_NAME_CHARS = 256
+Role = Literal["controller", "target"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """The other machine as it proved itself during the handshake."""
+
+    public_key: bytes
+    friendly_name: str
+    timestamp: str
+
+    @property
+    def public_key_b64(self) -> str:
+        return b64encode(self.public_key)
+
+    @property
+    def device_id(self) -> str:
+        return device_id(self.public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class PairingResult:
+    """A completed pairing; the caller writes the allow-list entry from it.
+
+    ``peer_role`` is the role to record for the peer (``"controller"`` on the target,
+    ``"target"`` on the controller). ``protocol`` is what the peer speaks (1 or 2), for the
+    allow-list entry's protocol field. ``confirmed`` says whether the target's operator
+    accepted the verification code; a legacy controller can never know (pairing.md W7).
+    """
+
+    peer: PeerIdentity
+    peer_role: Role
+    protocol: int
+    sas: str
+    confirmed: bool
+
+
+def data_payload(message: dict[str, Any]) -> str:
+    """The string payload of a relay ``data`` frame, or the matching error (pairing.md §3.3)."""
+    kind = message.get("type")
+    if kind == "error":
+        raise relay_error(message)
+    if kind == "done":
+        raise PairingError("peer_disconnected")
+    payload = message.get("payload")
+    if kind != "data" or not isinstance(payload, str):
+        raise PairingError("protocol_violation")
+    return payload
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """Parse a JSON object or fail with ``protocol_violation``."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PairingError("protocol_violation") from exc
+    if not isinstance(value, dict):
+        raise PairingError("protocol_violation")
+    return value
+
+
+def peer_public_key(text: object, own_public_key: bytes) -> bytes:
+    """A peer's long-term or ephemeral key: 33-byte compressed, valid, and not our own (W4)."""
+    if not isinstance(text, str):
+        raise PairingError("bad_peer_key")
+    try:
+        public_key = public_key_from_b64(text)
+    except InvalidKeyError as exc:
+        raise PairingError("bad_peer_key") from exc
+    if public_key == own_public_key:
+        raise PairingError("own_key")
+    return public_key
+
+
+def friendly_name(value: object) -> str:
+    if not isinstance(value, str) or len(value) > MAX_FRIENDLY_NAME_CHARS:
+        raise PairingError("protocol_violation")
+    return value

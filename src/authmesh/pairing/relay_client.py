@@ -1,0 +1,116 @@
+"""A relay WebSocket connection with a deadline on every read.
+
+One compact JSON object per text frame, exactly as the reference relay and clients expect
+(pairing.md §6.1). Every failure becomes a :class:`PairingError`: an unreachable relay, a
+closed socket, a read that timed out, a frame that is not a JSON object, and relay ``error``
+frames mapped to their own codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import TracebackType
+from typing import Any
+
+from authmesh.pairing.errors import PairingError
+
+__all__ = ["MAX_FRAME_BYTES", "Frame", "RelayConnection", "encode_frame", "relay_error"]
+
+MAX_FRAME_BYTES = 65_536
+Frame = dict[str, Any]  # one relay message, a JSON object
+_CONNECT_TIMEOUT = 10.0
+_CLOSE_TIMEOUT = 2.0
+
+# Relay error codes and the pairing error each becomes.
+_RELAY_ERRORS = {
+    "invalid_otc": "invalid_code",
+    "otc_not_found": "code_not_found",
+    "otc_expired": "code_not_found",
+    "otc_burned": "code_not_found",
+    "otc_in_use": "code_in_use",
+    "peer_already_connected": "peer_already_connected",
+    "peer_disconnected": "peer_disconnected",
+    "rate_limited": "rate_limited",
+    "relay_capacity": "relay_capacity",
+    "session_expired": "session_expired",
+}
+
+
+def encode_frame(message: dict[str, Any]) -> str:
+    """Compact JSON with non-ASCII characters raw, as the reference serialises."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def relay_error(message: dict[str, Any]) -> PairingError:
+    """The pairing error for a relay ``{"type":"error","code":...}`` frame."""
+    code = message.get("code")
+    return PairingError(
+        _RELAY_ERRORS.get(code, "relay_error") if isinstance(code, str) else "relay_error"
+    )
+
+
+class RelayConnection:
+    """An open relay socket. Use :meth:`open` (an async context manager)."""
+
+    def __init__(self, socket: Any) -> None:
+        self._socket = socket
+
+    @classmethod
+    async def open(cls, url: str, *, timeout: float = _CONNECT_TIMEOUT) -> RelayConnection:
+        try:
+            from websockets.asyncio.client import connect
+            from websockets.exceptions import WebSocketException
+        except ImportError as exc:
+            raise PairingError("missing_dependency") from exc
+        try:
+            socket = await connect(
+                url,
+                open_timeout=timeout,
+                close_timeout=_CLOSE_TIMEOUT,
+                max_size=MAX_FRAME_BYTES,
+                compression=None,
+            )
+        except (OSError, TimeoutError, ValueError, WebSocketException) as exc:
+            raise PairingError("relay_unreachable") from exc
+        return cls(socket)
+
+    async def __aenter__(self) -> RelayConnection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._socket.send(encode_frame(message))
+        except ConnectionClosed as exc:
+            raise PairingError("relay_closed") from exc
+
+    async def receive(self, timeout: float) -> dict[str, Any]:
+        """The next JSON object from the relay, within ``timeout`` seconds."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            frame = await asyncio.wait_for(self._socket.recv(), timeout)
+        except TimeoutError as exc:
+            raise PairingError("timeout") from exc
+        except ConnectionClosed as exc:
+            raise PairingError("relay_closed") from exc
+        try:
+            message = json.loads(frame)
+        except (ValueError, RecursionError) as exc:
+            raise PairingError("protocol_violation") from exc
+        if not isinstance(message, dict):
+            raise PairingError("protocol_violation")
+        return message
+
+    async def close(self) -> None:
+        await self._socket.close()

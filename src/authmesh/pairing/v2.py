@@ -1,0 +1,350 @@
+"""Pairing v2: commit before reveal, transcript-bound identities, split keys, explicit verdict.
+
+The exact protocol and its rationale are in ``docs/pairing.md``. In short (C = controller,
+T = target, all messages inside relay ``data`` payloads as compact JSON):
+
+1. C -> T ``commit``:   ``c = SHA-256("amesh-pair-v2/commit" 0x00 || E_C || N_C)``
+2. T -> C ``key``:      ``E_T``
+3. C -> T ``reveal``:   ``E_C, N_C``; T checks ``c``.
+4. Both: ``ss = ECDH``, ``TH = SHA-256(...protocol, otc, c, E_T, E_C, N_C)``, and from
+   HKDF(ss, salt=TH): one key per direction and the 6-digit SAS.
+5. C -> T, then T -> C ``identity`` (sealed): long-term key, name, timestamp and a signature
+   over a domain-prefixed, length-delimited statement that includes the role and ``TH``.
+6. T's operator types the SAS shown by C; T -> C ``confirm`` (sealed) with the verdict;
+   C -> T ``receipt`` (sealed) once it has the verdict.
+
+Because C is bound to ``E_C`` before it sees ``E_T``, and T reveals ``E_T`` before it learns
+``E_C``, a relay in the middle must fix both legs' SAS inputs before it can compute either
+SAS: it matches with probability 10^-6 per attempt instead of by grinding (W1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from authmesh.core.b64 import B64Error, b64decode, b64encode
+from authmesh.core.keys import PrivateKey, verify
+from authmesh.core.sas import format_sas
+from authmesh.core.selfsig import Signer, iso_timestamp
+from authmesh.core.tunnel import NONCE_LENGTH, TunnelError, hkdf_sha256, open_blob, seal_b64
+from authmesh.pairing.errors import PairingError
+from authmesh.pairing.identity import (
+    PeerIdentity,
+    data_payload,
+    friendly_name,
+    json_object,
+    peer_public_key,
+)
+from authmesh.pairing.relay_client import Frame, encode_frame
+
+__all__ = [
+    "MAX_CLOCK_SKEW_SECONDS",
+    "PROTOCOL",
+    "V2Controller",
+    "V2Target",
+    "commitment",
+    "identity_statement",
+    "schedule",
+    "transcript_hash",
+]
+
+PROTOCOL = 2
+MAX_CLOCK_SKEW_SECONDS = 300
+_DOMAIN = b"amesh-pair-v2"
+_NONCE_BYTES = 32
+
+
+def _field(data: bytes) -> bytes:
+    """Length-prefixed field: the statement stays unambiguous whatever the contents (W4)."""
+    return struct.pack(">I", len(data)) + data
+
+
+def commitment(controller_ephemeral: bytes, controller_nonce: bytes) -> bytes:
+    return hashlib.sha256(
+        _DOMAIN + b"/commit\x00" + controller_ephemeral + controller_nonce
+    ).digest()
+
+
+def transcript_hash(
+    otc: str,
+    commit: bytes,
+    target_ephemeral: bytes,
+    controller_ephemeral: bytes,
+    controller_nonce: bytes,
+) -> bytes:
+    """Binds the protocol number, the session code and every value exchanged in the clear."""
+    return hashlib.sha256(
+        _DOMAIN
+        + b"/transcript\x00"
+        + struct.pack(">I", PROTOCOL)
+        + _field(otc.encode("ascii"))
+        + _field(commit)
+        + _field(target_ephemeral)
+        + _field(controller_ephemeral)
+        + _field(controller_nonce)
+    ).digest()
+
+
+def schedule(shared_secret: bytes, transcript: bytes) -> tuple[bytes, bytes, str]:
+    """(controller->target key, target->controller key, SAS) from HKDF(ss, salt=TH)."""
+
+    def expand(label: bytes, length: int = 32) -> bytes:
+        return hkdf_sha256(
+            shared_secret, salt=transcript, info=_DOMAIN + b"/" + label, length=length
+        )
+
+    sas_value = int.from_bytes(expand(b"sas", 8), "big")
+    return expand(b"controller-to-target"), expand(b"target-to-controller"), format_sas(sas_value)
+
+
+def identity_statement(
+    role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
+) -> bytes:
+    """What an identity signature covers: domain, role, transcript, key, name, timestamp."""
+    return (
+        _DOMAIN
+        + b"/identity\x00"
+        + _field(role.encode("ascii"))
+        + _field(transcript)
+        + _field(public_key)
+        + _field(name.encode("utf-8"))
+        + _field(timestamp.encode("utf-8"))
+    )
+
+
+def _parse_timestamp(text: str) -> float:
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise PairingError("protocol_violation") from exc
+    return moment.timestamp()
+
+
+def _message(payload: dict[str, Any]) -> Frame:
+    return {"type": "data", "payload": encode_frame({"v": PROTOCOL, **payload})}
+
+
+def _expect(message: Frame, kind: str) -> dict[str, Any]:
+    body = json_object(data_payload(message))
+    if body.get("v") != PROTOCOL or body.get("kind") != kind:
+        raise PairingError("protocol_violation")
+    return body
+
+
+def _bytes_field(body: dict[str, Any], name: str, length: int) -> bytes:
+    value = body.get(name)
+    try:
+        raw = b64decode(value) if isinstance(value, str) else b""
+    except B64Error:
+        raw = b""
+    if len(raw) != length:
+        raise PairingError("protocol_violation")
+    return raw
+
+
+class _Side:
+    """State common to both roles: keys, counters, the sealed channel, identity checks."""
+
+    role: str
+    peer_role: str
+
+    def __init__(
+        self,
+        signer: Signer,
+        name: str,
+        otc: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        ephemeral: PrivateKey | None = None,
+    ) -> None:
+        self._signer = signer
+        self._name = name
+        self._otc = otc
+        self._clock = clock
+        self._ephemeral = ephemeral or PrivateKey.generate()
+        self._send_key = b""
+        self._receive_key = b""
+        self._sent = 0
+        self._received = 0
+        self.transcript = b""
+        self.sas = ""
+
+    def _establish(self, shared: bytes, transcript: bytes) -> None:
+        to_target, to_controller, self.sas = schedule(shared, transcript)
+        self.transcript = transcript
+        if self.role == "controller":
+            self._send_key, self._receive_key = to_target, to_controller
+        else:
+            self._send_key, self._receive_key = to_controller, to_target
+
+    def _sealed(self, kind: str, content: dict[str, Any]) -> Frame:
+        # Counter nonces: each direction has its own key, so (key, nonce) never repeats, and
+        # the receiver can refuse a replayed or reordered message.
+        nonce = self._sent.to_bytes(NONCE_LENGTH, "big")
+        self._sent += 1
+        box = seal_b64(
+            self._send_key,
+            encode_frame(content).encode("utf-8"),
+            aad=_DOMAIN + b"/" + kind.encode(),
+            nonce=nonce,
+        )
+        return _message({"kind": kind, "box": box})
+
+    def _open(self, message: Frame, kind: str) -> dict[str, Any]:
+        body = _expect(message, kind)
+        box = body.get("box")
+        if not isinstance(box, str):
+            raise PairingError("protocol_violation")
+        try:
+            blob = b64decode(box)
+        except B64Error as exc:
+            raise PairingError("decrypt_failed") from exc
+        if blob[:NONCE_LENGTH] != self._received.to_bytes(NONCE_LENGTH, "big"):
+            raise PairingError("protocol_violation")  # replayed, reordered or reflected
+        try:
+            plaintext = open_blob(self._receive_key, blob, aad=_DOMAIN + b"/" + kind.encode())
+        except TunnelError as exc:
+            raise PairingError("decrypt_failed") from exc
+        self._received += 1
+        return json_object(plaintext)
+
+    def _identity_frame(self) -> Frame:
+        timestamp = iso_timestamp(self._clock())
+        public_key = self._signer.public_key
+        statement = identity_statement(
+            self.role, self.transcript, public_key, self._name, timestamp
+        )
+        return self._sealed(
+            "identity",
+            {
+                "publicKey": b64encode(public_key),
+                "friendlyName": self._name,
+                "timestamp": timestamp,
+                "sig": b64encode(self._signer.sign(statement)),
+            },
+        )
+
+    def _peer_identity(self, message: Frame) -> PeerIdentity:
+        fields = self._open(message, "identity")
+        public_key = peer_public_key(fields.get("publicKey"), self._signer.public_key)
+        name = friendly_name(fields.get("friendlyName"))
+        timestamp, signature = fields.get("timestamp"), fields.get("sig")
+        if not isinstance(timestamp, str) or not isinstance(signature, str):
+            raise PairingError("protocol_violation")
+        if abs(_parse_timestamp(timestamp) - self._clock()) > MAX_CLOCK_SKEW_SECONDS:
+            raise PairingError("clock_skew")
+        statement = identity_statement(self.peer_role, self.transcript, public_key, name, timestamp)
+        try:
+            valid = verify(public_key, b64decode(signature), statement)
+        except B64Error:
+            valid = False
+        if not valid:
+            raise PairingError("bad_peer_signature")
+        return PeerIdentity(public_key, name, timestamp)
+
+
+class V2Controller(_Side):
+    """``invite``: commits first, reveals after seeing the target's key, displays the SAS."""
+
+    role, peer_role = "controller", "target"
+
+    def __init__(
+        self,
+        signer: Signer,
+        name: str,
+        otc: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        ephemeral: PrivateKey | None = None,
+        nonce: bytes | None = None,
+    ) -> None:
+        super().__init__(signer, name, otc, clock=clock, ephemeral=ephemeral)
+        self._nonce = nonce if nonce is not None else secrets.token_bytes(_NONCE_BYTES)
+        self._commitment = commitment(self._ephemeral.public_key, self._nonce)
+
+    def connect_frame(self) -> Frame:
+        return {"type": "connect", "otc": self._otc, "protocol": PROTOCOL}
+
+    def commit_frame(self) -> Frame:
+        return _message({"kind": "commit", "commitment": b64encode(self._commitment)})
+
+    def on_target_key(self, message: Frame) -> list[Frame]:
+        """Take ``E_T``; returns the reveal and our sealed identity."""
+        body = _expect(message, "key")
+        target_ephemeral = peer_public_key(body.get("ephemeralKey"), self._ephemeral.public_key)
+        shared = self._ephemeral.exchange(target_ephemeral)
+        own = self._ephemeral.public_key
+        transcript = transcript_hash(
+            self._otc, self._commitment, target_ephemeral, own, self._nonce
+        )
+        self._establish(shared, transcript)
+        reveal = _message(
+            {"kind": "reveal", "ephemeralKey": b64encode(own), "nonce": b64encode(self._nonce)}
+        )
+        return [reveal, self._identity_frame()]
+
+    def on_target_identity(self, message: Frame) -> PeerIdentity:
+        return self._peer_identity(message)
+
+    def on_confirm(self, message: Frame) -> bool:
+        """The target's verdict on the SAS."""
+        accepted = self._open(message, "confirm").get("accepted")
+        if not isinstance(accepted, bool):
+            raise PairingError("protocol_violation")
+        return accepted
+
+    def receipt_frame(self) -> Frame:
+        return self._sealed("receipt", {"received": True})
+
+
+class V2Target(_Side):
+    """``listen``: answers the commitment with ``E_T``, checks the reveal, asks for the SAS."""
+
+    role, peer_role = "target", "controller"
+
+    def __init__(
+        self,
+        signer: Signer,
+        name: str,
+        otc: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        ephemeral: PrivateKey | None = None,
+    ) -> None:
+        super().__init__(signer, name, otc, clock=clock, ephemeral=ephemeral)
+        self._commitment = b""
+
+    def listen_frame(self) -> Frame:
+        return {"type": "listen", "otc": self._otc, "protocol": PROTOCOL}
+
+    def on_commit(self, message: Frame) -> Frame:
+        self._commitment = _bytes_field(_expect(message, "commit"), "commitment", 32)
+        return _message({"kind": "key", "ephemeralKey": self._ephemeral.public_key_b64})
+
+    def on_reveal(self, message: Frame) -> None:
+        body = _expect(message, "reveal")
+        own = self._ephemeral.public_key
+        controller_ephemeral = peer_public_key(body.get("ephemeralKey"), own)
+        nonce = _bytes_field(body, "nonce", _NONCE_BYTES)
+        if not hmac.compare_digest(commitment(controller_ephemeral, nonce), self._commitment):
+            raise PairingError("commitment_mismatch")
+        transcript = transcript_hash(self._otc, self._commitment, own, controller_ephemeral, nonce)
+        self._establish(self._ephemeral.exchange(controller_ephemeral), transcript)
+
+    def on_controller_identity(self, message: Frame) -> tuple[PeerIdentity, Frame]:
+        """Verify the controller; returns it and our sealed identity to send."""
+        return self._peer_identity(message), self._identity_frame()
+
+    def confirm_frame(self, accepted: bool) -> Frame:
+        return self._sealed("confirm", {"accepted": accepted})
+
+    def on_receipt(self, message: Frame) -> None:
+        if self._open(message, "receipt").get("received") is not True:
+            raise PairingError("protocol_violation")

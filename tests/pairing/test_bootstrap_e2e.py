@@ -1,0 +1,186 @@
+"""provision/bootstrap end to end through a real relay process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+
+from authmesh.core.keys import PrivateKey
+from authmesh.pairing import (
+    BootstrapResult,
+    PairingError,
+    bootstrap,
+    check_token,
+    issue_token,
+    provision,
+)
+from authmesh.pairing.bootstrap import IssuedToken
+from tests.pairing.conftest import RelayProcess, start_relay
+
+STEP = 10.0
+
+
+async def _watching(
+    controller_key: PrivateKey, issued: IssuedToken, **options: object
+) -> tuple[asyncio.Task[BootstrapResult], list[BootstrapResult]]:
+    """Start provision() and return once the relay confirmed the watch."""
+    ready = asyncio.Event()
+    accepted: list[BootstrapResult] = []
+    task = asyncio.create_task(
+        provision(
+            controller_key,
+            issued,
+            on_watching=ready.set,
+            accept_target=options.pop("accept_target", accepted.append),
+            **options,  # type: ignore[arg-type]
+        )
+    )
+    await asyncio.wait_for(ready.wait(), STEP)
+    return task, accepted
+
+
+async def test_v2_bootstrap_then_replay_fails(
+    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+) -> None:
+    issued = issue_token(controller_key, name="edge-1", relay_url=relay.url, ttl_seconds=600)
+    watcher, accepted = await _watching(controller_key, issued)
+    target_side = await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
+    controller_side = await asyncio.wait_for(watcher, STEP)
+
+    assert target_side.peer_public_key == controller_key.public_key
+    assert target_side.peer_role == "controller" and target_side.name == "edge-1"
+    assert target_side.peer_device_id == controller_key.device_id
+    assert controller_side.peer_public_key == target_key.public_key
+    assert controller_side.peer_role == "target" and controller_side.protocol == 2
+    assert accepted == [controller_side]
+
+    # Single use: the relay burned the jti, and nobody watches it any more.
+    with pytest.raises(PairingError) as replay:
+        await asyncio.wait_for(bootstrap(issued.token, PrivateKey.generate()), STEP)
+    assert replay.value.code == "token_already_used"
+
+
+async def test_legacy_sdk_target_needs_explicit_opt_in(
+    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+) -> None:
+    """A reference SDK target sends the bearer token and no proof of key (W3)."""
+    issued = issue_token(controller_key, name="sdk-box", relay_url=relay.url, ttl_seconds=600)
+    watcher, accepted = await _watching(controller_key, issued)
+    with pytest.raises(PairingError) as refused:
+        await asyncio.wait_for(bootstrap(issued.token, target_key, legacy=True), STEP)
+    assert refused.value.code == "target_proof_required"
+    with pytest.raises(PairingError):
+        await asyncio.wait_for(watcher, STEP)
+    assert accepted == []
+
+    issued = issue_token(controller_key, name="sdk-box", relay_url=relay.url, ttl_seconds=600)
+    watcher, accepted = await _watching(controller_key, issued, allow_legacy_target=True)
+    target_side = await asyncio.wait_for(bootstrap(issued.token, target_key, legacy=True), STEP)
+    controller_side = await asyncio.wait_for(watcher, STEP)
+    assert controller_side.protocol == target_side.protocol == 1
+    assert controller_side.peer_public_key == target_key.public_key
+
+
+async def test_no_watcher_is_a_clear_error(
+    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+) -> None:
+    issued = issue_token(controller_key, name="x", relay_url=relay.url, ttl_seconds=600)
+    with pytest.raises(PairingError) as raised:
+        await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
+    assert raised.value.code == "no_watcher"
+    assert "amesh provision" in str(raised.value)
+
+
+async def test_controller_refusal_reaches_the_target(
+    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+) -> None:
+    issued = issue_token(controller_key, name="x", relay_url=relay.url, ttl_seconds=600)
+
+    def refuse(result: BootstrapResult) -> None:
+        raise PairingError("operator_declined")
+
+    watcher, _ = await _watching(controller_key, issued, accept_target=refuse)
+    with pytest.raises(PairingError) as raised:
+        await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
+    assert raised.value.code == "operator_declined"
+    with pytest.raises(PairingError):
+        await asyncio.wait_for(watcher, STEP)
+
+
+async def test_relay_killed_while_target_waits(
+    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+) -> None:
+    issued = issue_token(controller_key, name="x", relay_url=relay.url, ttl_seconds=600)
+
+    def kill_relay(result: BootstrapResult) -> None:
+        relay.kill()
+
+    watcher, _ = await _watching(controller_key, issued, accept_target=kill_relay)
+    with pytest.raises(PairingError) as raised:
+        await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
+    assert raised.value.code == "relay_closed"
+    # The controller already recorded the target and cannot learn whether its ack arrived
+    # (the relay gives no delivery receipt); what matters is that neither side hangs.
+    done, _ = await asyncio.wait({watcher}, timeout=STEP)
+    assert done == {watcher}
+    assert watcher.exception() is None or isinstance(watcher.exception(), PairingError)
+
+
+def test_token_checked_before_any_io(controller_key: PrivateKey) -> None:
+    """W3: the target refuses a bad token before it makes keys or contacts any relay."""
+    issued = issue_token(
+        controller_key, name="x", relay_url="ws://192.0.2.1:9/ws", ttl_seconds=60, now=1_000
+    )
+    with pytest.raises(PairingError) as expired:
+        check_token(issued.token, now=2_000)
+    assert expired.value.code == "token_expired"
+    with pytest.raises(PairingError) as pinned:
+        check_token(issued.token, now=1_000, expected_issuer=PrivateKey.generate().public_key)
+    assert pinned.value.code == "invalid_signature"
+    assert check_token(issued.token, now=1_000).jti == issued.jti
+
+
+async def test_unreachable_relay_is_a_clear_error(
+    controller_key: PrivateKey, target_key: PrivateKey
+) -> None:
+    issued = issue_token(controller_key, name="x", relay_url="ws://127.0.0.1:9/ws")
+    started = time.monotonic()
+    with pytest.raises(PairingError) as raised:
+        await bootstrap(issued.token, target_key)
+    assert raised.value.code == "relay_unreachable"
+    assert time.monotonic() - started < STEP
+
+
+async def test_watch_is_renewed_past_the_relay_watch_lifetime(
+    controller_key: PrivateKey, target_key: PrivateKey
+) -> None:
+    """The relay forgets a watch after AMESH_WATCHER_TTL; provision keeps renewing it."""
+    short_lived = start_relay(AMESH_WATCHER_TTL="1", AMESH_SWEEP_INTERVAL="0.1")
+    try:
+        issued = issue_token(
+            controller_key, name="late", relay_url=short_lived.url, ttl_seconds=600
+        )
+        watcher, accepted = await _watching(controller_key, issued, rewatch_seconds=0.4)
+        await asyncio.sleep(2.0)  # several watch lifetimes pass before the target shows up
+        target_side = await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
+        controller_side = await asyncio.wait_for(watcher, STEP)
+    finally:
+        short_lived.kill()
+    assert target_side.peer_public_key == controller_key.public_key
+    assert accepted == [controller_side]
+
+
+async def test_provision_gives_up_when_the_token_expires(
+    relay: RelayProcess, controller_key: PrivateKey
+) -> None:
+    issued = issue_token(controller_key, name="never", relay_url=relay.url, ttl_seconds=60)
+    # Half-way through the lifetime at the first look, past the end from then on.
+    clock = itertools.chain([issued.issued_at + 30], itertools.repeat(issued.issued_at + 61))
+    with pytest.raises(PairingError) as raised:
+        await asyncio.wait_for(
+            provision(controller_key, issued, rewatch_seconds=0.2, clock=lambda: next(clock)), STEP
+        )
+    assert raised.value.code == "provision_expired"
