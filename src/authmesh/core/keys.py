@@ -30,12 +30,14 @@ __all__ = [
     "normalize_low_s",
     "public_key_from_b64",
     "verify",
+    "verify_with_key",
 ]
 
 CURVE_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HALF_ORDER = CURVE_ORDER // 2
 _SIGNATURE_LENGTH = 64
 _COMPRESSED_LENGTH = 33
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 class InvalidKeyError(ValueError):
@@ -96,6 +98,15 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     or r/s outside ``[1, n-1]`` — the reference's rules. Uncompressed keys are
     accepted here as the reference does; callers that store keys require 33 bytes.
     """
+    try:
+        key = load_public_key(public_key, allow_uncompressed=True)
+    except InvalidKeyError:
+        return False
+    return verify_with_key(key, signature, message)
+
+
+def verify_with_key(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
+    """:func:`verify` for a key decoded once (verifiers cache loaded keys per device)."""
     if len(signature) != _SIGNATURE_LENGTH:
         return False
     r = int.from_bytes(signature[:32], "big")
@@ -103,9 +114,8 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     if not (0 < r < CURVE_ORDER and 0 < s <= _HALF_ORDER):
         return False
     try:
-        key = load_public_key(public_key, allow_uncompressed=True)
-        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
-    except (InvalidKeyError, InvalidSignature):
+        key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
+    except InvalidSignature:
         return False
     return True
 

@@ -1,0 +1,61 @@
+"""Request signing clients and verification middleware for AuthMesh.
+
+Clients: :class:`AuthMeshAuth` (httpx sync/async and requests), :class:`Client` and
+:class:`AsyncClient`. Servers: the transport-free :class:`Verifier` and its adapters
+in :mod:`authmesh.sdk.asgi`, :mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`
+and :mod:`authmesh.sdk.fastapi`; Redis nonce stores in :mod:`authmesh.sdk.redis_nonce`;
+:func:`bootstrap_if_needed` pairs a fresh machine from a token at start-up.
+
+Names are imported lazily so a server needs no HTTP client library installed and a
+client needs no web framework.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from authmesh.sdk.asgi import AuthMeshMiddleware
+    from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
+    from authmesh.sdk.client import AsyncClient, AuthMeshAuth, Client, SigningError
+    from authmesh.sdk.signing import RequestSigner
+    from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
+    from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
+
+__all__ = [
+    "AsyncClient",
+    "AuthMeshAuth",
+    "AuthMeshMiddleware",
+    "AuthMeshWSGIMiddleware",
+    "Client",
+    "Rejection",
+    "RequestSigner",
+    "SigningError",
+    "VerifiedDevice",
+    "Verifier",
+    "bootstrap_if_needed",
+    "bootstrap_if_needed_async",
+]
+
+_HOMES = {
+    "AsyncClient": "authmesh.sdk.client",
+    "AuthMeshAuth": "authmesh.sdk.client",
+    "Client": "authmesh.sdk.client",
+    "SigningError": "authmesh.sdk.client",
+    "AuthMeshMiddleware": "authmesh.sdk.asgi",
+    "bootstrap_if_needed": "authmesh.sdk.bootstrap",
+    "bootstrap_if_needed_async": "authmesh.sdk.bootstrap",
+    "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",
+    "RequestSigner": "authmesh.sdk.signing",
+    "Rejection": "authmesh.sdk.verifier",
+    "VerifiedDevice": "authmesh.sdk.verifier",
+    "Verifier": "authmesh.sdk.verifier",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'authmesh.sdk' has no attribute {name!r}")
+    return getattr(import_module(module), name)

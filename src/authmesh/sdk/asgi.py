@@ -1,0 +1,154 @@
+"""Pure ASGI middleware (FastAPI, Starlette, any ASGI app).
+
+It reads the raw body itself — before any framework parses it — bounded by the
+verifier's ``max_body_bytes`` (413 on a larger ``Content-Length`` or stream), hands
+the same bytes on to the app, and stores the :class:`VerifiedDevice` in
+``scope["state"]["authmesh"]``, i.e. ``request.state.authmesh`` in Starlette.
+
+The path signed is the original ``raw_path`` plus query string, so mounting the
+app under a prefix (Starlette ``Mount``) does not break signatures (W6).
+WebSocket handshakes are verified as bodiless GETs and refused (403) otherwise, so
+a WebSocket route behind the middleware is never left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from authmesh.sdk.verifier import Rejection, Verifier
+
+__all__ = ["BODY_TIMEOUT_SECONDS", "AuthMeshMiddleware", "request_target"]
+
+BODY_TIMEOUT_SECONDS = 30.0
+"""Longest wait for the whole request body; a stalled upload gets 408."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _ClientDisconnected(Exception):
+    """The client went away while we were reading its body."""
+
+
+def _first_header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1").strip(" \t")
+    return None
+
+
+def request_target(scope: Scope) -> str:
+    """The request-target as received: ``raw_path`` (or the encoded path) and query."""
+    raw_path = scope.get("raw_path")
+    if raw_path is None:
+        raw_path = (scope.get("root_path", "") + scope["path"]).encode("utf-8")
+    query: bytes = scope.get("query_string", b"")
+    target = bytes(raw_path) + (b"?" + query if query else b"")
+    return target.decode("latin-1")
+
+
+async def send_rejection(send: Send, rejection: Rejection) -> None:
+    """Answer with the rejection's status, headers and compact JSON body."""
+    body = rejection.body
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rejection.headers]
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, limit: int, too_large: Rejection) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientDisconnected
+        chunk: bytes = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class AuthMeshMiddleware:
+    """``app.add_middleware(AuthMeshMiddleware, verifier=Verifier(...))``.
+
+    ``exempt_paths``: exact paths (e.g. ``{"/health"}``) served without a signature.
+    ``body_timeout_seconds``: a body not complete by then is refused with 408.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: Verifier,
+        exempt_paths: frozenset[str] | set[str] = frozenset(),
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.exempt_paths = frozenset(exempt_paths)
+        self.body_timeout_seconds = body_timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt_paths:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        verifier = self.verifier
+        try:
+            pending = verifier.begin(
+                scope["method"],
+                request_target(scope),
+                _first_header(headers, b"authorization"),
+                _first_header(headers, b"host"),
+            )
+            verifier.check_content_length(_first_header(headers, b"content-length"))
+            try:
+                async with asyncio.timeout(self.body_timeout_seconds):
+                    body = await _read_body(receive, verifier.max_body_bytes, verifier.too_large())
+            except TimeoutError:
+                raise Rejection(408, "request_timeout") from None
+            device = await verifier.finish_async(pending, body)
+        except Rejection as rejection:
+            await send_rejection(send, rejection)
+            return
+        except _ClientDisconnected:
+            return
+        scope.setdefault("state", {})["authmesh"] = device
+        replayed = False
+
+        async def replay_body() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay_body, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake is a bodiless GET: verified the same way, or refused (403)."""
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        try:
+            pending = self.verifier.begin(
+                "GET",
+                request_target(scope),
+                _first_header(headers, b"authorization"),
+                _first_header(headers, b"host"),
+            )
+            device = await self.verifier.finish_async(pending, b"")
+        except Rejection:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        scope.setdefault("state", {})["authmesh"] = device
+        await self.app(scope, receive, send)

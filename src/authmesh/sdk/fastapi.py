@@ -1,0 +1,63 @@
+"""FastAPI dependencies giving the verified device to a route.
+
+With :class:`~authmesh.sdk.asgi.AuthMeshMiddleware` installed, use
+``device: VerifiedDevice = Depends(verified_device)``. Without the middleware,
+``Depends(AuthMeshDependency(verifier))`` verifies per route; its refusals are
+``HTTPException``\\s, so their bodies follow FastAPI's ``{"detail": "<code>"}`` shape
+(the middleware is the adapter that answers byte-for-byte like the reference).
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+
+from authmesh.sdk.asgi import request_target
+from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
+
+__all__ = ["AuthMeshDependency", "verified_device"]
+
+
+def verified_device(request: Request) -> VerifiedDevice:
+    """The device the middleware verified; 500 if the middleware is not installed."""
+    device = getattr(request.state, "authmesh", None)
+    if not isinstance(device, VerifiedDevice):
+        raise HTTPException(
+            500, detail="AuthMeshMiddleware is not installed in front of this route."
+        )
+    return device
+
+
+class AuthMeshDependency:
+    """Verifies the request inside the route's dependencies (no middleware needed)."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    async def __call__(self, request: Request) -> VerifiedDevice:
+        existing = getattr(request.state, "authmesh", None)
+        if isinstance(existing, VerifiedDevice):
+            return existing
+        verifier = self.verifier
+        headers = request.headers
+        try:
+            pending = verifier.begin(
+                request.method,
+                request_target(request.scope),
+                headers.get("authorization"),
+                headers.get("host"),
+            )
+            verifier.check_content_length(headers.get("content-length"))
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > verifier.max_body_bytes:
+                    raise verifier.too_large()
+            # Starlette caches the body so the route can still read it.
+            request._body = bytes(body)
+            device = await verifier.finish_async(pending, bytes(body))
+        except Rejection as rejection:
+            raise HTTPException(
+                rejection.status, detail=rejection.error, headers=dict(rejection.headers[1:])
+            ) from None
+        request.state.authmesh = device
+        return device

@@ -1,0 +1,346 @@
+"""Transport-free verification of AuthMesh-signed requests.
+
+Framework adapters (ASGI, WSGI, Django, FastAPI) call :meth:`Verifier.begin` with the
+request line and headers, read the raw body themselves (bounded by
+:attr:`Verifier.max_body_bytes`), then call :meth:`Verifier.finish` (or
+:meth:`Verifier.finish_async`). A refusal is a :class:`Rejection` carrying the exact
+status and JSON body the reference middleware sends (spec sdk-keystore.md §6.3).
+
+Differences from the reference ``authMeshVerify``, all wire-compatible (spec §10):
+
+* the signature is checked before the nonce is recorded, so forged requests cannot
+  burn nonces or fill the store (W10); nonces are scoped per device;
+* the nonce lifetime is at least ``2 * clock_skew + 1`` seconds (W12);
+* ``ts`` must be 1-12 plain digits (W14); only ``role == "controller"`` entries may
+  authenticate and any malformed allow list is an integrity failure (W17);
+* the allow list is cached and re-read only when the file changes, never written (W9);
+* the raw request-target is canonicalised, never a mount-relative path (W6);
+* version 2 signatures also cover the authority (W15); a peer recorded as speaking
+  v2 at pairing is refused when it signs with v1 (no downgrade);
+* a lowercase method or raw non-ASCII target is refused with 400, as the reference's
+  HTTP servers do before its middleware runs (W19);
+* log lines name the event and times only: no device ids, keys or nonces.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from authmesh.core.allowlist import PROTOCOL_V2
+from authmesh.core.b64 import B64Error, b64decode
+from authmesh.core.canonical import (
+    CanonicalError,
+    body_sha256,
+    canonical_string,
+    normalize_authority,
+    request_target_path,
+)
+from authmesh.core.header import HeaderError, parse_header
+from authmesh.core.keys import verify_with_key
+from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore
+from authmesh.sdk.home import resolve_home
+from authmesh.sdk.trusted_keys import TrustedKey, TrustedKeys
+from authmesh.store import AllowListStore, StoreError, load_context
+
+__all__ = [
+    "DEFAULT_CLOCK_SKEW_SECONDS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_NONCE_WINDOW_SECONDS",
+    "SERVER_TIME_HEADER",
+    "PendingRequest",
+    "Rejection",
+    "VerifiedDevice",
+    "Verifier",
+]
+
+DEFAULT_CLOCK_SKEW_SECONDS = 30
+DEFAULT_NONCE_WINDOW_SECONDS = 60
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+SERVER_TIME_HEADER = "X-AuthMesh-Server-Time"
+"""Sent with every 401: the server's clock, so a client can correct its own skew."""
+
+_log = logging.getLogger("authmesh.sdk")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_METHOD = re.compile(r"[A-Z0-9!#$%&'*+.^_`|~-]+")
+_INTEGRITY_LOG = "[amesh] CRITICAL: allow list integrity check failed — possible tampering"
+
+
+class Rejection(Exception):
+    """The request is refused; ``status`` and ``error`` are what goes on the wire."""
+
+    def __init__(self, status: int, error: str, *, server_time: int | None = None) -> None:
+        super().__init__(f"request refused with {status} {error}")
+        self.status = status
+        self.error = error
+        self.server_time = server_time
+
+    @property
+    def body(self) -> bytes:
+        """Compact JSON, byte-identical to the reference: ``{"error":"<code>"}``."""
+        return json.dumps({"error": self.error}, separators=(",", ":")).encode("ascii")
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Response headers: the JSON content type, plus the server time on a 401."""
+        headers = [("Content-Type", "application/json")]
+        if self.server_time is not None:
+            headers.append((SERVER_TIME_HEADER, str(self.server_time)))
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedDevice:
+    """Who signed a verified request (``request.state.authmesh`` and friends)."""
+
+    device_id: str
+    friendly_name: str
+    verified_at: int
+    """Server time of verification, Unix seconds."""
+    version: str
+    """Signature version the request used: ``"1"`` or ``"2"``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The reference's ``req.authMesh`` object."""
+        return {
+            "deviceId": self.device_id,
+            "friendlyName": self.friendly_name,
+            "verifiedAt": self.verified_at,
+        }
+
+
+@dataclass(slots=True)
+class PendingRequest:
+    """A request whose headers passed; the body is still to be read and checked."""
+
+    method: str
+    path: str
+    authority: str | None
+    version: str
+    timestamp: str
+    nonce: str
+    signature: str
+    trusted: TrustedKey
+    now: int
+
+
+class Verifier:
+    """Checks AuthMesh signatures against an HMAC-sealed allow list.
+
+    ``allow_list`` is the :class:`~authmesh.store.AllowListStore` of this server's
+    identity (its HMAC key derived from the identity, spec §7.3); :meth:`from_home`
+    loads it from an amesh directory.
+    ``nonce_store`` may be sync (:class:`~authmesh.core.nonce.NonceStore`) or
+    async; async stores work only through :meth:`finish_async` (ASGI).
+    ``authorities``: the ``host[:port]`` values this server answers to; when set,
+    a v2 request signed for any other authority is refused (W15).
+    """
+
+    def __init__(
+        self,
+        allow_list: AllowListStore,
+        *,
+        clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS,
+        nonce_window_seconds: int = DEFAULT_NONCE_WINDOW_SECONDS,
+        nonce_store: NonceStore | AsyncNonceStore | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        authorities: Iterable[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if clock_skew_seconds < 0 or nonce_window_seconds < 0 or max_body_bytes < 0:
+            raise ValueError("clock skew, nonce window and body limit must not be negative")
+        self._trusted = TrustedKeys(allow_list)
+        self.clock_skew_seconds = clock_skew_seconds
+        self.nonce_ttl_seconds = max(nonce_window_seconds, 2 * clock_skew_seconds + 1)
+        self.max_body_bytes = max_body_bytes
+        self.nonce_store: NonceStore | AsyncNonceStore = (
+            InMemoryNonceStore(clock=clock) if nonce_store is None else nonce_store
+        )
+        self._store_is_async = inspect.iscoroutinefunction(self.nonce_store.check_and_store)
+        self._authorities = (
+            None if authorities is None else frozenset(normalize_authority(a) for a in authorities)
+        )
+        self._clock = clock
+
+    @classmethod
+    def from_home(cls, home: str | os.PathLike[str] | None = None, **options: Any) -> Verifier:
+        """A verifier for the identity in ``home`` (default: ``$AUTH_MESH_DIR`` or ``~/.amesh``).
+
+        Unlocks the key store once to derive the allow-list key; raises
+        :class:`~authmesh.store.StoreError` with a user-facing message on failure.
+        """
+        context = load_context(resolve_home(home))
+        return cls(context.allow_list, **options)
+
+    @property
+    def nonce_store_is_async(self) -> bool:
+        return self._store_is_async
+
+    def _now(self) -> int:
+        return math.floor(self._clock())
+
+    def begin(
+        self, method: str, target: str, authorization: str | None, host: str | None
+    ) -> PendingRequest:
+        """Check everything that does not need the body; raise :class:`Rejection`.
+
+        ``target`` is the raw request-target as received (origin or absolute
+        form), ``authorization`` the first Authorization header value (OWS
+        stripped) and ``host`` the Host header value.
+        """
+        if not _METHOD.fullmatch(method) or not target.isascii():
+            raise Rejection(400, "malformed_request")
+        try:
+            header = parse_header(authorization)
+        except HeaderError as error:
+            raise Rejection(
+                400, "missing_header" if error.reason == "absent" else "malformed_header"
+            ) from None
+        if header.v not in ("1", "2"):
+            raise Rejection(400, "unsupported_version")
+        now = self._now()
+        try:
+            trusted = self._trusted.lookup(header.id)
+        except StoreError as error:
+            if error.code == "allow_list_tampered":
+                _log.error(_INTEGRITY_LOG)
+            else:
+                _log.error("[amesh] allow list unreadable: %s", error)
+            raise Rejection(500, "internal_error") from None
+        if trusted is None:
+            raise self._unauthorized(now)
+        if not trusted.device.may_authenticate:
+            self._log_event("role_rejected", now, "0")
+            raise self._unauthorized(now)
+        requested = int(header.ts) if _TIMESTAMP.fullmatch(header.ts) else None
+        if requested is None or abs(now - requested) > self.clock_skew_seconds:
+            self._log_event("timestamp_out_of_range", now, header.ts)
+            raise self._unauthorized(now)
+        if abs(now - requested) > max(self.clock_skew_seconds - 10, 0):
+            self._log_event("clock_drift_warning", now, header.ts)
+        if header.v == "1" and trusted.device.protocol == PROTOCOL_V2:
+            self._log_event("downgrade_refused", now, header.ts)
+            raise self._unauthorized(now)
+        authority = None
+        if header.v == "2":
+            try:
+                authority = normalize_authority(host or "")
+            except CanonicalError:
+                authority = None
+            if authority is None or (
+                self._authorities is not None and authority not in self._authorities
+            ):
+                self._log_event("wrong_authority", now, header.ts)
+                raise self._unauthorized(now)
+        try:
+            path = request_target_path(target)
+        except CanonicalError:
+            raise Rejection(400, "malformed_request") from None
+        return PendingRequest(
+            method=method,
+            path=path,
+            authority=authority,
+            version=header.v,
+            timestamp=header.ts,
+            nonce=header.nonce,
+            signature=header.sig,
+            trusted=trusted,
+            now=now,
+        )
+
+    def check_content_length(self, value: str | None) -> None:
+        """Refuse (413) before reading when a declared length exceeds the limit."""
+        if value is not None and value.strip().isdigit() and int(value) > self.max_body_bytes:
+            raise Rejection(413, "payload_too_large")
+
+    def too_large(self) -> Rejection:
+        """The 413 to raise when the body read so far exceeds the limit."""
+        return Rejection(413, "payload_too_large")
+
+    def _check_signature(self, pending: PendingRequest, body: bytes) -> str:
+        """Verify the signature over the body; return the nonce-store key."""
+        key = pending.trusted.public_key
+        try:
+            message = canonical_string(
+                pending.method,
+                pending.path,
+                pending.timestamp,
+                pending.nonce,
+                body_sha256(body),
+                version=pending.version,
+                authority=pending.authority,
+            ).encode("utf-8")
+            valid = key is not None and verify_with_key(key, b64decode(pending.signature), message)
+        except (CanonicalError, B64Error):
+            valid = False
+        if not valid:
+            self._log_event("invalid_signature", pending.now, pending.timestamp)
+            raise self._unauthorized(pending.now)
+        return f"{pending.trusted.device.device_id}:{pending.nonce}"
+
+    def _accepted(self, pending: PendingRequest, fresh: bool) -> VerifiedDevice:
+        if not fresh:
+            self._log_event("replay_detected", pending.now, pending.timestamp)
+            raise self._unauthorized(pending.now)
+        device = pending.trusted.device
+        return VerifiedDevice(device.device_id, device.friendly_name, pending.now, pending.version)
+
+    def _store_failed(self) -> Rejection:
+        _log.error("[amesh] nonce store unavailable: refusing the request (fail closed)")
+        return Rejection(500, "internal_error")
+
+    def finish(self, pending: PendingRequest, body: bytes) -> VerifiedDevice:
+        """Verify the signature over ``body``, then record the nonce (sync store)."""
+        if self._store_is_async:
+            raise TypeError("this Verifier has an async nonce store: use finish_async")
+        key = self._check_signature(pending, body)
+        store: NonceStore = self.nonce_store  # type: ignore[assignment]
+        try:
+            fresh = store.check_and_store(key, self.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
+        return self._accepted(pending, fresh)
+
+    async def finish_async(self, pending: PendingRequest, body: bytes) -> VerifiedDevice:
+        """As :meth:`finish`, awaiting an async nonce store when there is one."""
+        key = self._check_signature(pending, body)
+        try:
+            if self._store_is_async:
+                async_store: AsyncNonceStore = self.nonce_store  # type: ignore[assignment]
+                fresh = await async_store.check_and_store(key, self.nonce_ttl_seconds)
+            else:
+                sync_store: NonceStore = self.nonce_store  # type: ignore[assignment]
+                fresh = sync_store.check_and_store(key, self.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
+        return self._accepted(pending, fresh)
+
+    def verify(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        host: str | None,
+        body: bytes,
+    ) -> VerifiedDevice:
+        """All steps at once for a request whose body is already in memory."""
+        pending = self.begin(method, target, authorization, host)
+        if len(body) > self.max_body_bytes:
+            raise self.too_large()
+        return self.finish(pending, body)
+
+    def _unauthorized(self, now: int) -> Rejection:
+        return Rejection(401, "unauthorized", server_time=now)
+
+    @staticmethod
+    def _log_event(event: str, now: int, request_ts: str) -> None:
+        shown = request_ts if _TIMESTAMP.fullmatch(request_ts) else "NaN"
+        _log.warning("[amesh] %s: serverNow=%d requestTs=%s", event, now, shown)

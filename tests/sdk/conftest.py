@@ -1,0 +1,114 @@
+"""Shared SDK fixtures: real servers per adapter, a real redis-server, vector keys."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from authmesh.core.allowlist import AllowList, Device
+from authmesh.core.keys import PrivateKey
+from authmesh.store import AllowListStore, AmeshHome
+from tests.sdk import apps
+from tests.sdk.harness import free_port, uvicorn_server, wait_for, wsgi_server
+from tests.vectorfiles import load
+
+MIDDLEWARE = load("middleware.json")
+
+
+def vector_key(name: str) -> PrivateKey:
+    """K1 (controller), K2 (unknown) or K3 (target) of middleware.json."""
+    return PrivateKey.from_scalar(bytes.fromhex(MIDDLEWARE["keys"][name]["private_key_hex"]))
+
+
+@pytest.fixture(scope="session", params=["asgi", "wsgi", "django"])
+def adapter(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, int]]:
+    """(name, dispatcher, port): each adapter behind its real server, started once."""
+    name = request.param
+    if name == "asgi":
+        dispatcher: Any = apps.AsgiDispatcher()
+        with uvicorn_server(dispatcher) as port:
+            yield name, dispatcher, port
+    else:
+        dispatcher = apps.WsgiDispatcher() if name == "wsgi" else apps.DjangoDispatcher()
+        with wsgi_server(dispatcher) as port:
+            yield name, dispatcher, port
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server on a free loopback port, without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed; run scripts/install-system-deps")
+    directory: Path = tmp_path_factory.mktemp("redis")
+    for _attempt in range(5):
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+
+        def answers(
+            client: redis.Redis = client, process: subprocess.Popen[bytes] = process
+        ) -> bool:
+            if process.poll() is not None:
+                return True
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(answers, "redis-server to answer PING")
+        if process.poll() is None:
+            break
+    else:
+        pytest.fail("redis-server did not start on a free port")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+TEST_HMAC_KEY = bytes(range(32))
+
+
+def trusted_store(
+    home: Path, entries: list[tuple[PrivateKey, str, int]], now: str = "2026-03-28T10:05:00.000Z"
+) -> AllowListStore:
+    """A sealed allow list in ``home`` trusting each (key, role, protocol)."""
+    home.mkdir(parents=True, exist_ok=True)
+    allow_list = AllowList.empty(now)
+    for index, (key, role, protocol) in enumerate(entries):
+        device = Device.new(
+            device_id=key.device_id,
+            public_key=key.public_key_b64,
+            friendly_name=f"Device {index}",
+            role=role,
+            added_at=now,
+            protocol=protocol,
+        )
+        allow_list = allow_list.with_device(device, now)
+    (home / "allow_list.json").write_text(allow_list.render(TEST_HMAC_KEY), encoding="utf-8")
+    return AllowListStore(AmeshHome(home), TEST_HMAC_KEY)
