@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 
 deps: $(VENV)/.installed
 
-# Relay only needs the [relay] extra, but one venv keeps the two commands simple.
+# One venv serves both commands; the relay needs only the base install.
 relay: deps
 	PORT=$(PORT) HOST=$(HOST) $(VENV)/bin/amesh-relay
 

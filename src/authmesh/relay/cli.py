@@ -1,0 +1,79 @@
+"""``amesh-relay``: run the relay until SIGTERM/SIGINT, then close every socket and exit 0.
+
+Every setting can be given as an environment variable (``PORT``, ``HOST``, ``AMESH_*``) or as
+the matching flag (``--port``, ``--max-sessions``, ...); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from authmesh.relay.config import SETTINGS, ConfigError, RelayConfig, parse_setting
+from authmesh.relay.logs import configure_logging
+from authmesh.relay.server import RelayServer
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amesh-relay",
+        description="authmesh pairing relay (wire-compatible with the amesh reference relay).",
+    )
+    for setting in SETTINGS:
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            metavar="VALUE",
+            help=(f"{setting.help}; env {setting.env}"),
+        )
+    return parser
+
+
+def _config(argv: Sequence[str] | None) -> RelayConfig:
+    args = _parser().parse_args(argv)
+    overrides = {}
+    for setting in SETTINGS:
+        raw = getattr(args, setting.name)
+        if raw is not None:
+            overrides[setting.name] = parse_setting(setting, raw)
+    return RelayConfig.from_env(os.environ, **overrides)
+
+
+async def _serve(config: RelayConfig) -> None:
+    relay = RelayServer(config)
+    await relay.start()
+    # Same two start-up lines as the reference relay (relay spec §6.1).
+    print(f"amesh relay listening on ws://{config.host}:{relay.port}/ws", flush=True)
+    print(f"Health check: http://{config.host}:{relay.port}/health", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await relay.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit status."""
+    try:
+        config = _config(argv)
+    except ConfigError as exc:
+        print(f"amesh-relay: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level, config.log_format)
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        print(
+            f"amesh-relay: cannot listen on {config.host}:{config.port} ({exc.strerror}); "
+            "choose another PORT/HOST or stop the process using it.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,276 @@
+"""Relay settings: one table gives every setting its env variable, CLI flag, default and parser.
+
+Defaults keep the reference relay's observable limits (§10 item 13 of the relay spec) so
+legitimate reference clients see the same behaviour; the extra knobs bound what an abuser can
+consume. Time values are seconds (floats allowed, which the tests use to run quickly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SETTINGS", "ConfigError", "RelayConfig", "Setting", "parse_trust_proxy"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value the relay cannot use; the message says which and how to fix it."""
+
+
+def parse_trust_proxy(text: str) -> int:
+    """``AMESH_TRUST_PROXY``: ``1``/``true``/``yes`` trust one proxy hop, ``N`` trusts N hops.
+
+    ``0``/``false``/``no``/empty disable it (X-Forwarded-For is then never read).
+    """
+    value = text.strip().lower()
+    if value in ("", "0", "false", "no"):
+        return 0
+    if value in ("true", "yes"):
+        return 1
+    if value.isdigit() and int(value) <= 32:
+        return int(value)
+    raise ConfigError(
+        f"AMESH_TRUST_PROXY={text!r} is not understood; use 1/true/yes for one trusted proxy, "
+        "a number of trusted hops, or leave it unset when clients connect directly."
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _log_level(text: str) -> str:
+    value = text.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be debug, info, warning or error")
+    return value
+
+
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: dataclass field, env variable, parser and help text."""
+
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Everything the relay can be told. Build with :meth:`from_env` or keyword arguments."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a relay is meant to be reachable
+    port: int = 3001
+    trust_proxy: int = 0
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 256
+    max_sessions: int = 50_000
+    pairing_ttl: float = 60.0
+    shell_idle_timeout: float = 600.0
+    pairing_session_bytes: int = 256 * 1024
+    shell_session_bytes: int = 64 * 1024 * 1024
+    rate_window: float = 60.0
+    pairing_failure_limit: int = 3
+    shell_failure_limit: int = 3
+    watch_failure_limit: int = 10
+    bootstrap_failure_limit: int = 10
+    agent_failure_limit: int = 10
+    otc_failure_budget: int = 5
+    global_failure_budget: int = 1000
+    watcher_ttl: float = 300.0
+    max_watches_per_socket: int = 16
+    jti_ttl: float = 25 * 3600.0
+    max_consumed_jtis: int = 1_000_000
+    agent_heartbeat_timeout: float = 90.0
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
+    sweep_interval: float = 1.0
+    max_tracked_ips: int = 100_000
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> RelayConfig:
+        """Settings from environment variables; ``overrides`` (not None) win over them."""
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw is None or (raw.strip() == "" and setting.name != "trust_proxy"):
+                continue
+            values[setting.name] = parse_setting(setting, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def parse_setting(setting: Setting, raw: str) -> Any:
+    """Parse one raw value, turning any failure into a one-sentence :class:`ConfigError`."""
+    try:
+        return setting.parse(raw)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(
+            f"{setting.env}={raw!r} is invalid ({exc}); fix the value or unset it "
+            f"to use the default."
+        ) from None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "HOST", str, "bind address (default 0.0.0.0)"),
+    Setting("port", "PORT", _port, "listen port, 0 picks a free one (default 3001)"),
+    Setting(
+        "trust_proxy",
+        "AMESH_TRUST_PROXY",
+        parse_trust_proxy,
+        "proxy hops to trust for X-Forwarded-For: 1/true/yes = one, N = N (default: none)",
+    ),
+    Setting("max_connections", "AMESH_MAX_CONNECTIONS", _positive_int, "WebSockets (10000)"),
+    Setting(
+        "max_connections_per_ip",
+        "AMESH_MAX_CONNECTIONS_PER_IP",
+        _positive_int,
+        "WebSockets per client IP (256)",
+    ),
+    Setting("max_sessions", "AMESH_MAX_SESSIONS", _positive_int, "pairing+shell sessions (50000)"),
+    Setting("pairing_ttl", "AMESH_PAIRING_TTL", _positive_float, "pairing session lifetime s (60)"),
+    Setting(
+        "shell_idle_timeout",
+        "AMESH_SHELL_IDLE_TIMEOUT",
+        _positive_float,
+        "shell session ends after this many idle seconds (600)",
+    ),
+    Setting(
+        "pairing_session_bytes",
+        "AMESH_PAIRING_SESSION_BYTES",
+        _positive_int,
+        "bytes one pairing session may forward (262144)",
+    ),
+    Setting(
+        "shell_session_bytes",
+        "AMESH_SHELL_SESSION_BYTES",
+        _positive_int,
+        "bytes one shell session may forward (67108864)",
+    ),
+    Setting("rate_window", "AMESH_RATE_WINDOW", _positive_float, "rate-limit window s (60)"),
+    Setting(
+        "pairing_failure_limit",
+        "AMESH_PAIRING_FAILURE_LIMIT",
+        _positive_int,
+        "failed listen/connect per IP per window (3)",
+    ),
+    Setting(
+        "shell_failure_limit",
+        "AMESH_SHELL_FAILURE_LIMIT",
+        _positive_int,
+        "unmatched shell requests per IP per window (3)",
+    ),
+    Setting(
+        "watch_failure_limit",
+        "AMESH_WATCH_FAILURE_LIMIT",
+        _positive_int,
+        "refused bootstrap_watch per IP per window (10)",
+    ),
+    Setting(
+        "bootstrap_failure_limit",
+        "AMESH_BOOTSTRAP_FAILURE_LIMIT",
+        _positive_int,
+        "refused bootstrap_init per IP per window (10)",
+    ),
+    Setting(
+        "agent_failure_limit",
+        "AMESH_AGENT_FAILURE_LIMIT",
+        _positive_int,
+        "failed agent registrations per IP per window (10)",
+    ),
+    Setting(
+        "otc_failure_budget",
+        "AMESH_OTC_FAILURE_BUDGET",
+        _positive_int,
+        "failed attempts on one live code before it is burned (5)",
+    ),
+    Setting(
+        "global_failure_budget",
+        "AMESH_GLOBAL_FAILURE_BUDGET",
+        _positive_int,
+        "failed connects per window from all IPs before waiting codes burn (1000)",
+    ),
+    Setting(
+        "watcher_ttl", "AMESH_WATCHER_TTL", _positive_float, "bootstrap watch lifetime s (300)"
+    ),
+    Setting(
+        "max_watches_per_socket",
+        "AMESH_MAX_WATCHES_PER_SOCKET",
+        _positive_int,
+        "jtis one socket may watch (16)",
+    ),
+    Setting("jti_ttl", "AMESH_JTI_TTL", _positive_float, "consumed-jti memory s (90000)"),
+    Setting(
+        "max_consumed_jtis",
+        "AMESH_MAX_CONSUMED_JTIS",
+        _positive_int,
+        "consumed jtis remembered (1000000)",
+    ),
+    Setting(
+        "agent_heartbeat_timeout",
+        "AMESH_AGENT_HEARTBEAT_TIMEOUT",
+        _positive_float,
+        "agent dropped without ping for s (90)",
+    ),
+    Setting(
+        "handshake_timeout",
+        "AMESH_HANDSHAKE_TIMEOUT",
+        _positive_float,
+        "seconds to finish the HTTP upgrade (10)",
+    ),
+    Setting(
+        "idle_timeout",
+        "AMESH_IDLE_TIMEOUT",
+        _positive_float,
+        "close a socket with no session/watch/agent after s without messages (120)",
+    ),
+    Setting("ping_interval", "AMESH_PING_INTERVAL", _positive_float, "protocol ping every s (30)"),
+    Setting(
+        "ping_timeout", "AMESH_PING_TIMEOUT", _positive_float, "drop without pong after s (30)"
+    ),
+    Setting("sweep_interval", "AMESH_SWEEP_INTERVAL", _positive_float, "expiry sweep every s (1)"),
+    Setting(
+        "max_tracked_ips",
+        "AMESH_MAX_TRACKED_IPS",
+        _positive_int,
+        "rate-limit entries kept per limiter (100000)",
+    ),
+    Setting("log_level", "AMESH_LOG_LEVEL", _log_level, "debug|info|warning|error (info)"),
+    Setting("log_format", "AMESH_LOG_FORMAT", _log_format, "text|json (text)"),
+)

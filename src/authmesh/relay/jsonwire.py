@@ -1,0 +1,102 @@
+"""JSON exactly as the reference relay reads and writes it (``JSON.parse``/``JSON.stringify``).
+
+Numbers are doubles (``1.50e1`` is re-emitted as ``15``), ``NaN``/``Infinity`` literals are
+rejected, output is compact with non-ASCII characters left raw, and lone surrogates are
+escaped the way a well-formed ``JSON.stringify`` does, so every frame is valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["JsonWireError", "dumps", "format_number", "loads"]
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class JsonWireError(ValueError):
+    """The text is not a JSON document ``JSON.parse`` would accept."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonWireError(f"{name} is not valid JSON")
+
+
+def loads(text: str) -> Any:
+    """Parse like ``JSON.parse``: every number becomes a float, NaN/Infinity are errors."""
+    try:
+        return json.loads(text, parse_int=float, parse_float=float, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise JsonWireError("frame is not valid JSON") from exc
+
+
+def format_number(value: float) -> str:
+    """ECMAScript ``Number::toString`` of a double (shortest round-trip digits)."""
+    if not math.isfinite(value):
+        return "null"  # JSON.stringify(Infinity) === "null"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()[1:]
+    digits = "".join(map(str, digit_tuple))
+    assert isinstance(exponent, int)
+    k = len(digits)
+    n = k + exponent  # value = 0.digits * 10**n
+    if k <= n <= 21:
+        body = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        body = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        body = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+        body = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + body
+
+
+def _dump_string(text: str) -> str:
+    encoded = json.dumps(text, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
+
+
+def _dump(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_dump_string(value))
+    elif isinstance(value, int | float):
+        out.append(format_number(float(value)))
+    elif isinstance(value, dict):
+        out.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            if index:
+                out.append(",")
+            out.append(_dump_string(key))
+            out.append(":")
+            _dump(item, out)
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _dump(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(value: Any) -> str:
+    """Serialise like ``JSON.stringify``: compact, raw non-ASCII, JS number formatting."""
+    out: list[str] = []
+    _dump(value, out)
+    return "".join(out)

@@ -1,0 +1,54 @@
+"""Fixed-window failure counters keyed by client (or anything else).
+
+Only failures are recorded, so successful users are never throttled (relay spec W6: the
+reference counted every attempt). The map is bounded: when it is full, expired entries are
+dropped first and then the oldest entry, so a flood of fresh keys cannot grow memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FailureLimiter"]
+
+
+@dataclass
+class _Window:
+    count: int
+    resets_at: float
+
+
+class FailureLimiter:
+    """At most ``limit`` failures per key per ``window`` seconds."""
+
+    def __init__(self, limit: int, window: float, max_keys: int) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self._windows: dict[str, _Window] = {}
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def blocked(self, key: str, now: float) -> bool:
+        """True while ``key`` has used up its failures in the current window."""
+        entry = self._windows.get(key)
+        return entry is not None and now < entry.resets_at and entry.count >= self.limit
+
+    def fail(self, key: str, now: float) -> None:
+        """Record one failure for ``key``."""
+        entry = self._windows.get(key)
+        if entry is None or now >= entry.resets_at:
+            if entry is None and len(self._windows) >= self.max_keys:
+                self.purge(now)
+                if len(self._windows) >= self.max_keys:
+                    del self._windows[next(iter(self._windows))]
+            self._windows.pop(key, None)
+            self._windows[key] = _Window(1, now + self.window)
+        else:
+            entry.count += 1
+
+    def purge(self, now: float) -> None:
+        """Forget windows that have ended."""
+        for key in [k for k, w in self._windows.items() if now >= w.resets_at]:
+            del self._windows[key]

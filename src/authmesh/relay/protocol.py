@@ -1,0 +1,826 @@
+"""The relay protocol as a transport-free state machine: events in, frames out.
+
+:class:`RelayCore` receives ``open``/``receive``/``close``/``tick`` events for numbered
+connections and returns the :class:`Send` and :class:`Close` actions the transport must
+perform, in order. It never does I/O and takes the current time as an argument, so every rule
+can be tested without sockets or sleeping.
+
+Wire behaviour is the reference relay's (spec ``relay.md`` §2-§4, §10 checklist) plus the
+pairing-v2/bootstrap contract fields. Deliberate differences fix the weaknesses listed in
+``relay.md`` §8/§11; each is marked with its id (W1, W2, ...) where it is implemented.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from authmesh.core.b64 import B64Error, b64decode
+from authmesh.core.keys import (
+    InvalidKeyError,
+    compress,
+    device_id,
+    load_public_key,
+    normalize_low_s,
+    verify,
+)
+from authmesh.relay.clientip import rate_key
+from authmesh.relay.config import RelayConfig
+from authmesh.relay.jsonwire import JsonWireError, dumps, loads
+from authmesh.relay.limits import FailureLimiter
+
+__all__ = ["Action", "Close", "RelayCore", "RelayStats", "Send"]
+
+log = logging.getLogger("authmesh.relay")
+
+_OTC = re.compile(r"[0-9]{6}")
+_MAX_JTI_UNITS = 128
+_MAX_SIG_CHARS = 256
+_MAX_KEY_CHARS = 256
+_MAX_ERROR_CHARS = 64
+_MAX_FRAME_CHARS = 65_536  # the message size limit already bounds these
+_SIGNATURE_BYTES = 64
+_PROTOCOLS = (1.0, 2.0)
+PAIRING = "pairing"
+SHELL = "shell"
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``text`` as one text frame to connection ``conn``."""
+
+    conn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close connection ``conn`` (after its queued frames) with ``code`` and ``reason``."""
+
+    conn: int
+    code: int
+    reason: str = ""
+
+
+Action = Send | Close
+
+
+@dataclass
+class RelayStats:
+    """Counters exported on ``/metrics`` (never any code, key, token or device id)."""
+
+    connections_opened: int = 0
+    pairings: int = 0
+    shell_sessions: int = 0
+    bootstrap_forwarded: int = 0
+    bytes_forwarded: int = 0
+    rate_limited: Counter[str] = field(default_factory=Counter)
+    rejections: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(eq=False)
+class _Conn:
+    id: int
+    key: str  # rate-limit bucket of the client address
+    last_message: float
+    session: _Session | None = None
+    challenge: _Challenge | None = None
+    agent_id: str | None = None
+    bootstrap_jti: str | None = None
+    watching: set[str] = field(default_factory=set)
+    closing: bool = False
+
+    @property
+    def attached(self) -> bool:
+        """Whether the socket has relay state that keeps it legitimately quiet."""
+        return bool(
+            self.session or self.challenge or self.agent_id or self.bootstrap_jti or self.watching
+        )
+
+
+@dataclass(eq=False)
+class _Session:
+    key: str
+    kind: str
+    target: _Conn
+    controller: _Conn | None
+    protocol: int
+    expires_at: float
+    byte_cap: int
+    bytes: int = 0
+    failures: int = 0
+
+    def peer_of(self, conn: _Conn) -> _Conn | None:
+        return self.controller if conn is self.target else self.target
+
+
+@dataclass(frozen=True)
+class _Challenge:
+    device_id: str
+    public_key: str
+    challenge: str
+
+
+@dataclass
+class _Agent:
+    conn: _Conn
+    public_key: bytes
+    last_ping: float
+
+
+@dataclass
+class _Watch:
+    conn: _Conn
+    created: float
+
+
+def _frame(**fields: Any) -> str:
+    return dumps({k: v for k, v in fields.items() if v is not None})
+
+
+def _truthy(value: Any) -> bool:
+    """JavaScript truthiness of a parsed JSON value."""
+    return value not in (None, False, "", 0.0)
+
+
+def _optional_text(value: Any, limit: int) -> bool:
+    """Absent (None) or a string of at most ``limit`` characters."""
+    return value is None or (isinstance(value, str) and len(value) <= limit)
+
+
+def _utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _decode_public_key(text: str) -> bytes:
+    """Compressed point from base64 of a compressed or uncompressed SEC1 key."""
+    return compress(load_public_key(b64decode(text), allow_uncompressed=True))
+
+
+class RelayCore:
+    """All relay state and rules. Not thread-safe; drive it from one event loop."""
+
+    def __init__(self, config: RelayConfig, *, new_id: Callable[[], str] | None = None) -> None:
+        self.config = config
+        self.stats = RelayStats()
+        self._new_id = new_id or (lambda: str(uuid.uuid4()))
+        self._conns: dict[int, _Conn] = {}
+        self._per_ip: Counter[str] = Counter()
+        self._sessions: dict[str, _Session] = {}
+        self._agents: dict[str, _Agent] = {}
+        self._watchers: dict[str, _Watch] = {}
+        self._targets: dict[str, _Conn] = {}
+        self._consumed: dict[str, float] = {}
+        window, keys = config.rate_window, config.max_tracked_ips
+        self._limiters = {
+            "pairing": FailureLimiter(config.pairing_failure_limit, window, keys),
+            "shell": FailureLimiter(config.shell_failure_limit, window, keys),
+            "watch": FailureLimiter(config.watch_failure_limit, window, keys),
+            "bootstrap": FailureLimiter(config.bootstrap_failure_limit, window, keys),
+            "agent": FailureLimiter(config.agent_failure_limit, window, keys),
+        }
+        self._global_failures = 0
+        self._global_resets_at = 0.0
+        self._handlers: dict[str, Callable[[_Conn, dict[str, Any], float, list[Action]], None]] = {
+            "listen": self._listen,
+            "connect": self._connect,
+            "done": self._done,
+            "bootstrap_watch": self._bootstrap_watch,
+            "bootstrap_init": self._bootstrap_init,
+            "bootstrap_ack": self._bootstrap_answer,
+            "bootstrap_reject": self._bootstrap_answer,
+            "agent": self._agent,
+            "agent_challenge_response": self._agent_challenge_response,
+            "shell": self._shell,
+            "ping": self._ping,
+        }
+
+    # ------------------------------------------------------------------ read-only views
+
+    def health(self) -> str:
+        """The ``/health`` body, byte-identical in shape to the reference's."""
+        return dumps({"status": "ok", "sessions": len(self._sessions), "agents": len(self._agents)})
+
+    def sizes(self) -> dict[str, int]:
+        """Sizes of every map the relay keeps (for metrics and memory tests)."""
+        sizes = {
+            "connections": len(self._conns),
+            "sessions": len(self._sessions),
+            "agents": len(self._agents),
+            "watchers": len(self._watchers),
+            "bootstrap_targets": len(self._targets),
+            "consumed_jtis": len(self._consumed),
+            "tracked_ips": len(self._per_ip),
+        }
+        for name, limiter in self._limiters.items():
+            sizes[f"limiter_{name}"] = len(limiter)
+        return sizes
+
+    # ------------------------------------------------------------------ events
+
+    def open(self, conn_id: int, ip: str, now: float) -> list[Action]:
+        """A WebSocket finished its upgrade. Over a cap it is closed with 1013."""
+        key = rate_key(ip)
+        over_total = len(self._conns) >= self.config.max_connections
+        if over_total or self._per_ip[key] >= self.config.max_connections_per_ip:
+            self.stats.rejections["too_many_connections"] += 1
+            log.debug("connection refused", extra={"event": "too_many_connections"})
+            return [Close(conn_id, 1013, "too_many_connections")]
+        self._conns[conn_id] = _Conn(conn_id, key, now)
+        self._per_ip[key] += 1
+        self.stats.connections_opened += 1
+        return []
+
+    def receive(self, conn_id: int, message: str | bytes, now: float) -> list[Action]:
+        """One complete WebSocket message (text or binary) from ``conn_id``."""
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.closing:
+            return []
+        conn.last_message = now
+        out: list[Action] = []
+        # W1: nothing a client sends may escape this method; every failure is a frame.
+        try:
+            if isinstance(message, bytes):
+                size = len(message)
+                text = message.decode("utf-8", "replace")
+            else:
+                text = message
+                size = len(text.encode("utf-8", "surrogatepass"))
+            try:
+                value = loads(text)
+            except JsonWireError:
+                self._error(conn, "invalid_message", out)
+                return out
+            kind = value.get("type") if isinstance(value, dict) else None
+            if kind == "data":
+                self._data(conn, value, now, out, size)
+                return out
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                self._error(conn, "unknown_type", out)
+                return out
+            handler(conn, value, now, out)
+        except Exception:
+            log.exception("message handler failed", extra={"event": "handler_error"})
+            self._error(conn, "invalid_message", out)
+        return out
+
+    def close(self, conn_id: int, now: float) -> list[Action]:
+        """The socket is gone (any reason). Tells its session peer and forgets its state."""
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return []
+        out: list[Action] = []
+        conn.closing = True
+        self._per_ip[conn.key] -= 1
+        if self._per_ip[conn.key] <= 0:
+            del self._per_ip[conn.key]
+        conn.challenge = None
+        if conn.agent_id is not None:
+            agent = self._agents.get(conn.agent_id)
+            if agent is not None and agent.conn is conn:
+                del self._agents[conn.agent_id]
+        session = conn.session
+        if session is not None and self._live(session, now, out):
+            peer = session.peer_of(conn)
+            self._end_session(session)
+            if peer is not None:
+                self._error(peer, "peer_disconnected", out)
+        # W3: a target leaving does not remove the controller's watch (only its own mapping).
+        if conn.bootstrap_jti is not None and self._targets.get(conn.bootstrap_jti) is conn:
+            del self._targets[conn.bootstrap_jti]
+        # W15: every watch the socket owned goes, not just the first one.
+        for jti in conn.watching:
+            watch = self._watchers.get(jti)
+            if watch is not None and watch.conn is conn:
+                del self._watchers[jti]
+        conn.watching.clear()
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        """Periodic sweep: expiries, heartbeats, idle sockets, limiter windows."""
+        out: list[Action] = []
+        for session in [s for s in self._sessions.values() if now >= s.expires_at]:
+            self._expire(session, out)
+        for jti in [
+            j for j, w in self._watchers.items() if now - w.created > self.config.watcher_ttl
+        ]:
+            watch = self._watchers.pop(jti)
+            watch.conn.watching.discard(jti)
+        while self._consumed:
+            jti, expires = next(iter(self._consumed.items()))
+            if expires > now:
+                break
+            del self._consumed[jti]
+        timeout = self.config.agent_heartbeat_timeout
+        for agent_id in [a for a, g in self._agents.items() if now - g.last_ping > timeout]:
+            # Unregistered, not closed (reference behaviour): a late ping does not re-register.
+            del self._agents[agent_id]
+        for conn in self._conns.values():
+            idle = now - conn.last_message > self.config.idle_timeout
+            if idle and not conn.attached and not conn.closing:
+                conn.closing = True
+                self.stats.rejections["idle_timeout"] += 1
+                out.append(Close(conn.id, 1000, "idle_timeout"))
+        for limiter in self._limiters.values():
+            limiter.purge(now)
+        return out
+
+    def shutdown(self) -> list[Action]:
+        """Close every socket with 1001 ``going_away`` (W18) and drop all state."""
+        out: list[Action] = [Close(c.id, 1001, "going_away") for c in self._conns.values()]
+        for conn in self._conns.values():
+            conn.closing = True
+        self._sessions.clear()
+        self._agents.clear()
+        self._watchers.clear()
+        self._targets.clear()
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, conn: _Conn, text: str, out: list[Action]) -> None:
+        if not conn.closing:
+            out.append(Send(conn.id, text))
+
+    def _error(self, conn: _Conn, code: str, out: list[Action], **extra: Any) -> None:
+        self.stats.rejections[code] += 1
+        self._send(conn, _frame(type="error", code=code, **extra), out)
+
+    def _close(self, conn: _Conn, out: list[Action], code: int = 1000, reason: str = "") -> None:
+        if not conn.closing:
+            conn.closing = True
+            out.append(Close(conn.id, code, reason))
+
+    def _limited(self, limiter: str, conn: _Conn, now: float) -> bool:
+        if self._limiters[limiter].blocked(conn.key, now):
+            self.stats.rate_limited[limiter] += 1
+            log.debug("rate limited", extra={"event": "rate_limited", "limiter": limiter})
+            return True
+        return False
+
+    def _fail(self, limiter: str, conn: _Conn, now: float) -> None:
+        self._limiters[limiter].fail(conn.key, now)
+
+    def _live(self, session: _Session, now: float, out: list[Action]) -> bool:
+        """Whether ``session`` is still current; an expired one is ended with notice (W9)."""
+        if self._sessions.get(session.key) is not session:
+            return False
+        if now >= session.expires_at:
+            self._expire(session, out)
+            return False
+        return True
+
+    def _lookup(self, key: str, now: float, out: list[Action]) -> _Session | None:
+        session = self._sessions.get(key)
+        return session if session is not None and self._live(session, now, out) else None
+
+    def _end_session(self, session: _Session) -> None:
+        """Remove ``session`` and unbind both sockets (W2: no stale bindings)."""
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+        for conn in (session.target, session.controller):
+            if conn is not None and conn.session is session:
+                conn.session = None
+
+    @staticmethod
+    def _is_agent_socket(conn: _Conn) -> bool:
+        """A socket that registered as an agent (its control socket, even if unregistered)."""
+        return conn.agent_id is not None
+
+    def _finish_for(self, conn: _Conn | None, code: str, out: list[Action]) -> None:
+        """Tell one side its session ended; close it unless it is an agent's control socket."""
+        if conn is None:
+            return
+        self._error(conn, code, out)
+        # W7: the agent's registration socket outlives every shell session.
+        if not self._is_agent_socket(conn):
+            self._close(conn, out)
+
+    def _expire(self, session: _Session, out: list[Action]) -> None:
+        """Session lifetime (pairing) or idle time (shell) is over: both peers are told (W9)."""
+        self._end_session(session)
+        self._finish_for(session.target, "session_expired", out)
+        self._finish_for(session.controller, "session_expired", out)
+
+    def _burn(self, session: _Session, out: list[Action]) -> None:
+        """A live code used up its failure budget (W6): it is dead for everyone."""
+        self._end_session(session)
+        self.stats.rejections["otc_burned_sessions"] += 1
+        log.info("pairing code burned", extra={"event": "otc_burned"})
+        self._finish_for(session.target, "otc_burned", out)
+        self._finish_for(session.controller, "otc_burned", out)
+
+    def _global_failure(self, now: float, out: list[Action]) -> None:
+        """Count a failed connect from anyone; at the budget, waiting codes are burned."""
+        if now >= self._global_resets_at:
+            self._global_failures = 0
+            self._global_resets_at = now + self.config.rate_window
+        self._global_failures += 1
+        if self._global_failures == self.config.global_failure_budget:
+            log.warning("global pairing failure budget used up", extra={"event": "lockdown"})
+            waiting = [s for s in self._sessions.values() if s.kind == PAIRING and not s.controller]
+            for session in waiting:
+                self._burn(session, out)
+
+    def _global_lockdown(self, now: float) -> bool:
+        return (
+            now < self._global_resets_at
+            and self._global_failures >= self.config.global_failure_budget
+        )
+
+    def _protocol(self, message: dict[str, Any]) -> int | None:
+        """The contract ``protocol`` field: absent means 1; None when malformed."""
+        value = message.get("protocol", 1.0)
+        if type(value) is float and value in _PROTOCOLS:
+            return int(value)
+        return None
+
+    def _capacity(self, now: float, out: list[Action]) -> bool:
+        if len(self._sessions) < self.config.max_sessions:
+            return True
+        for session in [s for s in self._sessions.values() if now >= s.expires_at]:
+            self._expire(session, out)
+        return len(self._sessions) < self.config.max_sessions
+
+    # ------------------------------------------------------------------ pairing
+
+    def _otc_or_error(self, conn: _Conn, message: dict[str, Any], out: list[Action]) -> str | None:
+        otc = message.get("otc")
+        # W11: only a string of exactly six ASCII digits is a code.
+        if not isinstance(otc, str) or not _OTC.fullmatch(otc):
+            self._error(conn, "invalid_otc", out)
+            return None
+        return otc
+
+    def _pairing_preamble(
+        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
+    ) -> tuple[str, int] | None:
+        otc = self._otc_or_error(conn, message, out)
+        if otc is None:
+            return None
+        protocol = self._protocol(message)
+        if protocol is None:
+            self._error(conn, "invalid_message", out)
+            return None
+        # W2: one session per socket; covers listening twice and connecting to itself.
+        if conn.session is not None:
+            self._error(conn, "already_in_session", out)
+            return None
+        if self._limited("pairing", conn, now):
+            self._error(conn, "rate_limited", out)
+            return None
+        return otc, protocol
+
+    def _code_failure(self, session: _Session, out: list[Action]) -> None:
+        session.failures += 1
+        if session.failures >= self.config.otc_failure_budget:
+            self._burn(session, out)
+
+    def _listen(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+        checked = self._pairing_preamble(conn, message, now, out)
+        if checked is None:
+            return
+        otc, protocol = checked
+        existing = self._lookup(otc, now, out)
+        if existing is not None:
+            # Probing for live codes is a failure for the prober and for the code (W6).
+            self._fail("pairing", conn, now)
+            self._error(conn, "otc_in_use", out)
+            self._code_failure(existing, out)
+            return
+        if not self._capacity(now, out):
+            self._error(conn, "relay_capacity", out)
+            return
+        session = _Session(
+            otc,
+            PAIRING,
+            conn,
+            None,
+            protocol,
+            now + self.config.pairing_ttl,
+            self.config.pairing_session_bytes,
+        )
+        self._sessions[otc] = session
+        conn.session = session
+        self._send(conn, _frame(type="ack", message="session_open"), out)
+
+    def _connect(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+        checked = self._pairing_preamble(conn, message, now, out)
+        if checked is None:
+            return
+        otc, protocol = checked
+        if self._global_lockdown(now):
+            self.stats.rate_limited["global"] += 1
+            self._error(conn, "rate_limited", out)
+            return
+        session = self._lookup(otc, now, out)
+        if session is None or session.kind != PAIRING:
+            self._fail("pairing", conn, now)
+            self._error(conn, "otc_not_found", out)
+            self._global_failure(now, out)
+            return
+        if session.controller is not None:
+            self._fail("pairing", conn, now)
+            self._error(conn, "peer_already_connected", out)
+            self._code_failure(session, out)
+            return
+        if protocol != session.protocol:
+            # Contract: tell the newcomer, leave the session alone, count nothing.
+            self._error(conn, "protocol_mismatch", out, protocol=session.protocol)
+            return
+        session.controller = conn
+        conn.session = session
+        self.stats.pairings += 1
+        found = _frame(type="peer_found", protocol=2 if protocol == 2 else None)
+        self._send(session.target, found, out)
+        self._send(conn, found, out)
+
+    def _data(
+        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action], size: int
+    ) -> None:
+        session = conn.session
+        # W13: data outside a paired session is dropped silently, as the reference does.
+        if session is None or not self._live(session, now, out):
+            return
+        peer = session.peer_of(conn)
+        if peer is None:
+            return
+        session.bytes += size
+        if session.bytes > session.byte_cap:
+            # W10: per-session volume cap (pairing small, shell larger; both configurable).
+            self._end_session(session)
+            self._error(conn, "session_data_limit", out)
+            if not self._is_agent_socket(conn):
+                self._close(conn, out)
+            self._finish_for(peer, "peer_disconnected", out)
+            return
+        if session.kind == SHELL:
+            session.expires_at = now + self.config.shell_idle_timeout
+        self.stats.bytes_forwarded += size
+        # Only type and payload are forwarded; an absent payload stays absent, null stays null.
+        forwarded = {"type": "data"}
+        if "payload" in message:
+            forwarded["payload"] = message["payload"]
+        self._send(peer, dumps(forwarded), out)
+
+    def _done(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+        session = conn.session
+        if session is None or not self._live(session, now, out):
+            return
+        peer = session.peer_of(conn)
+        self._end_session(session)
+        if peer is not None:
+            self._send(peer, _frame(type="done"), out)
+
+    # ------------------------------------------------------------------ bootstrap
+
+    def _bootstrap_watch(
+        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
+    ) -> None:
+        jti = message.get("jti")
+        if not _truthy(jti):
+            self._error(conn, "missing_jti", out)
+            return
+        if not isinstance(jti, str) or _utf16_units(jti) > _MAX_JTI_UNITS:
+            self._error(conn, "invalid_jti", out)
+            return
+        if self._limited("watch", conn, now):
+            self._error(conn, "rate_limited", out)
+            return
+        watch = self._watchers.get(jti)
+        if watch is not None and watch.conn is not conn and not watch.conn.closing:
+            self._fail("watch", conn, now)
+            self._error(conn, "jti_already_watched", out)
+            return
+        if jti not in conn.watching:
+            # W15: bounded watches per socket; a re-watch does not extend the lifetime.
+            if len(conn.watching) >= self.config.max_watches_per_socket:
+                self._fail("watch", conn, now)
+                self._error(conn, "too_many_watches", out)
+                return
+            self._watchers[jti] = _Watch(conn, now)
+            conn.watching.add(jti)
+        self._send(conn, _frame(type="bootstrap_watching", jti=jti), out)
+
+    def _bootstrap_reject_to(self, conn: _Conn, error: str, now: float, out: list[Action]) -> None:
+        # Checklist 11: a bootstrap target only understands bootstrap_reject, never error.
+        self._fail("bootstrap", conn, now)
+        self.stats.rejections[error] += 1
+        self._send(conn, _frame(type="bootstrap_reject", error=error), out)
+
+    def _bootstrap_init(
+        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
+    ) -> None:
+        jti = message.get("jti")
+        if not _truthy(jti):
+            self._error(conn, "missing_jti", out)
+            return
+        # W3: bootstrap_init is rate limited too, answered in the SDK's own vocabulary.
+        if self._limited("bootstrap", conn, now):
+            self.stats.rejections["rate_limited"] += 1
+            self._send(conn, _frame(type="bootstrap_reject", error="rate_limited"), out)
+            return
+        if not isinstance(jti, str) or _utf16_units(jti) > _MAX_JTI_UNITS:
+            self._bootstrap_reject_to(conn, "no_watcher", now, out)  # nobody can watch it
+            return
+        forwarded = self._init_fields(message)
+        if forwarded is None:
+            self._bootstrap_reject_to(conn, "invalid_message", now, out)
+            return
+        expires = self._consumed.get(jti)
+        if expires is not None and expires > now:
+            self._bootstrap_reject_to(conn, "token_already_used", now, out)
+            return
+        watch = self._watchers.get(jti)
+        if watch is None or watch.conn.closing:
+            self._bootstrap_reject_to(conn, "no_watcher", now, out)
+            return
+        self._consumed.pop(jti, None)
+        if len(self._consumed) >= self.config.max_consumed_jtis:
+            self.stats.rejections["relay_overloaded"] += 1
+            self._send(conn, _frame(type="bootstrap_reject", error="relay_overloaded"), out)
+            return
+        self._consumed[jti] = now + self.config.jti_ttl
+        if conn.bootstrap_jti is not None and self._targets.get(conn.bootstrap_jti) is conn:
+            del self._targets[conn.bootstrap_jti]
+        conn.bootstrap_jti = jti
+        self._targets[jti] = conn
+        self.stats.bootstrap_forwarded += 1
+        self._send(watch.conn, _frame(type="bootstrap_init", jti=jti, **forwarded), out)
+
+    @staticmethod
+    def _init_fields(message: dict[str, Any]) -> dict[str, Any] | None:
+        """Fields forwarded with bootstrap_init (contract §2), type-checked; None if malformed."""
+        fields = {name: message.get(name) for name in ("token", "targetPubKey", "targetSig")}
+        if not (
+            _optional_text(fields["token"], _MAX_FRAME_CHARS)
+            and _optional_text(fields["targetPubKey"], _MAX_FRAME_CHARS)
+            and _optional_text(fields["targetSig"], _MAX_SIG_CHARS)
+        ):
+            return None
+        if "protocol" in message:
+            protocol = message["protocol"]
+            if type(protocol) is not float or not protocol.is_integer() or not 0 < protocol < 2**31:
+                return None
+            fields["protocol"] = protocol
+        return fields
+
+    def _bootstrap_answer(
+        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
+    ) -> None:
+        jti = message.get("jti")
+        if not _truthy(jti):
+            return
+        watch = self._watchers.get(jti) if isinstance(jti, str) else None
+        # W3: only the socket that watches this jti may answer for it.
+        if not isinstance(jti, str) or watch is None or watch.conn is not conn:
+            self._error(conn, "not_watcher", out)
+            return
+        key = message.get("controllerPubKey", message.get("publicKey"))
+        signature = message.get("controllerSig")
+        error = message.get("error") if message["type"] == "bootstrap_reject" else None
+        if not (
+            _optional_text(key, _MAX_KEY_CHARS)
+            and _optional_text(signature, _MAX_SIG_CHARS)
+            and _optional_text(error, _MAX_ERROR_CHARS)
+        ):
+            self._error(conn, "invalid_message", out)
+            return
+        del self._watchers[jti]
+        conn.watching.discard(jti)
+        # W4: controllerSig (and the reject reason) reach the target.
+        frame = _frame(
+            type=message["type"],
+            jti=jti,
+            controllerPubKey=key,
+            controllerSig=signature,
+            error=error,
+        )
+        target = self._targets.pop(jti, None)
+        if target is not None:
+            target.bootstrap_jti = None
+            self._send(target, frame, out)
+
+    # ------------------------------------------------------------------ agents and shell
+
+    def _agent(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+        agent_id, public_key = message.get("deviceId"), message.get("publicKey")
+        if not _truthy(agent_id) or not _truthy(public_key):
+            self._error(conn, "missing_fields", out)
+            return
+        if not isinstance(agent_id, str) or not isinstance(public_key, str):
+            self._error(conn, "invalid_message", out)
+            return
+        if self._limited("agent", conn, now):
+            self._error(conn, "rate_limited", out)
+            return
+        challenge = self._new_id()
+        conn.challenge = _Challenge(agent_id, public_key, challenge)
+        self._send(conn, _frame(type="agent_challenge", challenge=challenge), out)
+
+    def _agent_challenge_response(
+        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
+    ) -> None:
+        pending, conn.challenge = conn.challenge, None
+        if pending is None:
+            self._error(conn, "no_pending_challenge", out)
+            return
+        signature_text = message.get("sig")
+        if not _truthy(signature_text):
+            self._error(conn, "missing_signature", out)
+            return
+        try:
+            if not isinstance(signature_text, str):
+                raise InvalidKeyError("signature must be a string")
+            signature = b64decode(signature_text)
+            public_key = _decode_public_key(pending.public_key)
+        except (B64Error, InvalidKeyError):
+            self._fail("agent", conn, now)
+            self._error(conn, "invalid_signature", out)
+            return
+        # W5: the device id must be the one derived from the key being proven.
+        if not hmac.compare_digest(device_id(public_key), pending.device_id):
+            self._fail("agent", conn, now)
+            self._error(conn, "invalid_device_id", out)
+            return
+        # W20: high-S signatures are normalised before verifying (TPM keys produce them).
+        valid = len(signature) == _SIGNATURE_BYTES and verify(
+            public_key, normalize_low_s(signature), pending.challenge.encode()
+        )
+        if not valid:
+            self._fail("agent", conn, now)
+            self._error(conn, "invalid_signature", out)
+            return
+        existing = self._agents.get(pending.device_id)
+        if existing is not None and existing.conn is not conn:
+            existing.conn.agent_id = None
+            self._close(existing.conn, out, 1000, "replaced")
+        if conn.agent_id is not None and conn.agent_id != pending.device_id:
+            previous = self._agents.get(conn.agent_id)
+            if previous is not None and previous.conn is conn:
+                del self._agents[conn.agent_id]
+        self._agents[pending.device_id] = _Agent(conn, public_key, now)
+        conn.agent_id = pending.device_id
+        self._send(conn, _frame(type="agent_registered"), out)
+
+    def _ping(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+        if conn.agent_id is not None:
+            agent = self._agents.get(conn.agent_id)
+            if agent is not None and agent.conn is conn:
+                agent.last_ping = now
+        self._send(conn, _frame(type="pong"), out)
+
+    def _shell(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+        agent_id, public_key = message.get("targetDeviceId"), message.get("targetPublicKey")
+        if not _truthy(agent_id) or not _truthy(public_key):
+            self._error(conn, "missing_fields", out)
+            return
+        if not isinstance(agent_id, str) or not isinstance(public_key, str):
+            self._error(conn, "invalid_message", out)
+            return
+        if conn.session is not None:
+            self._error(conn, "already_in_session", out)
+            return
+        if self._limited("shell", conn, now):
+            self._error(conn, "rate_limited", out)
+            return
+        agent = self._agents.get(agent_id)
+        matched = agent is not None and not agent.conn.closing and agent.conn is not conn
+        if matched and agent is not None:
+            try:
+                requested = _decode_public_key(public_key)
+            except (B64Error, InvalidKeyError):
+                requested = b""
+            # W5: keys are compared decoded, so another encoding of the same key matches.
+            matched = hmac.compare_digest(requested, agent.public_key)
+        # W7: a busy agent is never re-bound; the requester gets the uniform reply.
+        if not matched or agent is None or agent.conn.session is not None:
+            self._fail("shell", conn, now)
+            self._send(conn, _frame(type="peer_found"), out)
+            return
+        if not self._capacity(now, out):
+            self._send(conn, _frame(type="peer_found"), out)
+            return
+        key = f"shell_{int(now * 1000)}_{self._new_id()}"
+        session = _Session(
+            key,
+            SHELL,
+            agent.conn,
+            conn,
+            1,
+            now + self.config.shell_idle_timeout,
+            self.config.shell_session_bytes,
+        )
+        self._sessions[key] = session
+        agent.conn.session = session
+        conn.session = session
+        self.stats.shell_sessions += 1
+        self._send(agent.conn, _frame(type="peer_found"), out)
+        self._send(conn, _frame(type="peer_found"), out)

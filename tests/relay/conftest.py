@@ -1,0 +1,347 @@
+"""Real relay processes and WebSocket clients for the relay tests.
+
+Every test talks to ``python -m authmesh.relay`` started as a subprocess on 127.0.0.1 with
+``PORT=0``; readiness is the printed start-up line plus a successful ``GET /health``, both
+with deadlines. Most scenarios share one relay and tell their traffic apart by client address
+(``X-Forwarded-For``, one trusted hop); scenarios needing other settings get their own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+REPO = Path(__file__).resolve().parents[2]
+START_DEADLINE = 10.0
+RECV_DEADLINE = 5.0
+_PORT_LINE = re.compile(r"amesh relay listening on ws://[^:]+:(\d+)/ws")
+
+
+def http_request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] = {}
+) -> tuple[int, str, dict[str, str], bytes]:
+    """One HTTP/1.1 request to the relay: (status, reason, lower-cased headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=RECV_DEADLINE)
+    try:
+        connection.request(method, path, body=body, headers=dict(headers))
+        response = connection.getresponse()
+        payload = response.read()
+        found = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, response.reason, found, payload
+    finally:
+        connection.close()
+
+
+@dataclass
+class RelayProcess:
+    """A relay subprocess; ``stdout_lines`` holds what it printed before it was ready."""
+
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    port: int = 0
+    stdout_lines: list[str] = field(default_factory=list)
+    terminated: bool = False
+    stderr_output: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_ready(self) -> RelayProcess:
+        deadline = time.monotonic() + START_DEADLINE
+        assert self.proc.stdout is not None
+        buffer = b""
+        while len(self.stdout_lines) < 2:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.proc.poll() is not None:
+                raise AssertionError(f"relay did not start: {self.stderr_text()}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    continue
+                buffer += chunk
+                *lines, rest = buffer.split(b"\n")
+                buffer = rest
+                self.stdout_lines.extend(line.decode() for line in lines)
+        match = _PORT_LINE.fullmatch(self.stdout_lines[0])
+        assert match, self.stdout_lines
+        self.port = int(match.group(1))
+        while True:
+            with contextlib.suppress(OSError):
+                if http_request(self.port, "GET", "/health")[0] == 200:
+                    return self
+            if time.monotonic() > deadline:
+                raise AssertionError("relay /health never answered")
+            time.sleep(0.02)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def health(self) -> dict[str, Any]:
+        status, _, _, body = http_request(self.port, "GET", "/health")
+        assert status == 200
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` samples as ``{'name{labels}': value}``."""
+        status, _, _, body = http_request(self.port, "GET", "/metrics")
+        assert status == 200
+        samples = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        return samples
+
+    def stderr_text(self) -> str:
+        """What the relay wrote to stderr (available once it has exited)."""
+        stream = self.proc.stderr
+        if self.proc.poll() is not None and stream is not None and not stream.closed:
+            self.stderr_output += stream.read().decode(errors="replace")
+        return self.stderr_output
+
+    def terminate(self) -> None:
+        """Send SIGTERM (once) without waiting (see :meth:`stop`)."""
+        if self.proc.poll() is None and not self.terminated:
+            self.terminated = True
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        self.terminate()
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=START_DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr_text()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+
+def start_relay(env: Mapping[str, str] | None = None) -> RelayProcess:
+    """Start (without waiting) a relay on a free loopback port with ``env`` added."""
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AMESH_") and k not in ("PORT",)
+    }
+    full_env.update({"HOST": "127.0.0.1", "PORT": "0", "AMESH_LOG_LEVEL": "warning"})
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authmesh.relay"],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return RelayProcess(proc, dict(env or {}))
+
+
+class _Reaper:
+    """Relays finished with get SIGTERM at once; their exit status (0: graceful shutdown) is
+    checked when the session ends, so no test waits for a process to exit."""
+
+    def __init__(self) -> None:
+        self._finished: list[RelayProcess] = []
+
+    def release(self, relay: RelayProcess) -> None:
+        assert relay.alive(), f"the relay process died during the test: {relay.stderr_text()}"
+        relay.terminate()
+        self._finished.append(relay)
+
+    def close(self) -> None:
+        failures = [r.stderr_text() for r in self._finished if r.stop() != 0]
+        assert not failures, f"relays did not shut down cleanly: {failures}"
+
+
+@pytest.fixture(scope="session")
+def reaper() -> Iterator[_Reaper]:
+    collector = _Reaper()
+    yield collector
+    collector.close()
+
+
+SHARED_ENV = {"AMESH_TRUST_PROXY": "1"}
+
+
+@pytest.fixture(scope="session")
+def shared_relay() -> Iterator[RelayProcess]:
+    """One relay (trusting one proxy hop) shared by scenarios that run with default limits.
+
+    Each scenario uses its own client address (``X-Forwarded-For``), so rate limits never
+    leak between scenarios; :func:`wait_idle` checks that every scenario leaves nothing behind.
+    """
+    process = start_relay(SHARED_ENV).wait_ready()
+    yield process
+    assert process.alive()
+    assert process.stop() == 0
+
+
+async def wait_idle(relay: RelayProcess) -> None:
+    """Wait until the relay holds no connection, session or agent (memory back to baseline)."""
+
+    def idle() -> bool:
+        metrics = relay.metrics()
+        return (
+            metrics["authmesh_relay_connections"] == 0
+            and metrics["authmesh_relay_sessions"] == 0
+            and metrics["authmesh_relay_agents"] == 0
+            and metrics["authmesh_relay_bootstrap_watchers"] == 0
+        )
+
+    await wait_for(idle)
+
+
+@pytest.fixture
+def relay_factory(reaper: _Reaper) -> Iterator[Any]:
+    """``relay_factory(env)`` starts a relay with extra environment; stopped after the test
+    (SIGTERM at once, exit status checked with the pool's at the end of the session)."""
+    started: list[RelayProcess] = []
+
+    def factory(env: Mapping[str, str] | None = None) -> RelayProcess:
+        process = start_relay(env)
+        started.append(process)
+        return process.wait_ready()
+
+    yield factory
+    for process in started:
+        if process.terminated:
+            assert process.stop() == 0  # the test stopped it itself: already exiting
+        else:
+            reaper.release(process)
+
+
+@pytest.fixture
+async def dial(relay_factory: Any) -> AsyncIterator[Any]:
+    """``await dial(relay, headers)`` opens a client that is closed after the test
+    (before its relay is stopped, so shutdown never waits for a vanished peer)."""
+    opened: list[Client] = []
+
+    async def factory(relay: RelayProcess, headers: Mapping[str, str] | None = None) -> Client:
+        client = await open_client(relay, headers)
+        opened.append(client)
+        return client
+
+    yield factory
+    for client in opened:
+        await client.close()
+
+
+class Client:
+    """A WebSocket client of the relay with per-frame deadlines."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, message: str | bytes | dict[str, Any]) -> None:
+        if isinstance(message, dict):
+            message = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        await self.ws.send(message)
+
+    async def recv(self, timeout: float = RECV_DEADLINE) -> str:
+        message = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(message, str), "the relay must only send text frames"
+        return message
+
+    async def recv_json(self, timeout: float = RECV_DEADLINE) -> Any:
+        return json.loads(await self.recv(timeout))
+
+    async def request(self, message: dict[str, Any]) -> Any:
+        await self.send(message)
+        return await self.recv_json()
+
+    async def sync(self) -> None:
+        """Round trip a ping: everything this client sent before has been processed."""
+        await self.send({"type": "ping"})
+        assert await self.recv() == '{"type":"pong"}'
+
+    async def replies(self) -> list[Any]:
+        """Every frame the relay sent in answer to what this client sent so far."""
+        await self.send({"type": "ping"})
+        frames = []
+        while (text := await self.recv()) != '{"type":"pong"}':
+            frames.append(json.loads(text))
+        return frames
+
+    async def closed(self, timeout: float = RECV_DEADLINE) -> tuple[int | None, str | None]:
+        """Wait until the relay closed the socket; returns the close code and reason."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        await asyncio.wait_for(self.ws.wait_closed(), timeout)
+        return self.ws.close_code, self.ws.close_reason
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def open_client(
+    relay: RelayProcess, headers: Mapping[str, str] | None = None, source: str | None = None
+) -> Client:
+    """A client of ``relay``; ``source`` picks another loopback address (another client IP)."""
+    ws = await connect(
+        relay.url,
+        compression=None,
+        max_size=None,
+        ping_interval=None,
+        open_timeout=RECV_DEADLINE,
+        close_timeout=1,
+        additional_headers=dict(headers or {}),
+        local_addr=(source, 0) if source else None,
+    )
+    return Client(ws)
+
+
+async def wait_for(condition: Any, timeout: float = RECV_DEADLINE, interval: float = 0.02) -> None:
+    """Poll a (sync or async) condition until true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def pair(relay: RelayProcess, otc: str = "482916", source: str | None = None) -> None:
+    """A legitimate target and controller pair and exchange one frame each way."""
+    target = await open_client(relay, source=source)
+    controller = await open_client(relay, source=source)
+    try:
+        assert await target.request({"type": "listen", "otc": otc}) == {
+            "type": "ack",
+            "message": "session_open",
+        }
+        assert await controller.request({"type": "connect", "otc": otc}) == {"type": "peer_found"}
+        assert await target.recv_json() == {"type": "peer_found"}
+        await target.send({"type": "data", "payload": "hello"})
+        assert await controller.recv_json() == {"type": "data", "payload": "hello"}
+        await controller.send({"type": "data", "payload": "world"})
+        assert await target.recv_json() == {"type": "data", "payload": "world"}
+    finally:
+        await target.close()
+        await controller.close()
