@@ -30,6 +30,7 @@ from authmesh.core.keys import (
     normalize_low_s,
     verify,
 )
+from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
 from authmesh.relay.clientip import rate_key
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dumps, loads
@@ -92,6 +93,7 @@ class _Conn:
     session: _Session | None = None
     challenge: _Challenge | None = None
     agent_id: str | None = None
+    pending_shell: str | None = None
     bootstrap_jti: str | None = None
     watching: set[str] = field(default_factory=set)
     closing: bool = False
@@ -100,7 +102,12 @@ class _Conn:
     def attached(self) -> bool:
         """Whether the socket has relay state that keeps it legitimately quiet."""
         return bool(
-            self.session or self.challenge or self.agent_id or self.bootstrap_jti or self.watching
+            self.session
+            or self.challenge
+            or self.agent_id
+            or self.pending_shell
+            or self.bootstrap_jti
+            or self.watching
         )
 
 
@@ -125,6 +132,7 @@ class _Challenge:
     device_id: str
     public_key: str
     challenge: str
+    protocol: int = 1
 
 
 @dataclass
@@ -132,12 +140,25 @@ class _Agent:
     conn: _Conn
     public_key: bytes
     last_ping: float
+    protocol: int = 1
+    pending: int = 0
+
+
+@dataclass
+class _PendingShell:
+    agent_id: str
+    controller: _Conn
+    expires_at: float
 
 
 @dataclass
 class _Watch:
     conn: _Conn
     created: float
+
+
+# Shell requests a protocol-2 agent may have outstanding (each holds a token until claimed).
+_MAX_PENDING_SHELLS_PER_AGENT = 16
 
 
 def _frame(**fields: Any) -> str:
@@ -174,6 +195,7 @@ class RelayCore:
         self._per_ip: Counter[str] = Counter()
         self._sessions: dict[str, _Session] = {}
         self._agents: dict[str, _Agent] = {}
+        self._pending_shells: dict[str, _PendingShell] = {}
         self._watchers: dict[str, _Watch] = {}
         self._targets: dict[str, _Conn] = {}
         self._consumed: dict[str, float] = {}
@@ -198,6 +220,7 @@ class RelayCore:
             "agent": self._agent,
             "agent_challenge_response": self._agent_challenge_response,
             "shell": self._shell,
+            "agent_session": self._agent_session,
             "ping": self._ping,
         }
 
@@ -282,6 +305,8 @@ class RelayCore:
         if self._per_ip[conn.key] <= 0:
             del self._per_ip[conn.key]
         conn.challenge = None
+        if conn.pending_shell is not None:
+            self._drop_pending(conn.pending_shell)
         if conn.agent_id is not None:
             agent = self._agents.get(conn.agent_id)
             if agent is not None and agent.conn is conn:
@@ -318,6 +343,8 @@ class RelayCore:
             if expires > now:
                 break
             del self._consumed[jti]
+        for token in [t for t, p in self._pending_shells.items() if now >= p.expires_at]:
+            self._drop_pending(token)
         timeout = self.config.agent_heartbeat_timeout
         for agent_id in [a for a, g in self._agents.items() if now - g.last_ping > timeout]:
             # Unregistered, not closed (reference behaviour): a late ping does not re-register.
@@ -721,9 +748,14 @@ class RelayCore:
         if self._limited("agent", conn, now):
             self._error(conn, "rate_limited", out)
             return
+        # Protocol 2 (contract-shell.md): the agent signs a domain-prefixed challenge (S1).
+        protocol = 2 if message.get("protocol") == 2 else 1
         challenge = self._new_id()
-        conn.challenge = _Challenge(agent_id, public_key, challenge)
-        self._send(conn, _frame(type="agent_challenge", challenge=challenge), out)
+        conn.challenge = _Challenge(agent_id, public_key, challenge, protocol)
+        found = _frame(
+            type="agent_challenge", challenge=challenge, protocol=2 if protocol == 2 else None
+        )
+        self._send(conn, found, out)
 
     def _agent_challenge_response(
         self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
@@ -751,8 +783,10 @@ class RelayCore:
             self._error(conn, "invalid_device_id", out)
             return
         # W20: high-S signatures are normalised before verifying (TPM keys produce them).
+        scheme = ChallengeScheme.V2 if pending.protocol == 2 else ChallengeScheme.V1
+        signed = challenge_message(pending.challenge, scheme, agent_device_id=pending.device_id)
         valid = len(signature) == _SIGNATURE_BYTES and verify(
-            public_key, normalize_low_s(signature), pending.challenge.encode()
+            public_key, normalize_low_s(signature), signed
         )
         if not valid:
             self._fail("agent", conn, now)
@@ -766,7 +800,7 @@ class RelayCore:
             previous = self._agents.get(conn.agent_id)
             if previous is not None and previous.conn is conn:
                 del self._agents[conn.agent_id]
-        self._agents[pending.device_id] = _Agent(conn, public_key, now)
+        self._agents[pending.device_id] = _Agent(conn, public_key, now, pending.protocol)
         conn.agent_id = pending.device_id
         self._send(conn, _frame(type="agent_registered"), out)
 
@@ -785,7 +819,7 @@ class RelayCore:
         if not isinstance(agent_id, str) or not isinstance(public_key, str):
             self._error(conn, "invalid_message", out)
             return
-        if conn.session is not None:
+        if conn.session is not None or conn.pending_shell is not None:
             self._error(conn, "already_in_session", out)
             return
         if self._limited("shell", conn, now):
@@ -800,6 +834,20 @@ class RelayCore:
                 requested = b""
             # W5: keys are compared decoded, so another encoding of the same key matches.
             matched = hmac.compare_digest(requested, agent.public_key)
+        if matched and agent is not None and agent.protocol == 2:
+            # Protocol 2: the agent opens a socket for this session alone (S3); the
+            # registration socket is never bound. The requester gets the uniform reply now.
+            self._send(conn, _frame(type="peer_found"), out)
+            if agent.pending >= _MAX_PENDING_SHELLS_PER_AGENT:
+                return
+            token = self._new_id()
+            self._pending_shells[token] = _PendingShell(
+                agent_id, conn, now + self.config.handshake_timeout
+            )
+            agent.pending += 1
+            conn.pending_shell = token
+            self._send(agent.conn, _frame(type="shell_request", session=token), out)
+            return
         # W7: a busy agent is never re-bound; the requester gets the uniform reply.
         if not matched or agent is None or agent.conn.session is not None:
             self._fail("shell", conn, now)
@@ -823,4 +871,59 @@ class RelayCore:
         conn.session = session
         self.stats.shell_sessions += 1
         self._send(agent.conn, _frame(type="peer_found"), out)
+        self._send(conn, _frame(type="peer_found"), out)
+
+    def _drop_pending(self, token: str) -> _PendingShell | None:
+        pending = self._pending_shells.pop(token, None)
+        if pending is None:
+            return None
+        if pending.controller.pending_shell == token:
+            pending.controller.pending_shell = None
+        agent = self._agents.get(pending.agent_id)
+        if agent is not None and agent.pending > 0:
+            agent.pending -= 1
+        return pending
+
+    def _agent_session(
+        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
+    ) -> None:
+        """Protocol 2: an agent's dedicated socket claims the session announced by token."""
+        token = message.get("session")
+        if conn.session is not None or conn.agent_id is not None:
+            self._error(conn, "already_in_session", out)
+            return
+        if self._limited("agent", conn, now):
+            self._error(conn, "rate_limited", out)
+            return
+        pending = self._drop_pending(token) if isinstance(token, str) else None
+        controller = pending.controller if pending is not None else None
+        if (
+            pending is None
+            or controller is None
+            or controller.closing
+            or controller.session is not None
+            or now >= pending.expires_at
+        ):
+            self._fail("agent", conn, now)
+            self._error(conn, "no_pending_session", out)
+            self._close(conn, out)
+            return
+        if not self._capacity(now, out):
+            self._error(conn, "relay_capacity", out)
+            self._close(conn, out)
+            return
+        key = f"shell_{int(now * 1000)}_{self._new_id()}"
+        session = _Session(
+            key,
+            SHELL,
+            conn,
+            controller,
+            2,
+            now + self.config.shell_idle_timeout,
+            self.config.shell_session_bytes,
+        )
+        self._sessions[key] = session
+        conn.session = session
+        controller.session = session
+        self.stats.shell_sessions += 1
         self._send(conn, _frame(type="peer_found"), out)
