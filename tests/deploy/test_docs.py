@@ -57,3 +57,52 @@ def test_anchors_resolve() -> None:
     }
     anchors = set(re.findall(r"\]\(#([^)]+)\)", text))
     assert anchors <= headings, f"dangling anchors: {sorted(anchors - headings)}"
+
+
+# docs/protocol.md and docs/security.md (H9): links, anchors across files, cited tests.
+DOCS = DOC.parent
+REPO = DOCS.parent
+REFERENCE_DOCS = ("protocol.md", "security.md")
+LINK = re.compile(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)")
+CITED_TEST = re.compile(r"`((?:[a-z_]+/)+test_[a-z0-9_]+\.py)(?:::(test_[a-z0-9_]+)(\*)?)?`")
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors_of(path: Path) -> set[str]:
+    return {github_anchor(h) for h in re.findall(r"^#+ (.+)$", path.read_text("utf-8"), re.M)}
+
+
+@pytest.mark.parametrize("name", REFERENCE_DOCS)
+def test_links_and_anchors_resolve_across_files(name: str) -> None:
+    doc = DOCS / name
+    problems = []
+    for target, anchor in LINK.findall(doc.read_text("utf-8")):
+        linked = (doc.parent / target) if target else doc
+        if not linked.exists():
+            problems.append(f"missing file {target}")
+        elif anchor and anchor not in anchors_of(linked):
+            problems.append(f"missing anchor {target}#{anchor}")
+    assert not problems, f"{name}: {problems}"
+
+
+def test_security_register_cites_existing_tests() -> None:
+    """Every `dir/test_x.py[::test_name]` the weakness register names exists."""
+    text = (DOCS / "security.md").read_text("utf-8")
+    cited = CITED_TEST.findall(text)
+    assert len(cited) > 40
+    missing = []
+    for file_name, test_name, is_prefix in cited:
+        path = REPO / "tests" / file_name
+        if not path.exists():
+            missing.append(file_name)
+            continue
+        if test_name:
+            pattern = f"def {test_name}" + ("" if is_prefix else r"\b")
+            if not re.search(pattern, path.read_text("utf-8")):
+                missing.append(f"{file_name}::{test_name}")
+    assert not missing, f"security.md cites tests that do not exist: {missing}"
