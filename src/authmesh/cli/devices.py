@@ -1,0 +1,123 @@
+"""``amesh list`` and ``amesh revoke``: show and edit this device's allow list.
+
+Output is the reference's, line for line (sdk-keystore.md §9.2, §9.3), except that control
+characters in names are shown as ``?`` so a name cannot drive the terminal. Differences on
+failure paths (W20): a wrong passphrase or unreadable key is reported as what it is instead of
+"No identity found"; a tampered allow list in ``revoke`` gets the same clear sentence and exit
+status 2 as in ``list`` instead of a raw exception with exit 1; ``--yes`` skips the question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+
+from authmesh.cli.options import HelpedArgument
+from authmesh.cli.output import out, printable, prompt_line
+from authmesh.cli.session import backend_label, open_context
+
+__all__ = ["list_command", "render_device_list", "revoke_command"]
+
+_RULE = "  " + "─" * 55
+_NAME_COLUMN = 25
+_ROLE_COLUMN = 14
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _pad(text: str, width: int) -> str:
+    """JavaScript ``padEnd``: pads to ``width`` UTF-16 code units."""
+    return text + " " * max(0, width - _utf16_len(text))
+
+
+def _date(iso_timestamp: Any) -> str:
+    return str(iso_timestamp).split("T", 1)[0]
+
+
+def _device_line(device: Mapping[str, Any]) -> str:
+    role_tag = "[controller]" if device.get("role") == "controller" else "[target]"
+    return (
+        f"  {device.get('deviceId', '')}"
+        f"  {_pad(printable(str(device.get('friendlyName', ''))), _NAME_COLUMN)}"
+        f" {_pad(role_tag, _ROLE_COLUMN)} added {_date(device.get('addedAt', ''))}"
+    )
+
+
+def render_device_list(identity: Mapping[str, Any], devices: Sequence[Mapping[str, Any]]) -> str:
+    """The full ``amesh list`` text (ends with a newline), exactly as the reference prints it."""
+    backend = str(identity.get("storageBackend", ""))
+    label = backend_label(backend)
+    if backend == "encrypted-file":
+        label += " (software-only — not hardware-bound)"
+    lines = [
+        "",
+        "  This device",
+        _RULE,
+        f"  Device ID     : {identity.get('deviceId', '')}",
+        f"  Friendly Name : {printable(str(identity.get('friendlyName', '')))}",
+        f"  Backend       : {label}",
+        f"  Created       : {_date(identity.get('createdAt', ''))}",
+        "",
+    ]
+    if not devices:
+        lines += [
+            "  No trusted devices yet.",
+            "  Pair with another device using `amesh listen` + `amesh invite`.",
+        ]
+    else:
+        lines += [f"  Trusted Devices ({len(devices)})", _RULE]
+        lines += [_device_line(device) for device in devices]
+        lines += [_RULE]
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+@click.command("list")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print this device and the allow list as JSON."
+)
+def list_command(as_json: bool) -> None:
+    """List this device and the devices it trusts."""
+    context = open_context()
+    devices = context.devices()
+    if as_json:
+        out(context.as_json(devices))
+        return
+    click.echo(render_device_list(context.identity, devices), nl=False)
+
+
+@click.command("revoke")
+@click.argument(
+    "device_id",
+    cls=HelpedArgument,
+    required=True,
+    metavar="DEVICEID",
+    oclif_name="deviceId",
+    help_text="Device ID to revoke (e.g., am_1a2b3c4d5e6f7a8b)",
+)
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+def revoke_command(device_id: str, assume_yes: bool) -> None:
+    """Remove a device from the allow list (it loses access immediately)."""
+    context = open_context()
+    device = context.find_device(device_id)
+    out()
+    out(f"  Device: {printable(str(device.get('friendlyName', '')))}")
+    out(f"  Added:  {_date(device.get('addedAt', ''))}")
+    out()
+    if not assume_yes:
+        answer = prompt_line("  Are you sure? This device will lose access immediately. (y/N): ")
+        if answer is None or answer.lower() != "y":
+            out("  Cancelled.")
+            return
+    context.remove_device(device_id)
+    out()
+    out(f"  {device_id} removed from allow list.")
+    out("  Allow list resealed.")
+    out()
+    out("  Revocation is effective immediately on this machine.")
+    out("  If this device authenticates to other machines, revoke it there too.")
+    out()

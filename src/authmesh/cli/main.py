@@ -1,0 +1,121 @@
+"""The ``amesh`` command: click group, global options and the no-traceback entry point.
+
+Every failure ends in one oclif-style sentence on stderr and exit status 2 (user errors and
+parse errors alike, as the reference's ``this.error``); the reference's uncaught exceptions
+(exit 1 with a raw message) are all mapped to clear sentences here. ``AMESH_DEBUG=1`` shows the
+traceback of an unexpected internal error instead of hiding it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from authmesh.cli.options import HelpedArgument, OclifChoice, relay_option
+from authmesh.cli.output import USER_ERROR_EXIT, CliError, print_error
+
+__all__ = ["cli", "main"]
+
+_INTERRUPTED_EXIT = 130
+_MORE_HELP = "See more help with --help"
+
+
+# Command -> "module:attribute". A command's module is imported only when it runs, so
+# `amesh list` does not pay for the pairing or shell stacks (websockets, asyncio, rich) at
+# start-up. New commands: add one line here (the module must define the click command).
+_COMMANDS = {
+    "init": "authmesh.cli.init:init_command",
+    "list": "authmesh.cli.devices:list_command",
+    "revoke": "authmesh.cli.devices:revoke_command",
+    "listen": "authmesh.cli.pair:listen_command",
+    "invite": "authmesh.cli.pair:invite_command",
+    "provision": "authmesh.cli.bootstrap:provision_command",
+    "bootstrap": "authmesh.cli.bootstrap:bootstrap_command",
+    "grant": "authmesh.cli.shell_commands:grant_command",
+    "shell": "authmesh.cli.shell_commands:shell_command",
+    "agent": "authmesh.cli.shell_commands:agent_group",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="authmesh", prog_name="amesh")
+@relay_option
+@click.pass_context
+def cli(ctx: click.Context, relay: str | None) -> None:
+    """amesh: device-bound machine-to-machine authentication."""
+    ctx.obj = {"relay": relay}
+
+
+def _usage_block(ctx: click.Context | None, argument: HelpedArgument) -> str:
+    command_path = ctx.command_path if ctx is not None else "amesh"
+    label = argument.oclif_name.upper()
+    return f"\nUSAGE\n  $ {command_path} {label}\n\nARGUMENTS\n  {label}  {argument.help_text}\n\n"
+
+
+def _report_usage_error(exc: click.UsageError) -> None:
+    """Translate click's parse errors into the reference's (oclif) wording."""
+    param: Any = getattr(exc, "param", None)
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError) and exc.ctx is not None:
+        click.echo(exc.ctx.get_help())
+        return
+    if isinstance(exc, click.MissingParameter) and isinstance(param, click.Option):
+        print_error(
+            f"The following error occurred:\n  Missing required flag {param.name}\n{_MORE_HELP}"
+        )
+    elif isinstance(exc, click.MissingParameter) and isinstance(param, HelpedArgument):
+        print_error(f"Missing 1 required arg:\n{param.oclif_name}  {param.help_text}\n{_MORE_HELP}")
+        sys.stderr.write(_usage_block(exc.ctx, param))
+    elif isinstance(exc, click.BadParameter) and isinstance(param, click.Option):
+        if isinstance(param.type, OclifChoice):
+            print_error(f"{exc.message}\n{_MORE_HELP}")
+        else:
+            print_error(f"Parsing --{param.name.replace('_', '-')} \n\t{exc.message}\n{_MORE_HELP}")
+    else:
+        print_error(f"{exc.format_message()}\n{_MORE_HELP}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run ``amesh`` and exit with its status, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="amesh", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        _report_usage_error(exc)
+        sys.exit(0)
+    except click.UsageError as exc:
+        _report_usage_error(exc)
+        sys.exit(USER_ERROR_EXIT)
+    except CliError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        sys.stdout.write("\n")
+        print_error("Interrupted; nothing was changed by the step in progress.")
+        sys.exit(_INTERRUPTED_EXIT)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get("AMESH_DEBUG"):
+            raise
+        print_error(
+            f"amesh failed unexpectedly ({type(exc).__name__}: {exc}). "
+            "Run again with AMESH_DEBUG=1 for details and report it."
+        )
+        sys.exit(USER_ERROR_EXIT)
+    sys.exit(0)

@@ -1,0 +1,265 @@
+"""``amesh grant``, ``amesh shell`` and ``amesh agent start``: the remote shell (extra ``shell``).
+
+``grant`` runs on the target and stores the shell permission in the sealed allow list;
+``agent start`` runs on the target and serves shells to granted controllers; ``shell`` runs on
+the controller. Failures are one sentence each: setup mistakes exit 2 like every command,
+connection failures of ``amesh shell`` exit 255 (as ssh does) so they never look like a remote
+exit status, and a completed session exits with the remote shell's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from authmesh.cli.options import AtLeastOne, HelpedArgument, relay_option, resolve_relay_url
+from authmesh.cli.output import CliError, out
+from authmesh.cli.session import open_context, store_errors
+from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
+from authmesh.shell.agent import Agent, AgentConfig, AgentIdentity, printable
+from authmesh.shell.controller import ShellRequest, run_shell
+from authmesh.shell.errors import ShellError
+from authmesh.shell.handshake import HANDSHAKE_TIMEOUT
+from authmesh.shell.recording import prepare_directory
+
+__all__ = ["agent_group", "grant_command", "resolve_target", "shell_command"]
+
+# ssh's status for its own failures: never mistaken for the remote command's status.
+CONNECTION_FAILURE_EXIT = 255
+
+
+class ShellFailure(CliError):
+    """``amesh shell`` could not run or finish the session (exit 255)."""
+
+    exit_code = CONNECTION_FAILURE_EXIT
+
+
+def resolve_target(allow_list: AllowList, name_or_id: str) -> Device:
+    """The paired target with this device id, else the one with this friendly name."""
+    targets = [d for d in allow_list.devices if d.role == ROLE_TARGET]
+    for device in targets:
+        if device.device_id == name_or_id:
+            return device
+    named = [d for d in targets if d.friendly_name == name_or_id]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise CliError(
+            f'{len(named)} paired targets are named "{name_or_id}"; use the device id instead '
+            "(see amesh list)."
+        )
+    raise CliError(
+        f'Target "{name_or_id}" is not in the allow list as a target; run amesh list to see '
+        "paired devices."
+    )
+
+
+@click.command("grant")
+@click.argument(
+    "device_id",
+    cls=HelpedArgument,
+    required=True,
+    metavar="DEVICEID",
+    oclif_name="deviceId",
+    help_text="Device ID of the controller (see amesh list)",
+)
+@click.option("--shell", "grant_shell", is_flag=True, help="Allow this controller to open shells.")
+@click.option(
+    "--revoke-shell",
+    "--no-shell",
+    "revoke_shell",
+    is_flag=True,
+    help="Take shell access away (running sessions end within seconds).",
+)
+def grant_command(device_id: str, grant_shell: bool, revoke_shell: bool) -> None:
+    """Grant or revoke a paired controller's shell access (run on the target)."""
+    if grant_shell == revoke_shell:
+        raise CliError(
+            "Specify exactly one of --shell or --revoke-shell. Example: amesh grant "
+            "<device-id> --shell"
+        )
+    view = open_context()
+    device = view.find_device(device_id)
+    name = printable(str(device.get("friendlyName", "")))
+    if grant_shell and device.get("role") != ROLE_CONTROLLER:
+        raise CliError(
+            f"{device_id} ({name}) is paired as a target, so it cannot open shells here; "
+            "only controllers can be granted shell access."
+        )
+    with store_errors():
+        view.context.allow_list.set_permissions(device_id, {"shell": grant_shell})
+    out()
+    if grant_shell:
+        out(f"  Shell access granted to {name} ({device_id}).")
+        out("  Allow list resealed. Start the agent with `amesh agent start` if needed.")
+    else:
+        out(f"  Shell access revoked for {name} ({device_id}).")
+        out("  Allow list resealed. Its running sessions end within seconds.")
+    out()
+
+
+@click.command("shell")
+@click.argument(
+    "target",
+    cls=HelpedArgument,
+    required=True,
+    metavar="TARGET",
+    oclif_name="target",
+    help_text="Target device ID or friendly name",
+)
+@click.option("-c", "--command", default=None, help="Run this command instead of a login shell.")
+@relay_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1, max=300),
+    default=HANDSHAKE_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the target at each handshake step.",
+)
+@click.pass_context
+def shell_command(
+    ctx: click.Context, target: str, command: str | None, relay: str | None, timeout: float
+) -> None:
+    """Open a shell on a paired target (its agent must be running)."""
+    view = open_context()
+    store = view.context.allow_list
+    with store_errors():
+        entry = resolve_target(store.snapshot(), target)
+    signer = view.signer()
+    request = ShellRequest(
+        relay_url=resolve_relay_url(ctx, relay),
+        target=entry,
+        command=command,
+        handshake_timeout=timeout,
+    )
+    if command is None:
+        click.echo(
+            f"Connecting to {printable(entry.friendly_name)} ({entry.device_id})...", err=True
+        )
+    try:
+        with store_errors():
+            status = asyncio.run(
+                run_shell(
+                    request,
+                    signer=signer,
+                    friendly_name=view.context.identity.friendly_name,
+                    allow_list=store.snapshot,
+                )
+            )
+    except ShellError as exc:
+        raise ShellFailure(str(exc)) from None
+    # SystemExit, not ctx.exit: the entry point runs click with standalone_mode=False, which
+    # turns ctx.exit's status into a return value that main() does not propagate.
+    sys.exit(status)
+
+
+@click.group("agent")
+def agent_group() -> None:
+    """Run the shell agent on a target device."""
+
+
+@agent_group.command("start")
+@relay_option
+@click.option("--allow-root", is_flag=True, help="Run even as root (every shell is then root).")
+@click.option(
+    "--max-sessions",
+    type=AtLeastOne(),
+    default=4,
+    show_default=True,
+    help="Concurrent sessions served at most.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Minutes without controller input or shell output before a session ends (0: never).",
+)
+@click.option("--shell", "shell_path", default=None, help="Shell to run (default: login shell).")
+@click.option(
+    "--record",
+    "record_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Record every session in this directory (asciicast v2).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["1", "2"]),
+    default="2",
+    show_default=True,
+    help="2: domain-separated registration and one relay socket per session where the relay "
+    "offers it; 1: register exactly as the reference agent (one session at a time).",
+)
+@click.pass_context
+def agent_start_command(
+    ctx: click.Context,
+    relay: str | None,
+    allow_root: bool,
+    max_sessions: int,
+    idle_timeout: float,
+    shell_path: str | None,
+    record_dir: Path | None,
+    protocol: str,
+) -> None:
+    """Keep this device reachable for `amesh shell` (foreground; use systemd to daemonize)."""
+    if os.geteuid() == 0 and not allow_root:
+        raise CliError(
+            "Refusing to run the agent as root: every shell it serves would be a root shell. "
+            "Run it as an unprivileged user, or pass --allow-root if that is really intended."
+        )
+    if shell_path is not None and not os.access(shell_path, os.X_OK):
+        raise CliError(f"The shell {shell_path} is not an executable file; pass a valid --shell.")
+    if record_dir is not None:
+        try:
+            record_dir = prepare_directory(record_dir)
+        except OSError as exc:
+            raise CliError(
+                f"Cannot record sessions in {record_dir} ({exc}); pass a writable --record "
+                "directory."
+            ) from None
+    view = open_context()
+    store = view.context.allow_list
+    with store_errors():
+        granted = sum(
+            1 for d in store.snapshot().devices if d.role == ROLE_CONTROLLER and d.shell_allowed
+        )
+    config = AgentConfig(
+        relay_url=resolve_relay_url(ctx, relay),
+        max_sessions=max_sessions,
+        idle_timeout=idle_timeout * 60.0,
+        shell=shell_path,
+        record_dir=record_dir,
+        protocol=int(protocol),
+    )
+    identity = AgentIdentity(
+        signer=view.signer(),
+        friendly_name=view.context.identity.friendly_name,
+        allow_list=store.snapshot,
+    )
+    log = logging.getLogger("authmesh.shell.agent")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[amesh agent] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("Device: %s", printable(identity.friendly_name))
+    log.info("Authorized controllers with shell access: %d", granted)
+    if granted == 0:
+        log.info("Grant one with: amesh grant <controller-device-id> --shell")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, stop.set)
+        await Agent(config, identity, log).run(stop)
+        log.info("Agent stopped.")
+
+    asyncio.run(serve())

@@ -1,0 +1,293 @@
+"""``amesh listen`` + ``amesh invite`` end to end: two homes, a real relay process, real ptys.
+
+Both commands run as separate processes driven through pseudo-terminals (pexpect); the
+operator's typing is the SAS sent to the target's prompt. Every wait is a pexpect expectation
+or a polled condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from authmesh.pairing.errors import MESSAGES
+from tests.cli.conftest import (
+    AmeshRunner,
+    Device,
+    RelayProcess,
+    fails_with,
+    free_port,
+    start_relay,
+    unwrapped,
+)
+
+PAIRING_CODE = re.compile(rb"Pairing code: (\d{6})")
+SAS_LINE = re.compile(rb"Verification code: (\d{6})")
+SAS_PROMPT = "Enter the verification code shown on the controller:"
+
+
+@pytest.fixture
+def pair(make_device: Callable[..., Device]) -> tuple[Device, Device]:
+    return make_device("Server"), make_device("Laptop")
+
+
+def start_pairing(
+    target: Device,
+    controller: Device,
+    relay: RelayProcess,
+    children: list[pexpect.spawn],
+    *flags: str,
+    target_asks: str = SAS_PROMPT,
+) -> tuple[pexpect.spawn, pexpect.spawn, str]:
+    """Run listen and invite up to the SAS being shown and the target asking ``target_asks``;
+    returns both children and the SAS. With ``--legacy`` both must print the warning first."""
+    listener = target.spawn("listen", *flags, relay=relay)
+    children.append(listener)
+    if "--legacy" in flags:
+        listener.expect("a hostile relay")
+    listener.expect(PAIRING_CODE)
+    code = listener.match.group(1).decode()
+    inviter = controller.spawn("invite", code, *flags, relay=relay)
+    children.append(inviter)
+    if "--legacy" in flags:
+        inviter.expect("a hostile relay")
+    inviter.expect(SAS_LINE)
+    sas = inviter.match.group(1).decode()
+    listener.expect(target_asks)
+    return listener, inviter, sas
+
+
+def finish(child: pexpect.spawn) -> int:
+    child.expect(pexpect.EOF)
+    child.close()
+    return int(child.exitstatus if child.exitstatus is not None else -1)
+
+
+def test_v2_pairing_happy_path(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    target, controller = pair
+    started = time.monotonic()
+    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    handshake_seconds = time.monotonic() - started
+    listener.sendline(sas)
+    typed = time.monotonic()
+    listener.expect("is now a trusted controller of this device")
+    inviter.expect("added to the allow list as a target")
+    confirm_seconds = time.monotonic() - typed
+    assert finish(listener) == 0
+    assert finish(inviter) == 0
+    print(f"pairing on loopback: {handshake_seconds:.2f} s to SAS, {confirm_seconds:.2f} s after")
+
+    [on_target] = target.allow_list(amesh)
+    assert on_target["deviceId"] == controller.device_id
+    assert (on_target["role"], on_target["friendlyName"]) == ("controller", "Laptop")
+    assert on_target["protocol"] == 2
+    [on_controller] = controller.allow_list(amesh)
+    assert on_controller["deviceId"] == target.device_id
+    assert (on_controller["role"], on_controller["friendlyName"]) == ("target", "Server")
+    assert on_controller["protocol"] == 2
+
+
+def test_repairing_the_same_peer_updates_instead_of_crashing(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    """pairing.md W7: the reference crashes with "already in allow list" on a re-pair."""
+    target, controller = pair
+    for _ in range(2):
+        listener, inviter, sas = start_pairing(target, controller, relay, children)
+        listener.sendline(sas)
+        assert finish(listener) == 0
+        assert finish(inviter) == 0
+    assert [d["deviceId"] for d in target.entries()] == [controller.device_id]
+    assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
+
+
+def test_wrong_sas_writes_nothing_on_either_side(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    target, controller = pair
+    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    wrong = f"{(int(sas) + 1) % 1_000_000:06d}"
+    listener.sendline(wrong)
+    fails_with(listener, MESSAGES["sas_mismatch"])
+    # v2's explicit confirmation: the controller learns the target refused (pairing.md W7).
+    fails_with(inviter, MESSAGES["peer_rejected"])
+    assert target.entries() == []
+    assert controller.entries() == []
+
+
+def test_wrong_code_is_one_clear_sentence(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess
+) -> None:
+    _, controller = pair
+    result = amesh(["invite", "123456"], controller.home, env={"AMESH_RELAY_URL": relay.url})
+    assert result.returncode == 2
+    assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
+    assert "Traceback" not in result.stderr
+    malformed = amesh(["invite", "12345"], controller.home, env={"AMESH_RELAY_URL": relay.url})
+    assert malformed.returncode == 2
+    assert MESSAGES["invalid_code"] in unwrapped(malformed.stderr)
+
+
+def test_relay_unreachable(amesh: AmeshRunner, pair: tuple[Device, Device]) -> None:
+    _, controller = pair
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    result = amesh(["invite", "123456"], controller.home, env={"AMESH_RELAY_URL": url})
+    assert result.returncode == 2
+    assert MESSAGES["relay_unreachable"] in unwrapped(result.stderr)
+    assert result.stderr.count("Error:") == 1
+
+
+def test_expired_code(amesh: AmeshRunner, pair: tuple[Device, Device], children: list) -> None:
+    target, controller = pair
+    short_lived = start_relay({"AMESH_PAIRING_TTL": "2"})
+    try:
+        listener = target.spawn("listen", relay=short_lived)
+        children.append(listener)
+        listener.expect(PAIRING_CODE)
+        code = listener.match.group(1).decode()
+        fails_with(listener, "The pairing code expired before a controller joined")
+        result = amesh(["invite", code], controller.home, env={"AMESH_RELAY_URL": short_lived.url})
+        assert result.returncode == 2
+        assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
+    finally:
+        short_lived.kill()
+    assert target.entries() == []
+
+
+def test_peer_killed_mid_handshake(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    target, controller = pair
+    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    os.kill(inviter.pid, signal.SIGKILL)
+    inviter.expect(pexpect.EOF)
+    listener.sendline(sas)
+    fails_with(listener, MESSAGES["peer_disconnected"])
+    assert target.entries() == []
+    assert controller.entries() == []
+
+
+def test_relay_killed_mid_handshake(
+    amesh: AmeshRunner, pair: tuple[Device, Device], own_relay: RelayProcess, children: list
+) -> None:
+    target, controller = pair
+    listener, inviter, sas = start_pairing(target, controller, own_relay, children)
+    own_relay.kill()
+    fails_with(inviter, MESSAGES["relay_closed"])
+    listener.sendline(sas)
+    fails_with(listener, MESSAGES["relay_closed"])
+    assert target.entries() == []
+    assert controller.entries() == []
+
+
+def test_legacy_pairing_both_sides(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    target, controller = pair
+    listener, inviter, sas = start_pairing(target, controller, relay, children, "--legacy")
+    assert finish(inviter) == 0  # v1: the controller is never told the result (pairing.md W7)
+    listener.sendline(sas)
+    listener.expect("is now a trusted controller of this device")
+    assert finish(listener) == 0
+    [on_target] = target.entries()
+    [on_controller] = controller.entries()
+    assert on_target["deviceId"] == controller.device_id
+    assert on_controller["deviceId"] == target.device_id
+    assert on_target.get("protocol", 1) == 1 and on_controller.get("protocol", 1) == 1
+
+
+def test_max_controllers_reached_is_refused_by_default(
+    amesh: AmeshRunner,
+    make_device: Callable[..., Device],
+    relay: RelayProcess,
+    children: list,
+) -> None:
+    """pairing.md W7: the reference's (Y/n) defaults to replacing every controller; ours is
+    (y/N) and answering with Enter keeps the existing controller."""
+    target = make_device("Server")
+    first, second = make_device("Laptop"), make_device("Desktop")
+    listener, inviter, sas = start_pairing(target, first, relay, children)
+    listener.sendline(sas)
+    assert finish(listener) == 0 and finish(inviter) == 0
+
+    listener, inviter, _ = start_pairing(
+        target, second, relay, children, target_asks=r"Replace it with Desktop\? \(y/N\)"
+    )
+    listener.sendline("")
+    fails_with(listener, "This device already has the maximum number of controllers (1)")
+    fails_with(inviter, MESSAGES["peer_disconnected"])
+    assert [d["deviceId"] for d in target.entries()] == [first.device_id]
+    assert second.entries() == []
+
+
+def test_listen_without_identity(amesh: AmeshRunner, home: Path, relay: RelayProcess) -> None:
+    result = amesh(["listen", "--relay", relay.url], home)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == " ›   Error: No identity found. Run `amesh init` first.\n"
+
+
+def test_tampered_allow_list_on_the_target_stops_pairing(
+    pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    target, controller = pair
+    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener.sendline(sas)
+    assert finish(listener) == 0 and finish(inviter) == 0
+    sealed = target.home / "allow_list.json"
+    sealed.write_text(sealed.read_text().replace('"Laptop"', '"Laptop (evil)"'))
+
+    listener = target.spawn("listen", relay=relay)
+    children.append(listener)
+    listener.expect(PAIRING_CODE)
+    inviter = controller.spawn("invite", listener.match.group(1).decode(), relay=relay)
+    children.append(inviter)
+    fails_with(listener, "CRITICAL: Allow list integrity check failed — possible tampering.")
+    fails_with(inviter, MESSAGES["peer_disconnected"])
+    assert '"Laptop (evil)"' in sealed.read_text()  # refused, never re-sealed
+
+
+def test_legacy_wrong_sas_leaves_the_controller_entry_with_a_revoke_hint(
+    pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    """pairing.md W7, unfixable in v1: the legacy controller never learns the verdict, so it
+    records the target at once (as the reference does) and tells the operator how to undo it."""
+    target, controller = pair
+    listener, inviter, sas = start_pairing(target, controller, relay, children, "--legacy")
+    inviter.expect(f"amesh revoke {target.device_id}")
+    assert finish(inviter) == 0
+    listener.sendline(f"{(int(sas) + 1) % 1_000_000:06d}")
+    fails_with(listener, MESSAGES["sas_mismatch"])
+    assert target.entries() == []
+    assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
+
+
+def test_no_silent_downgrade_between_legacy_and_v2(
+    pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    """A v2 controller meeting a --legacy target stops with a sentence naming the flag; the
+    target's session survives (the relay refuses the mismatched connect without harm)."""
+    target, controller = pair
+    listener = target.spawn("listen", "--legacy", relay=relay)
+    children.append(listener)
+    listener.expect(PAIRING_CODE)
+    code = listener.match.group(1).decode()
+    inviter = controller.spawn("invite", code, relay=relay)
+    children.append(inviter)
+    fails_with(inviter, MESSAGES["peer_is_legacy"])
+    legacy_inviter = controller.spawn("invite", code, "--legacy", relay=relay)
+    children.append(legacy_inviter)
+    legacy_inviter.expect(SAS_LINE)
+    listener.expect(SAS_PROMPT)
+    listener.sendline(legacy_inviter.match.group(1))
+    listener.expect("is now a trusted controller of this device")
+    assert finish(listener) == 0 and finish(legacy_inviter) == 0
+    assert [d["deviceId"] for d in target.entries()] == [controller.device_id]

@@ -1,0 +1,308 @@
+"""Fixtures for the remote shell tests: a real relay process, paired homes, a running agent.
+
+Everything is real: ``python -m authmesh.relay`` on 127.0.0.1, ``amesh agent start`` as a
+subprocess, controllers driven through pexpect on a pseudo-terminal. Homes are created with
+:func:`authmesh.store.create_identity` and paired by writing allow-list entries directly
+(pairing itself is tested elsewhere). Every wait is on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, Device
+from authmesh.store import AmeshHome, Context, create_identity, load_context, now_timestamp
+
+CLI = [sys.executable, "-m", "authmesh.cli"]
+SHELL = "/bin/sh"
+TERM = "vt220"
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RelayProcess:
+    """``python -m authmesh.relay`` on a fixed loopback port (so it can be restarted)."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self._log = scratch / "relay.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            # Tests open many sessions from one IP; the limiter is tested with the relay.
+            "AMESH_SHELL_FAILURE_LIMIT": "10000",
+            "AMESH_AGENT_FAILURE_LIMIT": "10000",
+        }
+        with open(self._log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authmesh.relay"], env=env, stdout=log, stderr=log
+            )
+        wait_until(lambda: self.health() is not None, 15, "the relay to answer /health")
+
+    def health(self) -> dict[str, int] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as reply:
+                return json.loads(reply.read())  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+            self.process = None
+
+    def agents(self) -> int:
+        health = self.health()
+        return int(health["agents"]) if health else -1
+
+
+@dataclass
+class Homes:
+    """Amesh dirs of every party, paired by direct allow-list writes."""
+
+    target: Path
+    controller: Path
+    ungranted: Path
+    """A paired controller without the shell grant."""
+    target_peer: Path
+    """A device the target knows as a *target* that tries to open a shell on it."""
+    target_id: str
+    controller_id: str
+
+
+def make_home(base: Path, name: str) -> tuple[Path, str, str]:
+    home = base / name
+    home.mkdir(mode=0o700)
+    result = create_identity(
+        name, backend="encrypted-file", home=AmeshHome(home), environ={}, progress=lambda _: None
+    )
+    return home, result.identity.device_id, result.identity.public_key
+
+
+@functools.cache
+def home_context(home: Path) -> Context:
+    """The store of ``home``, unlocked once (each unlock costs an Argon2id derivation)."""
+    return load_context(home=AmeshHome(home), environ={})
+
+
+def pair_device(
+    home: Path, device_id: str, public_key: str, name: str, role: str, shell: bool
+) -> None:
+    home_context(home).allow_list.add(
+        Device.new(
+            device_id=device_id,
+            public_key=public_key,
+            friendly_name=name,
+            role=role,
+            added_at=now_timestamp(),
+            shell=True if shell else None,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def scratch() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="amesh-shell-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def homes(scratch: Path) -> Homes:
+    base = scratch / "homes"
+    base.mkdir()
+    target, target_id, target_key = make_home(base, "prod-box")
+    controller, controller_id, controller_key = make_home(base, "laptop")
+    ungranted, ungranted_id, ungranted_key = make_home(base, "intern")
+    peer, peer_id, peer_key = make_home(base, "other-box")
+    pair_device(target, controller_id, controller_key, "laptop", ROLE_CONTROLLER, shell=True)
+    pair_device(target, ungranted_id, ungranted_key, "intern", ROLE_CONTROLLER, shell=False)
+    pair_device(target, peer_id, peer_key, "other-box", ROLE_TARGET, shell=False)
+    for home in (controller, ungranted, peer):
+        pair_device(home, target_id, target_key, "prod-box", ROLE_TARGET, shell=False)
+    return Homes(target, controller, ungranted, peer, target_id, controller_id)
+
+
+@pytest.fixture(scope="session")
+def relay(scratch: Path) -> Iterator[RelayProcess]:
+    process = RelayProcess(scratch)
+    process.start()
+    yield process
+    process.stop()
+
+
+def cli_env(home: Path, scratch: Path) -> dict[str, str]:
+    return {
+        "AUTH_MESH_DIR": str(home),
+        "HOME": str(scratch),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "TERM": TERM,
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+
+
+class AgentProcess:
+    """``amesh agent start`` with its log captured to a file."""
+
+    def __init__(
+        self, home: Path, relay: RelayProcess, scratch: Path, name: str, *extra: str
+    ) -> None:
+        self.log_path = scratch / f"{name}.log"
+        self.record_dir = scratch / f"{name}-recordings"
+        env = cli_env(home, scratch)
+        args = [
+            *CLI,
+            "agent",
+            "start",
+            "--allow-root",
+            "--relay",
+            relay.url,
+            "--shell",
+            SHELL,
+            "--max-sessions",
+            "3",
+            "--record",
+            str(self.record_dir),
+            *extra,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, env=env, stdout=log, stderr=log)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def count(self, text: str) -> int:
+        return self.log().count(text)
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 15) -> None:
+        wait_until(lambda: self.count(text) >= count, timeout, f"agent log line {text!r}")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(10)
+
+
+# Every long-running test command carries this number, so leftovers can be found in /proc.
+MARKER = "98765"
+
+
+def marked_processes() -> list[int]:
+    """Live processes whose command line contains :data:`MARKER` (zombies excluded)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if MARKER.encode() in command and state != b"Z" and b"pytest" not in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="session")
+def agent(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
+    process = AgentProcess(homes.target, relay, scratch, "agent")
+    process.wait_for("Registered with relay")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def healthy_agent(agent: AgentProcess, relay: RelayProcess) -> Iterator[AgentProcess]:
+    """The agent, registered; after the test no shell process of it may remain."""
+    wait_until(lambda: relay.agents() >= 1, 20, "the agent to be registered")
+    yield agent
+    wait_until(lambda: not marked_processes(), 10, "every remote test process to be gone")
+    assert agent.process.poll() is None, "the agent died"
+
+
+def spawn_shell(
+    home: Path,
+    relay: RelayProcess,
+    scratch: Path,
+    *extra: str,
+    rows: int = 30,
+    cols: int = 100,
+    url: str | None = None,
+    target: str = "prod-box",
+) -> pexpect.spawn:
+    """``amesh shell TARGET`` on a pseudo-terminal of ``cols`` x ``rows``."""
+    return pexpect.spawn(
+        CLI[0],
+        [*CLI[1:], "shell", target, "--relay", url or relay.url, "--timeout", "10", *extra],
+        env=cli_env(home, scratch),
+        dimensions=(rows, cols),
+        timeout=15,
+        encoding="utf-8",
+        codec_errors="replace",
+    )
+
+
+def run_cli(
+    home: Path, scratch: Path, *args: str, stdin: str = "", timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI with ``stdin`` piped in (not a terminal) and its output captured."""
+    return subprocess.run(
+        [*CLI, *args],
+        env=cli_env(home, scratch),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def type_line(child: pexpect.spawn, command: str, expected: str) -> None:
+    """Type ``command`` + Enter into the remote shell and wait for ``expected`` in its output."""
+    child.send(command + "\r")
+    child.expect_exact(expected)
+
+
+def exit_status(child: pexpect.spawn) -> int:
+    """Wait for the controller process to end; its exit status."""
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus is not None, child.signalstatus
+    return int(child.exitstatus)

@@ -1,0 +1,96 @@
+"""An agent registered as the reference agent (``--protocol 1``): sessions on its registration
+socket, one at a time — how every session runs through a reference relay.
+
+Same real relay process; the relay keeps protocol-1 agents on the reference behaviour except
+that it never re-binds a busy agent (spec shell S3).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
+from tests.shell.conftest import (
+    MARKER,
+    AgentProcess,
+    Homes,
+    RelayProcess,
+    exit_status,
+    home_context,
+    make_home,
+    marked_processes,
+    pair_device,
+    run_cli,
+    spawn_shell,
+    type_line,
+    wait_until,
+)
+
+TARGET = "legacy-box"
+
+
+@pytest.fixture(scope="module")
+def legacy_agent(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
+    box, box_id, box_key = make_home(scratch, TARGET)
+    controller = home_context(homes.controller).identity
+    pair_device(box, controller.device_id, controller.public_key, "laptop", ROLE_CONTROLLER, True)
+    pair_device(homes.controller, box_id, box_key, TARGET, ROLE_TARGET, False)
+    agent = AgentProcess(box, relay, scratch, "legacy-agent", "--protocol", "1")
+    agent.wait_for("Registered with relay (identity verified, legacy relay)")
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture
+def legacy(legacy_agent: AgentProcess) -> Iterator[AgentProcess]:
+    yield legacy_agent
+    wait_until(lambda: not marked_processes(), 10, "every remote test process to be gone")
+    assert legacy_agent.process.poll() is None, "the agent died"
+
+
+def _command(homes: Homes, relay: RelayProcess, scratch: Path, *args: str) -> tuple[int, str]:
+    result = run_cli(homes.controller, scratch, "shell", TARGET, "--relay", relay.url, *args)
+    return result.returncode, (result.stdout + result.stderr).replace("\r\n", "\n")
+
+
+def test_interactive_and_command_sessions_with_exit_codes(
+    homes: Homes, relay: RelayProcess, legacy: AgentProcess, scratch: Path
+) -> None:
+    child = spawn_shell(homes.controller, relay, scratch, target=TARGET, rows=33, cols=90)
+    type_line(child, "stty size", "33 90")
+    child.send("exit 42\r")
+    assert exit_status(child) == 42
+    assert _command(homes, relay, scratch, "-c", "echo legacy-$((2*3)); exit 3") == (
+        3,
+        "legacy-6\n",
+    )
+
+
+def test_controller_killed_mid_session_frees_the_only_slot(
+    homes: Homes, relay: RelayProcess, legacy: AgentProcess, scratch: Path
+) -> None:
+    child = spawn_shell(homes.controller, relay, scratch, target=TARGET)
+    type_line(child, f"sleep {MARKER}5 & echo L$((4+4))L", "L8L")
+    wait_until(lambda: len(marked_processes()) == 1, 10, "the background sleep to start")
+    os.kill(child.pid, signal.SIGKILL)
+    child.close(force=True)
+    wait_until(lambda: not marked_processes(), 10, "the killed controller's shell to be ended")
+    status, output = _command(homes, relay, scratch, "-c", "echo free")
+    assert (status, output) == (0, "free\n")
+
+
+def test_a_second_request_cannot_divert_the_live_session(
+    homes: Homes, relay: RelayProcess, legacy: AgentProcess, scratch: Path
+) -> None:
+    child = spawn_shell(homes.controller, relay, scratch, target=TARGET)
+    type_line(child, "echo D$((5+6))D", "D11D")
+    status, output = _command(homes, relay, scratch, "--timeout", "1", "-c", "id")
+    assert status == 255 and "did not answer" in " ".join(output.replace("›", " ").split())
+    type_line(child, "echo D$((6+6))D", "D12D")
+    child.send("exit\r")
+    assert exit_status(child) == 0
