@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import select
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pexpect
 import pytest
+
+from tests.relayproc import RelayProcess, start_relay
 
 # The reference transcripts were recorded with an amesh dir whose path is 27..30 characters
 # long (the wrapped warning in init_force breaks right after it); a path of the same length
@@ -142,79 +138,6 @@ def amesh(tmp_path_factory: pytest.TempPathFactory) -> AmeshRunner:
     return AmeshRunner(scratch=scratch, no_tpm_path=str(empty_bin))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail the test with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-@dataclass
-class RelayProcess:
-    """A real ``python -m authmesh.relay`` process on 127.0.0.1."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
-                return bool(json.loads(r.read()).get("status") == "ok")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-def _drain(stream: IO[bytes]) -> None:
-    for _ in stream:
-        pass
-
-
-def start_relay(extra_env: dict[str, str] | None = None) -> RelayProcess:
-    """Start ``python -m authmesh.relay`` on a port of its choosing (PORT=0, no race), read the
-    port from its first line and wait until /health answers."""
-    env = {**os.environ, "PORT": "0", "HOST": "127.0.0.1", **(extra_env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "authmesh.relay"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 15)
-    first_line = process.stdout.readline().decode() if ready else ""
-    match = re.search(r"listening on ws://[^:]+:(\d+)/ws", first_line)
-    if match is None:
-        process.kill()
-        raise AssertionError(f"the relay did not report its port (got {first_line!r})")
-    threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
-    relay = RelayProcess(process=process, port=int(match.group(1)))
-    try:
-        wait_until(lambda: relay.healthy() or process.poll() is not None, 15, "the relay")
-    except AssertionError:
-        relay.kill()
-        raise
-    if process.poll() is not None:
-        raise AssertionError(f"relay exited with status {process.returncode}")
-    return relay
-
-
 # Tests in one module share a relay; several provoke failures (unknown codes) on purpose,
 # which must not trip the per-address failure limit meant for attackers.
 _SHARED_RELAY_ENV = {"AMESH_PAIRING_FAILURE_LIMIT": "1000", "AMESH_BOOTSTRAP_FAILURE_LIMIT": "1000"}
@@ -222,18 +145,11 @@ _SHARED_RELAY_ENV = {"AMESH_PAIRING_FAILURE_LIMIT": "1000", "AMESH_BOOTSTRAP_FAI
 
 @pytest.fixture(scope="module")
 def relay() -> Iterator[RelayProcess]:
-    """A relay process shared by the tests of one module (they must not stop it)."""
+    """A relay process shared by the tests of one module (they must not stop it; a test that
+    needs to kill its relay takes one from ``relay_factory``)."""
     process = start_relay(_SHARED_RELAY_ENV)
     yield process
-    process.kill()
-
-
-@pytest.fixture
-def own_relay() -> Iterator[RelayProcess]:
-    """A relay process for one test, which may kill it."""
-    process = start_relay()
-    yield process
-    process.kill()
+    process.stop()
 
 
 STEP_TIMEOUT = 30

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +18,8 @@ import pytest
 
 from authmesh.core.bootstrap_token import BootstrapTokenError
 from authmesh.pairing.errors import MESSAGES
-from tests.cli.conftest import AmeshRunner, Device, RelayProcess, unwrapped
+from tests.cli.conftest import AmeshRunner, Device, unwrapped
+from tests.relayproc import RelayProcess
 
 TOKEN = re.compile(rb"amesh-bt-v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
@@ -28,20 +29,11 @@ def provisioner(make_device: Callable[..., Device]) -> Device:
     return make_device("Controller")
 
 
-@pytest.fixture
-def watchers() -> Iterator[list[pexpect.spawn]]:
-    spawned: list[pexpect.spawn] = []
-    yield spawned
-    for child in spawned:
-        if child.isalive():
-            child.terminate(force=True)
-
-
 def provision(
-    controller: Device, relay: RelayProcess, watchers: list[pexpect.spawn], *args: str
+    controller: Device, relay: RelayProcess, children: list[pexpect.spawn], *args: str
 ) -> tuple[pexpect.spawn, str]:
     child = controller.spawn("provision", "--name", "Edge box", *args, relay=relay)
-    watchers.append(child)
+    children.append(child)
     child.expect(TOKEN)
     token = child.match.group(0).decode()
     child.expect("Waiting for the target")
@@ -53,9 +45,9 @@ def test_provision_then_bootstrap_then_replay(
     provisioner: Device,
     relay: RelayProcess,
     homes: Callable[[], Path],
-    watchers: list[pexpect.spawn],
+    children: list[pexpect.spawn],
 ) -> None:
-    watcher, token = provision(provisioner, relay, watchers)
+    watcher, token = provision(provisioner, relay, children)
     target_home = homes()
     result = amesh(["bootstrap", token, "--backend", "encrypted-file"], target_home, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -95,9 +87,9 @@ def test_bootstrap_rejects_garbage_and_expired_tokens_before_any_io(
 
 
 def test_bootstrap_refuses_when_an_identity_exists(
-    amesh: AmeshRunner, provisioner: Device, relay: RelayProcess, watchers: list
+    amesh: AmeshRunner, provisioner: Device, relay: RelayProcess, children: list
 ) -> None:
-    watcher, token = provision(provisioner, relay, watchers)
+    watcher, token = provision(provisioner, relay, children)
     result = amesh(["bootstrap", token], provisioner.home)
     assert result.returncode == 2
     assert "already has an identity" in result.stderr
@@ -115,9 +107,9 @@ def test_bootstrap_without_a_watching_controller_leaves_no_identity(
     provisioner: Device,
     relay: RelayProcess,
     homes: Callable[[], Path],
-    watchers: list[pexpect.spawn],
+    children: list[pexpect.spawn],
 ) -> None:
-    watcher, token = provision(provisioner, relay, watchers)
+    watcher, token = provision(provisioner, relay, children)
     watcher.terminate(force=True)
     watcher.expect(pexpect.EOF)
     home = homes()
@@ -130,12 +122,12 @@ def test_bootstrap_without_a_watching_controller_leaves_no_identity(
 
 
 def test_provision_json_output(
-    provisioner: Device, relay: RelayProcess, watchers: list[pexpect.spawn]
+    provisioner: Device, relay: RelayProcess, children: list[pexpect.spawn]
 ) -> None:
     child = provisioner.spawn(
         "provision", "--name", "Edge", "--ttl", "30m", "--output", "json", relay=relay
     )
-    watchers.append(child)
+    children.append(child)
     child.expect(rb"(\{\"token\".*\})\r\n")
     issued = json.loads(child.match.group(1))
     assert list(issued) == ["token", "jti", "name", "issuedAt", "expiresAt", "relay"]

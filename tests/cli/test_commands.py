@@ -13,14 +13,8 @@ import pexpect
 
 from authmesh.cli.output import format_error, wrap_like_oclif
 from authmesh.pairing.errors import MESSAGES
-from tests.cli.conftest import (
-    AmeshRunner,
-    Device,
-    RelayProcess,
-    free_port,
-    unwrapped,
-    write_state,
-)
+from tests.cli.conftest import AmeshRunner, Device, unwrapped, write_state
+from tests.relayproc import RelayProcess, free_port
 from tests.vectorfiles import section
 
 HARDWARE_HOME = section("sdk.json", "amesh_home.hardware_home.files")

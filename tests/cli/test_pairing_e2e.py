@@ -18,15 +18,9 @@ import pexpect
 import pytest
 
 from authmesh.pairing.errors import MESSAGES
-from tests.cli.conftest import (
-    AmeshRunner,
-    Device,
-    RelayProcess,
-    fails_with,
-    free_port,
-    start_relay,
-    unwrapped,
-)
+from tests.cli.conftest import AmeshRunner, Device, fails_with, unwrapped
+from tests.conftest import RelayFactory
+from tests.relayproc import RelayProcess, free_port
 
 PAIRING_CODE = re.compile(rb"Pairing code: (\d{6})")
 SAS_LINE = re.compile(rb"Verification code: (\d{6})")
@@ -146,20 +140,23 @@ def test_relay_unreachable(amesh: AmeshRunner, pair: tuple[Device, Device]) -> N
     assert result.stderr.count("Error:") == 1
 
 
-def test_expired_code(amesh: AmeshRunner, pair: tuple[Device, Device], children: list) -> None:
+def test_expired_code(
+    amesh: AmeshRunner,
+    pair: tuple[Device, Device],
+    children: list,
+    relay_factory: RelayFactory,
+) -> None:
     target, controller = pair
-    short_lived = start_relay({"AMESH_PAIRING_TTL": "2"})
-    try:
-        listener = target.spawn("listen", relay=short_lived)
-        children.append(listener)
-        listener.expect(PAIRING_CODE)
-        code = listener.match.group(1).decode()
-        fails_with(listener, "The pairing code expired before a controller joined")
-        result = amesh(["invite", code], controller.home, env={"AMESH_RELAY_URL": short_lived.url})
-        assert result.returncode == 2
-        assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
-    finally:
-        short_lived.kill()
+    # Protocol-2 sessions live for AMESH_SAS_PAIRING_TTL, v1 ones for AMESH_PAIRING_TTL.
+    short_lived = relay_factory({"AMESH_PAIRING_TTL": "2", "AMESH_SAS_PAIRING_TTL": "2"})
+    listener = target.spawn("listen", relay=short_lived)
+    children.append(listener)
+    listener.expect(PAIRING_CODE)
+    code = listener.match.group(1).decode()
+    fails_with(listener, "The pairing code expired before a controller joined")
+    result = amesh(["invite", code], controller.home, env={"AMESH_RELAY_URL": short_lived.url})
+    assert result.returncode == 2
+    assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
     assert target.entries() == []
 
 
@@ -177,9 +174,10 @@ def test_peer_killed_mid_handshake(
 
 
 def test_relay_killed_mid_handshake(
-    amesh: AmeshRunner, pair: tuple[Device, Device], own_relay: RelayProcess, children: list
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay_factory: RelayFactory, children: list
 ) -> None:
     target, controller = pair
+    own_relay = relay_factory()
     listener, inviter, sas = start_pairing(target, controller, own_relay, children)
     own_relay.kill()
     fails_with(inviter, MESSAGES["relay_closed"])

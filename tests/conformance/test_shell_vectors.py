@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.allowlist import AllowList, Device
+from authmesh.core.allowlist import AllowList
 from authmesh.core.b64 import b64decode, b64encode
 from authmesh.core.keys import PrivateKey, device_id, public_key_from_b64, verify
 from authmesh.core.selfsig import verify_selfsig
@@ -76,6 +76,7 @@ from authmesh.core.shell.wire import (
 )
 from authmesh.core.tunnel import session_key as pairing_session_key
 from tests.conformance.ledger import record
+from tests.shell import handshake_vectors as vectors
 from tests.vectorfiles import section
 
 FILE = "shell.json"
@@ -93,16 +94,6 @@ def _indexed(path: str) -> list[Any]:
     return [
         pytest.param(index, case, id=f"{path}[{index}]") for index, case in enumerate(_cases(path))
     ]
-
-
-def _identity_key(name: str) -> PrivateKey:
-    entry = next(item for item in _cases("identities") if item["name"] == name)
-    return PrivateKey.from_scalar(bytes.fromhex(entry["private_key_hex"]))
-
-
-def _friendly_name(name: str) -> str:
-    entry = next(item for item in _cases("identities") if item["name"] == name)
-    return str(entry["friendly_name"])
 
 
 def _scalar(hex_text: str) -> PrivateKey:
@@ -208,7 +199,7 @@ def test_selfsig_generation(case: dict[str, Any]) -> None:
     assert hashlib.sha256(message).hexdigest() == case["message_sha256_hex"]
 
     identity = create_identity(
-        _identity_key(case["signer"]),
+        vectors.identity(case["signer"])[0],
         case["friendly_name"],
         parse_timestamp(case["timestamp"]),
         own_ephemeral=signer_eph,
@@ -468,7 +459,7 @@ def test_cipher_exhaustion() -> None:
 
 @pytest.mark.parametrize(("index", "case"), _indexed("agent_challenge.cases"))
 def test_agent_challenge_cases(index: int, case: dict[str, Any]) -> None:
-    signer = _identity_key(case["signer"])
+    signer = vectors.identity(case["signer"])[0]
     assert (signer.device_id, signer.public_key_b64) == (case["device_id"], case["public_key_b64"])
     assert challenge_message(case["challenge"]).hex() == case["signed_bytes_hex"]
     signature = sign_challenge(signer, case["challenge"])
@@ -512,46 +503,9 @@ def test_agent_challenge_verification(case: dict[str, Any]) -> None:
 
 # -- handshake transcripts ------------------------------------------------------------------
 
-# What each side's allow list held, read from the transcript names (the vectors record the
-# outcome, not the files): (role, shell permission) of the peer's entry, or None if absent.
-_AGENT_ALLOWS: dict[str, tuple[str, bool | None] | None] = {
-    "agent_rejects_controller_without_shell_permission": ("controller", False),
-    "agent_rejects_controller_permissions_absent": ("controller", None),
-    "agent_rejects_peer_with_target_role": ("target", True),
-    "agent_rejects_unknown_controller": None,
-}
-_CONTROLLER_ALLOWS: dict[str, tuple[str, bool | None] | None] = {
-    "controller_rejects_unknown_target": None,
-    "controller_rejects_peer_with_controller_role": ("controller", None),
-}
-_REFERENCE_ERRORS = {
-    "selfSig verification failed": HandshakeErrorCode.SELFSIG_INVALID,
-    "Peer identity timestamp out of range": HandshakeErrorCode.TIMESTAMP_OUT_OF_RANGE,
-    "Device not in allow list": HandshakeErrorCode.NOT_IN_ALLOW_LIST,
-    "Device is not a controller": HandshakeErrorCode.NOT_A_CONTROLLER,
-    "Device is not a target": HandshakeErrorCode.NOT_A_TARGET,
-    "Shell access not granted for this device": HandshakeErrorCode.SHELL_NOT_GRANTED,
-}
 
-
-def _allow_list(peer: PrivateKey, name: str, grant: tuple[str, bool | None] | None) -> AllowList:
-    now = "2026-04-05T11:00:00.000Z"
-    allow_list = AllowList.empty(now)
-    if grant is None:
-        return allow_list
-    role, shell = grant
-    entry = Device.new(
-        device_id=peer.device_id,
-        public_key=peer.public_key_b64,
-        friendly_name=name,
-        role=role,
-        added_at=now,
-        shell=shell,
-    )
-    return allow_list.with_device(entry, now)
-
-
-def _verify_and_authorize(
+def _verdict(
+    expected: dict[str, Any],
     local_role: Role,
     temp_key: bytes,
     envelope: bytes,
@@ -561,13 +515,23 @@ def _verify_and_authorize(
     now: Any,
     allow_list: AllowList,
 ) -> Any:
-    peer = verify_identity(
-        open_identity(temp_key, envelope),
-        peer_ephemeral=peer_ephemeral,
-        own_ephemeral=own_ephemeral,
-        now=now,
+    """Open, verify and authorize the peer's envelope as the reference side did (``expected``):
+    the same refusal (returns None) or the same peer (returned)."""
+    try:
+        peer = verify_identity(
+            open_identity(temp_key, envelope),
+            peer_ephemeral=peer_ephemeral,
+            own_ephemeral=own_ephemeral,
+            now=now,
+        )
+        authorize_peer(local_role, allow_list.find_by_public_key(peer.public_key_b64))
+    except ShellHandshakeError as exc:
+        assert exc.code is vectors.REFERENCE_ERRORS[expected["error"]]
+        return None
+    assert (peer.device_id, peer.friendly_name) == (
+        expected["peer_device_id"],
+        expected["peer_friendly_name"],
     )
-    authorize_peer(local_role, allow_list.find_by_public_key(peer.public_key_b64))
     return peer
 
 
@@ -583,12 +547,7 @@ def _frame_from_description(text: str) -> bytes:
 
 @pytest.mark.parametrize("transcript", _by_name("handshake_transcripts.transcripts"))
 def test_handshake_transcript(transcript: dict[str, Any]) -> None:
-    names = section(FILE, "handshake_transcripts.identities")
-    agent_key, controller_key = _identity_key(names["agent"]), _identity_key(names["controller"])
-    agent_name, controller_name = (
-        _friendly_name(names["agent"]),
-        _friendly_name(names["controller"]),
-    )
+    (agent_key, agent_name), (controller_key, controller_name) = vectors.parties()
     rng = transcript["rng"]
     agent_eph = _scalar(rng["agent_ephemeral_private_hex"])
     controller_eph = _scalar(rng["controller_ephemeral_private_hex"])
@@ -653,33 +612,26 @@ def test_handshake_transcript(transcript: dict[str, Any]) -> None:
     # The agent: decrypt, verify, authorize.
     agent_secret = shared_secret(agent_eph, controller_eph_seen_by_agent)
     agent_temp = derive_temp_key(agent_secret)
-    agent_allow = _allow_list(
-        controller_key,
-        controller_name,
-        _AGENT_ALLOWS.get(transcript["name"], ("controller", True)),
+    agent_allow = vectors.allow_list(
+        controller_key, controller_name, vectors.agent_grant(transcript["name"])
     )
     agent_result = transcript["agent_result"]
-    try:
-        controller_peer = _verify_and_authorize(
-            Role.TARGET,
-            agent_temp,
-            envelope_for_agent,
-            peer_ephemeral=controller_eph_seen_by_agent,
-            own_ephemeral=agent_eph.public_key,
-            now=agent_clock,
-            allow_list=agent_allow,
-        )
-    except ShellHandshakeError as exc:
-        assert exc.code is _REFERENCE_ERRORS[agent_result["error"]]
+    controller_peer = _verdict(
+        agent_result,
+        Role.TARGET,
+        agent_temp,
+        envelope_for_agent,
+        peer_ephemeral=controller_eph_seen_by_agent,
+        own_ephemeral=agent_eph.public_key,
+        now=agent_clock,
+        allow_list=agent_allow,
+    )
+    if controller_peer is None:
         # No abort message exists: the agent falls silent and the controller gives up.
         assert len(wire) == 3
         assert transcript["controller_result"] == {"error": "reader_disposed"}
         record(FILE, "handshake_transcripts.transcripts", transcript["name"])
         return
-    assert (controller_peer.device_id, controller_peer.friendly_name) == (
-        agent_result["peer_device_id"],
-        agent_result["peer_friendly_name"],
-    )
     agent_session_key = derive_session_key(
         agent_secret,
         target_device_id=agent_key.device_id,
@@ -701,28 +653,23 @@ def test_handshake_transcript(transcript: dict[str, Any]) -> None:
     assert wire[3] == data_message(sealed)
 
     # The controller: decrypt, verify, authorize.
-    controller_allow = _allow_list(
-        agent_key, agent_name, _CONTROLLER_ALLOWS.get(transcript["name"], ("target", None))
+    controller_allow = vectors.allow_list(
+        agent_key, agent_name, vectors.controller_grant(transcript["name"])
     )
     controller_result = transcript["controller_result"]
-    try:
-        agent_peer = _verify_and_authorize(
-            Role.CONTROLLER,
-            controller_temp,
-            data_payload(json.loads(wire[3])["payload"]),
-            peer_ephemeral=agent_eph_seen_by_controller,
-            own_ephemeral=controller_eph.public_key,
-            now=controller_clock,
-            allow_list=controller_allow,
-        )
-    except ShellHandshakeError as exc:
-        assert exc.code is _REFERENCE_ERRORS[controller_result["error"]]
+    agent_peer = _verdict(
+        controller_result,
+        Role.CONTROLLER,
+        controller_temp,
+        data_payload(json.loads(wire[3])["payload"]),
+        peer_ephemeral=agent_eph_seen_by_controller,
+        own_ephemeral=controller_eph.public_key,
+        now=controller_clock,
+        allow_list=controller_allow,
+    )
+    if agent_peer is None:
         record(FILE, "handshake_transcripts.transcripts", transcript["name"])
         return
-    assert (agent_peer.device_id, agent_peer.friendly_name) == (
-        controller_result["peer_device_id"],
-        controller_result["peer_friendly_name"],
-    )
     controller_session_key = derive_session_key(
         controller_secret,
         target_device_id=agent_peer.device_id,

@@ -30,11 +30,11 @@ from pathlib import Path
 import pytest
 
 from tests.deploy import dockerfile
-from tests.deploy.relayproc import free_port, get_health, running
+from tests.deploy.http_probe import get_health
+from tests.relayproc import RelayProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile.relay"
-STOP_DEADLINE_S = 10.0
 # What the build host passes to `docker build` so that pip can reach its index.
 HOST_NETWORK_SETTINGS = re.compile(r"PIP_\w+|\w+_PROXY|SSL_CERT_\w+|REQUESTS_CA_BUNDLE", re.I)
 
@@ -193,7 +193,8 @@ def test_build_and_run_steps(tmp_path: Path) -> None:
     assert Path(executable).is_relative_to(venv)
     health_url = f"http://127.0.0.1:{port}/health"
     probe = runtime.one("HEALTHCHECK").command()
-    with running(command, env, health_url, cwd=image.root) as relay:
+    relay = RelayProcess(env, command=command, cwd=image.root).start()
+    try:
         status, body = get_health(health_url)
         assert status == 200
         assert body["status"] == "ok"
@@ -201,8 +202,9 @@ def test_build_and_run_steps(tmp_path: Path) -> None:
         assert healthcheck(probe, env) == 0
 
         stop_signal = getattr(signal, runtime.one("STOPSIGNAL").text)
-        os.killpg(relay.pid, stop_signal)
-        assert relay.wait(STOP_DEADLINE_S) == 0, "the relay should exit 0 on docker stop"
+        assert relay.stop(stop_signal) == 0, "the relay should exit 0 on docker stop"
+    finally:
+        relay.kill()
     assert healthcheck(probe, env) != 0, "HEALTHCHECK must fail once the relay is gone"
 
 

@@ -17,7 +17,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.deploy.relayproc import free_ports, get_health, running, wait_healthy
+from tests.conftest import RelayFactory
+from tests.deploy.http_probe import get_health
+from tests.relayproc import START_DEADLINE_S, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SITE = REPO / "deploy" / "nginx" / "authmesh-relay.conf"
@@ -104,34 +105,33 @@ def tls_client() -> ssl.SSLContext:
 
 
 @pytest.fixture
-def public_port(tmp_path: Path) -> Iterator[int]:
+def public_port(tmp_path: Path, relay_factory: RelayFactory) -> Iterator[int]:
     """Port of nginx (TLS, the repository's site config) in front of a running relay."""
-    relay_port, public_port = free_ports(2)
+    relay = relay_factory(
+        {"AMESH_TRUST_PROXY": "1", "AMESH_PAIRING_FAILURE_LIMIT": str(FAILURE_LIMIT)}
+    )
+    public_port = free_port()
     cert, key = self_signed(tmp_path)
     site = tmp_path / "site.conf"
-    site.write_text(site_config(public_port, relay_port, cert, key), encoding="utf-8")
+    site.write_text(site_config(public_port, relay.port, cert, key), encoding="utf-8")
     config = main_config(tmp_path, site)
     command = [NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(config)]
     checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
 
-    env = {
-        **os.environ,
-        "PORT": str(relay_port),
-        "HOST": "127.0.0.1",
-        "AMESH_TRUST_PROXY": "1",
-        "AMESH_PAIRING_FAILURE_LIMIT": str(FAILURE_LIMIT),
-    }
-    relay_health = f"http://127.0.0.1:{relay_port}/health"
-    with running([sys.executable, "-m", "authmesh.relay"], env, relay_health):
-        proxy = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            health = f"https://127.0.0.1:{public_port}/health"
-            assert wait_healthy(health, proxy, tls_client()), "nginx did not proxy /health"
-            yield public_port
-        finally:
-            os.killpg(proxy.pid, signal.SIGTERM)
-            proxy.wait(10)
+    proxy = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        health = f"https://127.0.0.1:{public_port}/health"
+        wait_until(
+            lambda: proxy.poll() is not None or get_health(health, tls_client())[0] == 200,
+            START_DEADLINE_S,
+            "nginx to proxy /health",
+        )
+        assert proxy.poll() is None, "nginx did not proxy /health"
+        yield public_port
+    finally:
+        os.killpg(proxy.pid, signal.SIGTERM)
+        proxy.wait(10)
 
 
 async def received(socket: ClientConnection) -> object:

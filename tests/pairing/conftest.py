@@ -1,70 +1,39 @@
-"""A real relay process per test, and fixed identities for the pairing tests."""
+"""Fixed identities and a watching controller for the pairing tests.
+
+The ``relay`` fixtures are in ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-import selectors
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import asyncio
 
 import pytest
 
 from authmesh.core.keys import PrivateKey
+from authmesh.pairing import BootstrapResult, provision
+from authmesh.pairing.bootstrap import IssuedToken
 
-START_DEADLINE = 15.0
-_LISTENING = re.compile(r"listening on ws://[^:]+:(\d+)/ws")
-
-
-@dataclass
-class RelayProcess:
-    process: subprocess.Popen[str]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+WATCH_DEADLINE = 10.0
 
 
-def start_relay(**env: str) -> RelayProcess:
-    """``python -m authmesh.relay`` on 127.0.0.1 with an OS-chosen port; waits until it listens."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "authmesh.relay"],
-        env={**os.environ, "PORT": "0", "HOST": "127.0.0.1", "AMESH_LOG_LEVEL": "error", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+async def start_watching(
+    controller_key: PrivateKey, issued: IssuedToken, **options: object
+) -> tuple[asyncio.Task[BootstrapResult], list[BootstrapResult]]:
+    """Start provision() and return once the relay confirmed the watch, with the list of
+    targets it accepted (unless ``accept_target`` is given)."""
+    ready = asyncio.Event()
+    accepted: list[BootstrapResult] = []
+    task = asyncio.create_task(
+        provision(
+            controller_key,
+            issued,
+            on_watching=ready.set,
+            accept_target=options.pop("accept_target", accepted.append),
+            **options,  # type: ignore[arg-type]
+        )
     )
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + START_DEADLINE
-    while time.monotonic() < deadline:
-        if selector.select(timeout=deadline - time.monotonic()):
-            match = _LISTENING.search(process.stdout.readline())
-            if match:
-                return RelayProcess(process, int(match.group(1)))
-        if process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError("the relay did not start listening in time")
-
-
-@pytest.fixture
-def relay() -> Iterator[RelayProcess]:
-    """A relay process of its own for each test (tests may kill it)."""
-    process = start_relay()
-    yield process
-    process.kill()
+    await asyncio.wait_for(ready.wait(), WATCH_DEADLINE)
+    return task, accepted
 
 
 @pytest.fixture

@@ -17,36 +17,18 @@ from authmesh.pairing import (
     issue_token,
     provision,
 )
-from authmesh.pairing.bootstrap import IssuedToken
-from tests.pairing.conftest import RelayProcess, start_relay
+from tests.conftest import RelayFactory
+from tests.pairing.conftest import start_watching
+from tests.relayproc import RelayProcess
 
 STEP = 10.0
-
-
-async def _watching(
-    controller_key: PrivateKey, issued: IssuedToken, **options: object
-) -> tuple[asyncio.Task[BootstrapResult], list[BootstrapResult]]:
-    """Start provision() and return once the relay confirmed the watch."""
-    ready = asyncio.Event()
-    accepted: list[BootstrapResult] = []
-    task = asyncio.create_task(
-        provision(
-            controller_key,
-            issued,
-            on_watching=ready.set,
-            accept_target=options.pop("accept_target", accepted.append),
-            **options,  # type: ignore[arg-type]
-        )
-    )
-    await asyncio.wait_for(ready.wait(), STEP)
-    return task, accepted
 
 
 async def test_v2_bootstrap_then_replay_fails(
     relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
 ) -> None:
     issued = issue_token(controller_key, name="edge-1", relay_url=relay.url, ttl_seconds=600)
-    watcher, accepted = await _watching(controller_key, issued)
+    watcher, accepted = await start_watching(controller_key, issued)
     target_side = await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
     controller_side = await asyncio.wait_for(watcher, STEP)
 
@@ -68,7 +50,7 @@ async def test_legacy_sdk_target_needs_explicit_opt_in(
 ) -> None:
     """A reference SDK target sends the bearer token and no proof of key (W3)."""
     issued = issue_token(controller_key, name="sdk-box", relay_url=relay.url, ttl_seconds=600)
-    watcher, accepted = await _watching(controller_key, issued)
+    watcher, accepted = await start_watching(controller_key, issued)
     with pytest.raises(PairingError) as refused:
         await asyncio.wait_for(bootstrap(issued.token, target_key, legacy=True), STEP)
     assert refused.value.code == "target_proof_required"
@@ -77,7 +59,7 @@ async def test_legacy_sdk_target_needs_explicit_opt_in(
     assert accepted == []
 
     issued = issue_token(controller_key, name="sdk-box", relay_url=relay.url, ttl_seconds=600)
-    watcher, accepted = await _watching(controller_key, issued, allow_legacy_target=True)
+    watcher, accepted = await start_watching(controller_key, issued, allow_legacy_target=True)
     target_side = await asyncio.wait_for(bootstrap(issued.token, target_key, legacy=True), STEP)
     controller_side = await asyncio.wait_for(watcher, STEP)
     assert controller_side.protocol == target_side.protocol == 1
@@ -102,7 +84,7 @@ async def test_controller_refusal_reaches_the_target(
     def refuse(result: BootstrapResult) -> None:
         raise PairingError("operator_declined")
 
-    watcher, _ = await _watching(controller_key, issued, accept_target=refuse)
+    watcher, _ = await start_watching(controller_key, issued, accept_target=refuse)
     with pytest.raises(PairingError) as raised:
         await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
     assert raised.value.code == "operator_declined"
@@ -118,7 +100,7 @@ async def test_relay_killed_while_target_waits(
     def kill_relay(result: BootstrapResult) -> None:
         relay.kill()
 
-    watcher, _ = await _watching(controller_key, issued, accept_target=kill_relay)
+    watcher, _ = await start_watching(controller_key, issued, accept_target=kill_relay)
     with pytest.raises(PairingError) as raised:
         await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
     assert raised.value.code == "relay_closed"
@@ -155,20 +137,15 @@ async def test_unreachable_relay_is_a_clear_error(
 
 
 async def test_watch_is_renewed_past_the_relay_watch_lifetime(
-    controller_key: PrivateKey, target_key: PrivateKey
+    controller_key: PrivateKey, target_key: PrivateKey, relay_factory: RelayFactory
 ) -> None:
     """The relay forgets a watch after AMESH_WATCHER_TTL; provision keeps renewing it."""
-    short_lived = start_relay(AMESH_WATCHER_TTL="1", AMESH_SWEEP_INTERVAL="0.1")
-    try:
-        issued = issue_token(
-            controller_key, name="late", relay_url=short_lived.url, ttl_seconds=600
-        )
-        watcher, accepted = await _watching(controller_key, issued, rewatch_seconds=0.4)
-        await asyncio.sleep(2.0)  # several watch lifetimes pass before the target shows up
-        target_side = await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
-        controller_side = await asyncio.wait_for(watcher, STEP)
-    finally:
-        short_lived.kill()
+    short_lived = relay_factory({"AMESH_WATCHER_TTL": "1", "AMESH_SWEEP_INTERVAL": "0.1"})
+    issued = issue_token(controller_key, name="late", relay_url=short_lived.url, ttl_seconds=600)
+    watcher, accepted = await start_watching(controller_key, issued, rewatch_seconds=0.4)
+    await asyncio.sleep(2.0)  # several watch lifetimes pass before the target shows up
+    target_side = await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
+    controller_side = await asyncio.wait_for(watcher, STEP)
     assert target_side.peer_public_key == controller_key.public_key
     assert accepted == [controller_side]
 

@@ -14,8 +14,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from authmesh.core.b64 import b64encode
 from authmesh.core.bootstrap_token import sign_ack
 from authmesh.core.keys import PrivateKey
-from authmesh.pairing import BootstrapResult, PairingError, bootstrap, issue_token, provision
+from authmesh.pairing import BootstrapResult, PairingError, bootstrap, issue_token
 from authmesh.pairing.bootstrap import init_statement
+from tests.pairing.conftest import start_watching
 
 STEP = 10.0
 Tamper = Callable[[dict[str, Any], PrivateKey], dict[str, Any]]
@@ -81,18 +82,7 @@ async def _run(
 ) -> tuple[object, object, list[BootstrapResult], PrivateKey]:
     controller_key, target_key = PrivateKey.generate(), PrivateKey.generate()
     issued = issue_token(controller_key, name="edge", relay_url=url, ttl_seconds=600)
-    ready = asyncio.Event()
-    accepted: list[BootstrapResult] = []
-    watching = asyncio.create_task(
-        provision(
-            controller_key,
-            issued,
-            on_watching=ready.set,
-            accept_target=accepted.append,
-            allow_legacy_target=legacy,
-        )
-    )
-    await asyncio.wait_for(ready.wait(), STEP)
+    watching, accepted = await start_watching(controller_key, issued, allow_legacy_target=legacy)
     try:
         target_side: object = await bootstrap(issued.token, target_key, legacy=legacy, timeout=STEP)
     except PairingError as error:

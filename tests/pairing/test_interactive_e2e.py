@@ -9,7 +9,7 @@ import pytest
 
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import PairingError, PairingResult, PeerIdentity, invite, listen
-from tests.pairing.conftest import RelayProcess
+from tests.relayproc import RelayProcess
 
 STEP = 10.0
 
@@ -40,6 +40,23 @@ class Operator:
         return f"  {sas}\n"
 
 
+async def start_listening(
+    relay: RelayProcess, target_key: PrivateKey, operator: Operator, **options: Any
+) -> tuple[asyncio.Task[Any], str]:
+    """The target's ``listen`` running in a task, and the code it showed the operator."""
+    listening = asyncio.create_task(
+        listen(
+            target_key,
+            "target-box",
+            relay_url=relay.url,
+            ask_sas=operator.ask_sas,
+            on_code=operator.on_code,
+            **options,
+        )
+    )
+    return listening, await asyncio.wait_for(operator.code, STEP)
+
+
 async def pair(
     relay: RelayProcess,
     target_key: PrivateKey,
@@ -49,17 +66,7 @@ async def pair(
     legacy_target: bool = False,
     legacy_controller: bool = False,
 ) -> tuple[Any, Any]:
-    listening = asyncio.create_task(
-        listen(
-            target_key,
-            "target-box",
-            relay_url=relay.url,
-            ask_sas=operator.ask_sas,
-            on_code=operator.on_code,
-            legacy=legacy_target,
-        )
-    )
-    code = await asyncio.wait_for(operator.code, STEP)
+    listening, code = await start_listening(relay, target_key, operator, legacy=legacy_target)
     inviting = asyncio.create_task(
         invite(
             code,
@@ -136,18 +143,9 @@ async def test_no_silent_downgrade(
     expected: str,
 ) -> None:
     operator = Operator()
-    listening = asyncio.create_task(
-        listen(
-            target_key,
-            "target-box",
-            relay_url=relay.url,
-            ask_sas=operator.ask_sas,
-            on_code=operator.on_code,
-            legacy=legacy_target,
-            code_lifetime=3,
-        )
+    listening, code = await start_listening(
+        relay, target_key, operator, legacy=legacy_target, code_lifetime=3
     )
-    code = await asyncio.wait_for(operator.code, STEP)
     with pytest.raises(PairingError) as raised:
         await invite(
             code,

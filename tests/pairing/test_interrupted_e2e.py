@@ -11,7 +11,7 @@ import pytest
 
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import PairingError, PeerIdentity, invite, listen
-from tests.pairing.conftest import RelayProcess
+from tests.relayproc import RelayProcess
 
 STEP = 15.0
 

@@ -16,7 +16,7 @@ from authmesh.core.bootstrap_token import decode_token
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import provision
 from authmesh.pairing.bootstrap import IssuedToken
-from tests.pairing.conftest import RelayProcess
+from tests.relayproc import RelayProcess
 from tests.vectorfiles import section
 
 STEP = 10.0

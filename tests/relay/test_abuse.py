@@ -197,8 +197,11 @@ async def test_slow_clients_that_never_finish_the_upgrade(relay_factory: Any) ->
 
 
 async def test_a_peer_that_stops_reading_is_dropped(relay_factory: Any) -> None:
-    """Bounded outboxes: frames for a non-reading peer never pile up without limit."""
-    relay = relay_factory({"AMESH_PAIRING_SESSION_BYTES": str(200 * 1024 * 1024)})
+    """Backpressure holds the sender back; a peer that stays unread past AMESH_SEND_TIMEOUT
+    is closed, its partner told, and nothing piles up meanwhile."""
+    relay = relay_factory(
+        {"AMESH_PAIRING_SESSION_BYTES": str(200 * 1024 * 1024), "AMESH_SEND_TIMEOUT": "1"}
+    )
     baseline = rss_kb(relay)
     target, controller = await open_client(relay), await open_client(relay)
     assert await target.request({"type": "listen", "otc": "577215"}) == ACK

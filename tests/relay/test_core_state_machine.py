@@ -37,6 +37,7 @@ CONFIG = RelayConfig(
     max_connections_per_ip=4,
     max_sessions=3,
     pairing_ttl=5.0,
+    sas_pairing_ttl=6.0,
     shell_idle_timeout=5.0,
     pairing_session_bytes=300,
     shell_session_bytes=600,
@@ -239,11 +240,13 @@ class RelayCoreMachine(RuleBasedStateMachine):
         for conn in core._conns.values():
             if conn.session is not None:
                 assert core._sessions.get(conn.session.key) is conn.session
-            for watched in conn.watching:
+            watching = conn.watching or set()
+            for watched in watching:
                 assert core._watchers[watched].conn is conn
-            assert len(conn.watching) <= CONFIG.max_watches_per_socket
+            assert len(watching) <= CONFIG.max_watches_per_socket
         for watched, watch in core._watchers.items():
-            assert watched in watch.conn.watching and core._conns.get(watch.conn.id) is watch.conn
+            assert watched in (watch.conn.watching or ())
+            assert core._conns.get(watch.conn.id) is watch.conn
         for device, agent in core._agents.items():
             assert agent.conn.agent_id == device and core._conns.get(agent.conn.id) is agent.conn
         for jti_, target in core._targets.items():

@@ -173,3 +173,17 @@ def test_session_store_cap_and_collision() -> None:
     assert small.sizes()["sessions"] == 1
     big = RelayCore(RelayConfig())
     assert all(_listen(big, n, f"{300000 + n}") == "ack" for n in range(100))
+
+
+def test_pairing_v2_sessions_get_their_own_lifetime() -> None:
+    """Pairing v2 waits for the operator to type the SAS: AMESH_SAS_PAIRING_TTL, not 60 s."""
+    core = RelayCore(RelayConfig(pairing_ttl=60, sas_pairing_ttl=300))
+    for conn, (otc, protocol) in enumerate([("400001", 1), ("400002", 2)], start=1):
+        core.open(conn, f"10.1.0.{conn}", 0.0)
+        message = {"type": "listen", "otc": otc, "protocol": protocol}
+        core.receive(conn, json.dumps(message), 0.0)
+    expired = {a.conn for a in core.tick(61.0) if isinstance(a, Send)}
+    assert expired == {1}
+    assert core.sizes()["sessions"] == 1
+    assert {a.conn for a in core.tick(300.0) if isinstance(a, Send)} == {2}
+    assert core.sizes()["sessions"] == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -11,25 +10,21 @@ import pytest
 
 from authmesh.core.allowlist import ROLE_TARGET, Device
 from authmesh.pairing import BootstrapResult, PairingError, issue_token, provision
-from authmesh.relay.server import create_relay_server
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
 from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.verifier import Verifier
 from authmesh.store import AmeshHome, StoreError, create_identity, load_context, now_timestamp
+from tests.relayproc import RelayProcess
 from tests.sdk.harness import uvicorn_server
 
 NO_ENV: dict[str, str] = {}
 
 
 @pytest.fixture
-async def relay_url() -> AsyncIterator[str]:
-    relay = create_relay_server(port=0, host="127.0.0.1", env={})
-    await relay.start()
-    try:
-        yield relay.url
-    finally:
-        await relay.stop()
+def relay_url(relay: RelayProcess) -> str:
+    """The URL of a real relay process for this test (``tests/conftest.py``)."""
+    return relay.url
 
 
 def _controller(tmp_path: Path) -> AmeshHome:

@@ -9,17 +9,13 @@ subprocess, controllers driven through pexpect on a pseudo-terminal. Homes are c
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,67 +24,21 @@ import pytest
 
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, Device
 from authmesh.store import AmeshHome, Context, create_identity, load_context, now_timestamp
+from tests.relayproc import RelayProcess, start_relay, wait_until
 
 CLI = [sys.executable, "-m", "authmesh.cli"]
 SHELL = "/bin/sh"
 TERM = "vt220"
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+# Tests open many sessions from one IP; the limiter is tested with the relay.
+_RELAY_ENV = {"AMESH_SHELL_FAILURE_LIMIT": "10000", "AMESH_AGENT_FAILURE_LIMIT": "10000"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RelayProcess:
-    """``python -m authmesh.relay`` on a fixed loopback port (so it can be restarted)."""
-
-    def __init__(self, scratch: Path) -> None:
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
-        self._log = scratch / "relay.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            # Tests open many sessions from one IP; the limiter is tested with the relay.
-            "AMESH_SHELL_FAILURE_LIMIT": "10000",
-            "AMESH_AGENT_FAILURE_LIMIT": "10000",
-        }
-        with open(self._log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "authmesh.relay"], env=env, stdout=log, stderr=log
-            )
-        wait_until(lambda: self.health() is not None, 15, "the relay to answer /health")
-
-    def health(self) -> dict[str, int] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as reply:
-                return json.loads(reply.read())  # type: ignore[no-any-return]
-        except OSError:
-            return None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
-            self.process = None
-
-    def agents(self) -> int:
-        health = self.health()
-        return int(health["agents"]) if health else -1
+def registered_agents(relay: RelayProcess) -> int:
+    """How many agents the relay lists (-1 while it does not answer)."""
+    health = relay.health()
+    return int(health["agents"]) if health else -1
 
 
 @dataclass
@@ -135,6 +85,15 @@ def pair_device(
     )
 
 
+def paired_box(homes: Homes, scratch: Path, name: str) -> Path:
+    """A new target home ``name`` paired with the controller, which may open shells on it."""
+    box, box_id, box_key = make_home(scratch, name)
+    controller = home_context(homes.controller).identity
+    pair_device(box, controller.device_id, controller.public_key, "laptop", ROLE_CONTROLLER, True)
+    pair_device(homes.controller, box_id, box_key, name, ROLE_TARGET, False)
+    return box
+
+
 @pytest.fixture(scope="session")
 def scratch() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="amesh-shell-"))
@@ -159,9 +118,9 @@ def homes(scratch: Path) -> Homes:
 
 
 @pytest.fixture(scope="session")
-def relay(scratch: Path) -> Iterator[RelayProcess]:
-    process = RelayProcess(scratch)
-    process.start()
+def relay() -> Iterator[RelayProcess]:
+    """One relay for the session; a test may stop it and ``start()`` it again (same port)."""
+    process = start_relay(_RELAY_ENV)
     yield process
     process.stop()
 
@@ -251,7 +210,7 @@ def agent(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentPro
 @pytest.fixture
 def healthy_agent(agent: AgentProcess, relay: RelayProcess) -> Iterator[AgentProcess]:
     """The agent, registered; after the test no shell process of it may remain."""
-    wait_until(lambda: relay.agents() >= 1, 20, "the agent to be registered")
+    wait_until(lambda: registered_agents(relay) >= 1, 20, "the agent to be registered")
     yield agent
     wait_until(lambda: not marked_processes(), 10, "every remote test process to be gone")
     assert agent.process.poll() is None, "the agent died"
@@ -292,6 +251,18 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def run_shell(
+    home: Path,
+    relay: RelayProcess,
+    scratch: Path,
+    *args: str,
+    target: str = "prod-box",
+    stdin: str = "",
+) -> subprocess.CompletedProcess[str]:
+    """``amesh shell TARGET`` through ``relay`` with ``stdin`` piped in (not a terminal)."""
+    return run_cli(home, scratch, "shell", target, "--relay", relay.url, *args, stdin=stdin)
 
 
 def type_line(child: pexpect.spawn, command: str, expected: str) -> None:

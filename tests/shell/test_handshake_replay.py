@@ -17,43 +17,26 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
+from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
 from authmesh.core.b64 import b64decode
 from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.handshake import HandshakeErrorCode, ShellHandshakeError, parse_timestamp
+from authmesh.core.shell.handshake import ShellHandshakeError, parse_timestamp
 from authmesh.shell.channel import receive_data
 from authmesh.shell.handshake import run_controller_handshake, run_target_handshake
 from tests.conformance.ledger import record
+from tests.shell import handshake_vectors as vectors
+from tests.shell.handshake_vectors import parties
 from tests.vectorfiles import section
 
 FILE = "shell.json"
 SECTION = "handshake_transcripts.transcripts"
 _REPLAYABLE = [t for t in section(FILE, SECTION) if "mitm" not in t]
-
-# What the agent's allow list holds about the controller in each transcript: (role, shell).
-_AGENT_KNOWS = {
-    "agent_rejects_controller_without_shell_permission": (ROLE_CONTROLLER, False),
-    "agent_rejects_controller_permissions_absent": (ROLE_CONTROLLER, None),
-    "agent_rejects_peer_with_target_role": (ROLE_TARGET, None),
-    "agent_rejects_unknown_controller": None,
-}
-# What the controller's allow list holds about the agent: its role, or None.
-_CONTROLLER_KNOWS = {
-    "controller_rejects_unknown_target": None,
-    "controller_rejects_peer_with_controller_role": ROLE_CONTROLLER,
-}
-_ERRORS = {
-    "Shell access not granted for this device": HandshakeErrorCode.SHELL_NOT_GRANTED,
-    "Device is not a controller": HandshakeErrorCode.NOT_A_CONTROLLER,
-    "Device not in allow list": HandshakeErrorCode.NOT_IN_ALLOW_LIST,
-    "Device is not a target": HandshakeErrorCode.NOT_A_TARGET,
-    "Peer identity timestamp out of range": HandshakeErrorCode.TIMESTAMP_OUT_OF_RANGE,
-}
 
 
 class ReplayChannel:
@@ -72,38 +55,26 @@ class ReplayChannel:
         return self._incoming.popleft()
 
 
-def _identity(label: str) -> tuple[PrivateKey, str]:
-    entry = next(i for i in section(FILE, "identities") if i["name"] == label)
-    return PrivateKey.from_scalar(bytes.fromhex(entry["private_key_hex"])), entry["friendly_name"]
-
-
-def _allow_list(peer: PrivateKey, name: str, role: str | None, shell: bool | None) -> AllowList:
-    now = "2026-04-05T11:00:00.000Z"
-    allow_list = AllowList.empty(now)
-    if role is None:
-        return allow_list
-    device = Device.new(
-        device_id=peer.device_id,
-        public_key=peer.public_key_b64,
-        friendly_name=name,
-        role=role,
-        added_at=now,
-        shell=shell,
-    )
-    return allow_list.with_device(device, now)
-
-
 def _wire(transcript: dict[str, Any], side: str) -> list[str]:
     return [step["json"] for step in transcript["wire_as_sent"] if step["from"] == side]
 
 
+def _outcome(handshake: Coroutine[Any, Any, Any], expected: dict[str, Any]) -> Any:
+    """Run our side; where the reference side failed, ours fails with the same error (None)."""
+    if "error" not in expected:
+        return asyncio.run(handshake)
+    with pytest.raises(ShellHandshakeError) as refused:
+        asyncio.run(handshake)
+    assert refused.value.code is vectors.REFERENCE_ERRORS[expected["error"]]
+    return None
+
+
 @pytest.mark.parametrize("transcript", _REPLAYABLE, ids=lambda t: t["name"])
 def test_our_agent_replays_the_reference_agent(transcript: dict[str, Any]) -> None:
-    names = section(FILE, "handshake_transcripts.identities")
-    agent_key, agent_name = _identity(names["agent"])
-    controller_key, controller_name = _identity(names["controller"])
-    known = _AGENT_KNOWS.get(transcript["name"], (ROLE_CONTROLLER, True))
-    allow_list = _allow_list(controller_key, controller_name, *(known or (None, None)))
+    (agent_key, agent_name), (controller_key, controller_name) = parties()
+    allow_list = vectors.allow_list(
+        controller_key, controller_name, vectors.agent_grant(transcript["name"])
+    )
     moment = parse_timestamp(transcript["fixed_clock"])
     moment += timedelta(milliseconds=transcript["agent_clock_offset_ms"])
     rng = transcript["rng"]
@@ -118,12 +89,7 @@ def test_our_agent_replays_the_reference_agent(transcript: dict[str, Any]) -> No
         envelope_nonce=bytes.fromhex(rng["agent_envelope_nonce_hex"]),
     )
     expected = transcript["agent_result"]
-    if "error" in expected:
-        with pytest.raises(ShellHandshakeError) as refused:
-            asyncio.run(run)
-        assert refused.value.code is _ERRORS[expected["error"]]
-    else:
-        established = asyncio.run(run)
+    if (established := _outcome(run, expected)) is not None:
         assert established.peer.device_id == expected["peer_device_id"]
         assert established.peer.friendly_name == expected["peer_friendly_name"]
         assert established.term is None  # reference controllers send no TERM
@@ -134,18 +100,11 @@ def test_our_agent_replays_the_reference_agent(transcript: dict[str, Any]) -> No
 
 @pytest.mark.parametrize("transcript", _REPLAYABLE, ids=lambda t: t["name"])
 def test_our_controller_replays_the_reference_controller(transcript: dict[str, Any]) -> None:
-    names = section(FILE, "handshake_transcripts.identities")
-    agent_key, agent_name = _identity(names["agent"])
-    controller_key, controller_name = _identity(names["controller"])
-    role = _CONTROLLER_KNOWS.get(transcript["name"], ROLE_TARGET)
-    allow_list = _allow_list(agent_key, agent_name, role, None)
-    requested = Device.new(
-        device_id=agent_key.device_id,
-        public_key=agent_key.public_key_b64,
-        friendly_name=agent_name,
-        role=ROLE_TARGET,
-        added_at="2026-04-05T11:00:00.000Z",
+    (agent_key, agent_name), (controller_key, controller_name) = parties()
+    allow_list = vectors.allow_list(
+        agent_key, agent_name, vectors.controller_grant(transcript["name"])
     )
+    requested = vectors.entry(agent_key, agent_name, ROLE_TARGET)
     moment = parse_timestamp(transcript["fixed_clock"])
     rng = transcript["rng"]
     channel = ReplayChannel(_wire(transcript, "agent"))
@@ -164,12 +123,7 @@ def test_our_controller_replays_the_reference_controller(transcript: dict[str, A
     if expected.get("error") == "reader_disposed":  # the agent refused: it never answers
         with pytest.raises(TimeoutError):
             asyncio.run(run)
-    elif "error" in expected:
-        with pytest.raises(ShellHandshakeError) as refused:
-            asyncio.run(run)
-        assert refused.value.code is _ERRORS[expected["error"]]
-    else:
-        established = asyncio.run(run)
+    elif (established := _outcome(run, expected)) is not None:
         assert established.peer.device_id == expected["peer_device_id"]
         assert established.cipher.role.name == "CONTROLLER"
     assert channel.sent == _wire(transcript, "controller")
@@ -179,9 +133,7 @@ def test_our_controller_replays_the_reference_controller(transcript: dict[str, A
 def test_our_target_opens_the_recorded_session_frames() -> None:
     """The key our agent derives is the reference's: a recorded controller frame opens."""
     transcript = next(t for t in _REPLAYABLE if t["name"] == "success")
-    names = section(FILE, "handshake_transcripts.identities")
-    agent_key, agent_name = _identity(names["agent"])
-    controller_key, controller_name = _identity(names["controller"])
+    (agent_key, agent_name), (controller_key, controller_name) = parties()
     moment = parse_timestamp(transcript["fixed_clock"])
     rng = transcript["rng"]
     target_side = asyncio.run(
@@ -189,7 +141,9 @@ def test_our_target_opens_the_recorded_session_frames() -> None:
             ReplayChannel(_wire(transcript, "controller")),
             signer=agent_key,
             friendly_name=agent_name,
-            allow_list=lambda: _allow_list(controller_key, controller_name, ROLE_CONTROLLER, True),
+            allow_list=lambda: vectors.allow_list(
+                controller_key, controller_name, (ROLE_CONTROLLER, True)
+            ),
             clock=lambda: moment,
             ephemeral=PrivateKey.from_scalar(bytes.fromhex(rng["agent_ephemeral_private_hex"])),
             envelope_nonce=bytes.fromhex(rng["agent_envelope_nonce_hex"]),
@@ -203,18 +157,10 @@ def test_our_target_opens_the_recorded_session_frames() -> None:
 def test_frames_the_reference_agent_streams_during_verification_are_kept() -> None:
     """W2: the reference agent sends its prompt right after its envelope; nothing is lost."""
     transcript = next(t for t in _REPLAYABLE if t["name"] == "success")
-    names = section(FILE, "handshake_transcripts.identities")
-    agent_key, agent_name = _identity(names["agent"])
-    controller_key, controller_name = _identity(names["controller"])
+    (agent_key, agent_name), (controller_key, controller_name) = parties()
     agent_frames = [f["json"] for f in transcript["session_frames"] if f["from"] == "agent"]
     channel = ReplayChannel(_wire(transcript, "agent") + agent_frames)
-    requested = Device.new(
-        device_id=agent_key.device_id,
-        public_key=agent_key.public_key_b64,
-        friendly_name=agent_name,
-        role=ROLE_TARGET,
-        added_at="2026-04-05T11:00:00.000Z",
-    )
+    requested = vectors.entry(agent_key, agent_name, ROLE_TARGET)
     rng = transcript["rng"]
     established = asyncio.run(
         run_controller_handshake(
@@ -222,7 +168,7 @@ def test_frames_the_reference_agent_streams_during_verification_are_kept() -> No
             signer=controller_key,
             friendly_name=controller_name,
             target=requested,
-            allow_list=lambda: _allow_list(agent_key, agent_name, ROLE_TARGET, None),
+            allow_list=lambda: vectors.allow_list(agent_key, agent_name, (ROLE_TARGET, None)),
             term=None,
             clock=lambda: parse_timestamp(transcript["fixed_clock"]),
             ephemeral=PrivateKey.from_scalar(

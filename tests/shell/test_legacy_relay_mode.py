@@ -14,21 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
+from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     MARKER,
     AgentProcess,
     Homes,
-    RelayProcess,
     exit_status,
-    home_context,
-    make_home,
     marked_processes,
-    pair_device,
-    run_cli,
+    paired_box,
+    run_shell,
     spawn_shell,
     type_line,
-    wait_until,
 )
 
 TARGET = "legacy-box"
@@ -36,10 +32,7 @@ TARGET = "legacy-box"
 
 @pytest.fixture(scope="module")
 def legacy_agent(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
-    box, box_id, box_key = make_home(scratch, TARGET)
-    controller = home_context(homes.controller).identity
-    pair_device(box, controller.device_id, controller.public_key, "laptop", ROLE_CONTROLLER, True)
-    pair_device(homes.controller, box_id, box_key, TARGET, ROLE_TARGET, False)
+    box = paired_box(homes, scratch, TARGET)
     agent = AgentProcess(box, relay, scratch, "legacy-agent", "--protocol", "1")
     agent.wait_for("Registered with relay (identity verified, legacy relay)")
     yield agent
@@ -54,7 +47,7 @@ def legacy(legacy_agent: AgentProcess) -> Iterator[AgentProcess]:
 
 
 def _command(homes: Homes, relay: RelayProcess, scratch: Path, *args: str) -> tuple[int, str]:
-    result = run_cli(homes.controller, scratch, "shell", TARGET, "--relay", relay.url, *args)
+    result = run_shell(homes.controller, relay, scratch, *args, target=TARGET)
     return result.returncode, (result.stdout + result.stderr).replace("\r\n", "\n")
 
 

@@ -13,24 +13,22 @@ from pathlib import Path
 
 import pexpect
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
+from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     CLI,
     MARKER,
     TERM,
     AgentProcess,
     Homes,
-    RelayProcess,
     cli_env,
     exit_status,
-    home_context,
-    make_home,
     marked_processes,
-    pair_device,
+    paired_box,
+    registered_agents,
     run_cli,
+    run_shell,
     spawn_shell,
     type_line,
-    wait_until,
 )
 
 
@@ -82,18 +80,13 @@ def test_raw_mode_is_restored_after_the_session(
 def test_command_mode_exit_codes_and_output(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    ok = run_cli(
-        homes.controller, scratch, "shell", "prod-box", "--relay", relay.url, "-c", "echo hi-there"
-    )
+    ok = run_shell(homes.controller, relay, scratch, "-c", "echo hi-there")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.replace("\r\n", "\n") == "hi-there\n"
-    failed = run_cli(
+    failed = run_shell(
         homes.controller,
+        relay,
         scratch,
-        "shell",
-        "prod-box",
-        "--relay",
-        relay.url,
         "-c",
         "echo x >&2; exit 42",
     )
@@ -105,9 +98,7 @@ def test_piped_stdin_drives_a_session_and_its_end_is_sent(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     script = "echo piped-$((3*3))\n"  # no `exit`: the end of input (Ctrl-D) logs out
-    result = run_cli(
-        homes.controller, scratch, "shell", "prod-box", "--relay", relay.url, stdin=script
-    )
+    result = run_shell(homes.controller, relay, scratch, stdin=script)
     assert result.returncode == 0, result.stderr
     assert "piped-9" in result.stdout
 
@@ -140,9 +131,7 @@ def test_controller_killed_mid_session(
     child.close(force=True)
     wait_until(lambda: not marked_processes(), 10, "the killed controller's shell to be ended")
     healthy_agent.wait_for("controller gone")
-    again = run_cli(
-        homes.controller, scratch, "shell", "prod-box", "--relay", relay.url, "-c", "echo next"
-    )
+    again = run_shell(homes.controller, relay, scratch, "-c", "echo next")
     assert again.returncode == 0 and "next" in again.stdout, again.stderr
 
 
@@ -150,9 +139,7 @@ def test_ungranted_controller_is_refused_quickly(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     started = time.monotonic()
-    result = run_cli(
-        homes.ungranted, scratch, "shell", "prod-box", "--relay", relay.url, "-c", "id"
-    )
+    result = run_shell(homes.ungranted, relay, scratch, "-c", "id")
     assert result.returncode == 255
     assert "refused the session" in result.stderr and "amesh grant" in result.stderr
     assert result.stdout == ""
@@ -163,9 +150,7 @@ def test_ungranted_controller_is_refused_quickly(
 def test_target_role_peer_is_refused(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    result = run_cli(
-        homes.target_peer, scratch, "shell", "prod-box", "--relay", relay.url, "-c", "id"
-    )
+    result = run_shell(homes.target_peer, relay, scratch, "-c", "id")
     assert result.returncode == 255
     assert "refused the session" in result.stderr
     assert "paired with this device as a target" in healthy_agent.log()
@@ -176,13 +161,10 @@ def test_second_request_cannot_divert_a_live_session(
 ) -> None:
     child = spawn_shell(homes.controller, relay, scratch)
     type_line(child, "echo F$((5+5))F", "F10F")
-    intruder = run_cli(
+    intruder = run_shell(
         homes.ungranted,
+        relay,
         scratch,
-        "shell",
-        "prod-box",
-        "--relay",
-        relay.url,
         "--timeout",
         "2",
         "-c",
@@ -217,13 +199,10 @@ def test_sessions_are_recorded_as_asciicast_v2(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     before = set(healthy_agent.record_dir.glob("*.cast"))
-    result = run_cli(
+    result = run_shell(
         homes.controller,
+        relay,
         scratch,
-        "shell",
-        "prod-box",
-        "--relay",
-        relay.url,
         "-c",
         "echo recorded-$((2*21))",
     )
@@ -252,10 +231,8 @@ def test_relay_restart_cuts_sessions_cleanly_and_agent_registers_again(
     healthy_agent.wait_for("Reconnecting in")
     relay.start()
     healthy_agent.wait_for("Registered with relay", registrations + 1, timeout=20)
-    wait_until(lambda: relay.agents() >= 1, 5, "the relay to list the agent")
-    result = run_cli(
-        homes.controller, scratch, "shell", "prod-box", "--relay", relay.url, "-c", "echo back"
-    )
+    wait_until(lambda: registered_agents(relay) >= 1, 5, "the relay to list the agent")
+    result = run_shell(homes.controller, relay, scratch, "-c", "echo back")
     assert result.returncode == 0 and "back" in result.stdout, result.stderr
 
 
@@ -285,9 +262,7 @@ def test_concurrent_sessions_up_to_the_limit(
         type_line(child, f"echo C$(({number}+10))C", f"C{number + 10}C")
         sessions.append(child)
     started = time.monotonic()
-    refused = run_cli(
-        homes.controller, scratch, "shell", "prod-box", "--relay", relay.url, "-c", "id"
-    )
+    refused = run_shell(homes.controller, relay, scratch, "-c", "id")
     assert refused.returncode == 255
     assert "at its session limit" in " ".join(refused.stderr.replace("›", " ").split())
     assert time.monotonic() - started < 8  # told at once, not after the handshake timeout
@@ -300,10 +275,7 @@ def test_concurrent_sessions_up_to_the_limit(
 def test_stopping_the_agent_ends_its_sessions(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    box, box_id, box_key = make_home(scratch, "stop-box")
-    controller = home_context(homes.controller).identity
-    pair_device(box, controller.device_id, controller.public_key, "laptop", ROLE_CONTROLLER, True)
-    pair_device(homes.controller, box_id, box_key, "stop-box", ROLE_TARGET, False)
+    box = paired_box(homes, scratch, "stop-box")
     stopping = AgentProcess(box, relay, scratch, "stop-agent")
     stopping.wait_for("Registered with relay")
     child = spawn_shell(homes.controller, relay, scratch, target="stop-box")
@@ -319,10 +291,7 @@ def test_stopping_the_agent_ends_its_sessions(
 def test_idle_sessions_are_ended(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    box, box_id, box_key = make_home(scratch, "idle-box")
-    controller = home_context(homes.controller).identity
-    pair_device(box, controller.device_id, controller.public_key, "laptop", ROLE_CONTROLLER, True)
-    pair_device(homes.controller, box_id, box_key, "idle-box", ROLE_TARGET, False)
+    box = paired_box(homes, scratch, "idle-box")
     idle_agent = AgentProcess(box, relay, scratch, "idle-agent", "--idle-timeout", "0.03")
     try:
         idle_agent.wait_for("Registered with relay")

@@ -22,15 +22,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from authmesh.core.b64 import b64decode, b64encode
+from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     MARKER,
     AgentProcess,
     Homes,
-    RelayProcess,
     marked_processes,
-    run_cli,
+    run_shell,
     spawn_shell,
-    wait_until,
 )
 
 
@@ -131,7 +130,5 @@ def test_tampered_frame_ends_the_session_cleanly(
     wait_until(lambda: not marked_processes(), 10, "the tampered session's processes to end")
     if direction == "to_target":
         healthy_agent.wait_for("failed authentication")
-    result = run_cli(
-        homes.controller, scratch, "shell", "prod-box", "--relay", relay.url, "-c", "echo fine"
-    )
+    result = run_shell(homes.controller, relay, scratch, "-c", "echo fine")
     assert result.returncode == 0 and "fine" in result.stdout, result.stderr

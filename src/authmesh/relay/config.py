@@ -96,6 +96,7 @@ class RelayConfig:
     max_connections_per_ip: int = 256
     max_sessions: int = 50_000
     pairing_ttl: float = 60.0
+    sas_pairing_ttl: float = 300.0
     shell_idle_timeout: float = 600.0
     pairing_session_bytes: int = 256 * 1024
     shell_session_bytes: int = 64 * 1024 * 1024
@@ -116,6 +117,7 @@ class RelayConfig:
     idle_timeout: float = 120.0
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
+    send_timeout: float = 10.0
     sweep_interval: float = 1.0
     max_tracked_ips: int = 100_000
     log_level: str = "INFO"
@@ -165,6 +167,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_sessions", "AMESH_MAX_SESSIONS", _positive_int, "pairing+shell sessions (50000)"),
     Setting("pairing_ttl", "AMESH_PAIRING_TTL", _positive_float, "pairing session lifetime s (60)"),
+    Setting(
+        "sas_pairing_ttl",
+        "AMESH_SAS_PAIRING_TTL",
+        _positive_float,
+        "protocol-2 pairing session lifetime s, covers the operator typing the SAS (300)",
+    ),
     Setting(
         "shell_idle_timeout",
         "AMESH_SHELL_IDLE_TIMEOUT",
@@ -263,6 +271,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ping_interval", "AMESH_PING_INTERVAL", _positive_float, "protocol ping every s (30)"),
     Setting(
         "ping_timeout", "AMESH_PING_TIMEOUT", _positive_float, "drop without pong after s (30)"
+    ),
+    Setting(
+        "send_timeout",
+        "AMESH_SEND_TIMEOUT",
+        _positive_float,
+        "close a peer whose outgoing frames stay backed up for s (10)",
     ),
     Setting("sweep_interval", "AMESH_SWEEP_INTERVAL", _positive_float, "expiry sweep every s (1)"),
     Setting(

@@ -13,9 +13,11 @@ import re
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["JsonWireError", "dumps", "format_number", "loads"]
+__all__ = ["JsonWireError", "dump_string", "dumps", "format_number", "loads"]
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Built once: json.loads/json.dumps with options build a new decoder/encoder on every call.
+_encode_string = json.encoder.encode_basestring  # raw non-ASCII, like ensure_ascii=False
 
 
 class JsonWireError(ValueError):
@@ -26,10 +28,13 @@ def _reject_constant(name: str) -> Any:
     raise JsonWireError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_int=float, parse_float=float, parse_constant=_reject_constant)
+
+
 def loads(text: str) -> Any:
     """Parse like ``JSON.parse``: every number becomes a float, NaN/Infinity are errors."""
     try:
-        return json.loads(text, parse_int=float, parse_float=float, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise JsonWireError("frame is not valid JSON") from exc
 
@@ -59,8 +64,11 @@ def format_number(value: float) -> str:
     return sign + body
 
 
-def _dump_string(text: str) -> str:
-    encoded = json.dumps(text, ensure_ascii=False)
+def dump_string(text: str) -> str:
+    """One string as ``JSON.stringify`` writes it (quoted, lone surrogates escaped)."""
+    encoded = _encode_string(text)
+    if text.isascii():
+        return encoded
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
 
 
@@ -72,7 +80,7 @@ def _dump(value: Any, out: list[str]) -> None:
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        out.append(_dump_string(value))
+        out.append(dump_string(value))
     elif isinstance(value, int | float):
         out.append(format_number(float(value)))
     elif isinstance(value, dict):
@@ -80,7 +88,7 @@ def _dump(value: Any, out: list[str]) -> None:
         for index, (key, item) in enumerate(value.items()):
             if index:
                 out.append(",")
-            out.append(_dump_string(key))
+            out.append(dump_string(key))
             out.append(":")
             _dump(item, out)
         out.append("}")

@@ -33,7 +33,7 @@ from authmesh.core.keys import (
 from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
 from authmesh.relay.clientip import rate_key
 from authmesh.relay.config import RelayConfig
-from authmesh.relay.jsonwire import JsonWireError, dumps, loads
+from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
 from authmesh.relay.limits import FailureLimiter
 
 __all__ = ["Action", "Close", "RelayCore", "RelayStats", "Send"]
@@ -85,7 +85,7 @@ class RelayStats:
     rejections: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class _Conn:
     id: int
     key: str  # rate-limit bucket of the client address
@@ -95,8 +95,12 @@ class _Conn:
     agent_id: str | None = None
     pending_shell: str | None = None
     bootstrap_jti: str | None = None
-    watching: set[str] = field(default_factory=set)
+    watching: set[str] | None = None  # created on the first watch: most sockets never watch
     closing: bool = False
+
+    def unwatch(self, jti: str) -> None:
+        if self.watching is not None:
+            self.watching.discard(jti)
 
     @property
     def attached(self) -> bool:
@@ -163,6 +167,17 @@ _MAX_PENDING_SHELLS_PER_AGENT = 16
 
 def _frame(**fields: Any) -> str:
     return dumps({k: v for k, v in fields.items() if v is not None})
+
+
+# Frames without variable parts, serialised once (they are on every pairing's path).
+_ACK_SESSION_OPEN = _frame(type="ack", message="session_open")
+_PEER_FOUND = _frame(type="peer_found")
+_PEER_FOUND_V2 = _frame(type="peer_found", protocol=2)
+_DONE = _frame(type="done")
+_PONG = _frame(type="pong")
+_DATA_WITHOUT_PAYLOAD = _frame(type="data")
+_DATA_PREFIX = '{"type":"data","payload":'
+_ABSENT = object()
 
 
 def _truthy(value: Any) -> bool:
@@ -321,11 +336,11 @@ class RelayCore:
         if conn.bootstrap_jti is not None and self._targets.get(conn.bootstrap_jti) is conn:
             del self._targets[conn.bootstrap_jti]
         # W15: every watch the socket owned goes, not just the first one.
-        for jti in conn.watching:
+        for jti in conn.watching or ():
             watch = self._watchers.get(jti)
             if watch is not None and watch.conn is conn:
                 del self._watchers[jti]
-        conn.watching.clear()
+        conn.watching = None
         return out
 
     def tick(self, now: float) -> list[Action]:
@@ -337,7 +352,7 @@ class RelayCore:
             j for j, w in self._watchers.items() if now - w.created > self.config.watcher_ttl
         ]:
             watch = self._watchers.pop(jti)
-            watch.conn.watching.discard(jti)
+            watch.conn.unwatch(jti)
         while self._consumed:
             jti, expires = next(iter(self._consumed.items()))
             if expires > now:
@@ -531,12 +546,13 @@ class RelayCore:
             conn,
             None,
             protocol,
-            now + self.config.pairing_ttl,
+            # Pairing v2 stays open until the target's operator has typed the SAS.
+            now + (self.config.sas_pairing_ttl if protocol == 2 else self.config.pairing_ttl),
             self.config.pairing_session_bytes,
         )
         self._sessions[otc] = session
         conn.session = session
-        self._send(conn, _frame(type="ack", message="session_open"), out)
+        self._send(conn, _ACK_SESSION_OPEN, out)
 
     def _connect(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
         checked = self._pairing_preamble(conn, message, now, out)
@@ -565,7 +581,7 @@ class RelayCore:
         session.controller = conn
         conn.session = session
         self.stats.pairings += 1
-        found = _frame(type="peer_found", protocol=2 if protocol == 2 else None)
+        found = _PEER_FOUND_V2 if protocol == 2 else _PEER_FOUND
         self._send(session.target, found, out)
         self._send(conn, found, out)
 
@@ -592,10 +608,14 @@ class RelayCore:
             session.expires_at = now + self.config.shell_idle_timeout
         self.stats.bytes_forwarded += size
         # Only type and payload are forwarded; an absent payload stays absent, null stays null.
-        forwarded = {"type": "data"}
-        if "payload" in message:
-            forwarded["payload"] = message["payload"]
-        self._send(peer, dumps(forwarded), out)
+        payload = message.get("payload", _ABSENT)
+        if payload is _ABSENT:
+            forwarded = _DATA_WITHOUT_PAYLOAD
+        elif type(payload) is str:  # the usual case: no generic serialiser needed
+            forwarded = _DATA_PREFIX + dump_string(payload) + "}"
+        else:
+            forwarded = dumps({"type": "data", "payload": payload})
+        self._send(peer, forwarded, out)
 
     def _done(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
         session = conn.session
@@ -604,7 +624,7 @@ class RelayCore:
         peer = session.peer_of(conn)
         self._end_session(session)
         if peer is not None:
-            self._send(peer, _frame(type="done"), out)
+            self._send(peer, _DONE, out)
 
     # ------------------------------------------------------------------ bootstrap
 
@@ -626,6 +646,8 @@ class RelayCore:
             self._fail("watch", conn, now)
             self._error(conn, "jti_already_watched", out)
             return
+        if conn.watching is None:
+            conn.watching = set()
         if jti not in conn.watching:
             # W15: bounded watches per socket; a re-watch does not extend the lifetime.
             if len(conn.watching) >= self.config.max_watches_per_socket:
@@ -721,7 +743,7 @@ class RelayCore:
             self._error(conn, "invalid_message", out)
             return
         del self._watchers[jti]
-        conn.watching.discard(jti)
+        conn.unwatch(jti)
         # W4: controllerSig (and the reject reason) reach the target.
         frame = _frame(
             type=message["type"],
@@ -809,7 +831,7 @@ class RelayCore:
             agent = self._agents.get(conn.agent_id)
             if agent is not None and agent.conn is conn:
                 agent.last_ping = now
-        self._send(conn, _frame(type="pong"), out)
+        self._send(conn, _PONG, out)
 
     def _shell(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
         agent_id, public_key = message.get("targetDeviceId"), message.get("targetPublicKey")
@@ -837,7 +859,7 @@ class RelayCore:
         if matched and agent is not None and agent.protocol == 2:
             # Protocol 2: the agent opens a socket for this session alone (S3); the
             # registration socket is never bound. The requester gets the uniform reply now.
-            self._send(conn, _frame(type="peer_found"), out)
+            self._send(conn, _PEER_FOUND, out)
             if agent.pending >= _MAX_PENDING_SHELLS_PER_AGENT:
                 return
             token = self._new_id()
@@ -851,10 +873,10 @@ class RelayCore:
         # W7: a busy agent is never re-bound; the requester gets the uniform reply.
         if not matched or agent is None or agent.conn.session is not None:
             self._fail("shell", conn, now)
-            self._send(conn, _frame(type="peer_found"), out)
+            self._send(conn, _PEER_FOUND, out)
             return
         if not self._capacity(now, out):
-            self._send(conn, _frame(type="peer_found"), out)
+            self._send(conn, _PEER_FOUND, out)
             return
         key = f"shell_{int(now * 1000)}_{self._new_id()}"
         session = _Session(
@@ -870,8 +892,8 @@ class RelayCore:
         agent.conn.session = session
         conn.session = session
         self.stats.shell_sessions += 1
-        self._send(agent.conn, _frame(type="peer_found"), out)
-        self._send(conn, _frame(type="peer_found"), out)
+        self._send(agent.conn, _PEER_FOUND, out)
+        self._send(conn, _PEER_FOUND, out)
 
     def _drop_pending(self, token: str) -> _PendingShell | None:
         pending = self._pending_shells.pop(token, None)
@@ -926,4 +948,4 @@ class RelayCore:
         conn.session = session
         controller.session = session
         self.stats.shell_sessions += 1
-        self._send(conn, _frame(type="peer_found"), out)
+        self._send(conn, _PEER_FOUND, out)

@@ -1,14 +1,21 @@
 """The relay's network layer: a thin ``websockets`` server around :class:`RelayCore`.
 
 It serves ``/ws`` (WebSocket, no compression, 64 KiB messages), ``/health``, ``/metrics`` and
-404 for everything else; feeds socket events to the core; and performs the core's actions
-through one bounded outbox per socket, so a peer that stops reading is dropped instead of
-growing memory.
+404 for everything else; feeds socket events to the core; and performs the core's actions.
+
+Frames for a socket go through a backlog that exists only while the socket has frames in
+flight, drained by a writer task that exists only as long (an idle socket costs neither).
+Backpressure is end to end: when a socket's backlog passes a high-water mark, the reader that
+produced the frames waits for it to drain, so the sender's own socket stops being read and TCP
+slows the sender down. Only a socket whose backlog stays high for ``send_timeout`` seconds is
+a slow consumer and is closed (1008 ``slow_consumer``). Keepalive pings are sent by the
+relay's sweep, one pass for all sockets, instead of one task per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import itertools
 import logging
@@ -20,24 +27,34 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from authmesh.relay.clientip import UNKNOWN_CLIENT, client_ip
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.metrics import CONTENT_TYPE, RelayMetrics
-from authmesh.relay.protocol import Action, Close, RelayCore
+from authmesh.relay.protocol import Action, Close, RelayCore, Send
 
 __all__ = ["MAX_MESSAGE_BYTES", "RelayServer", "create_relay_server"]
 
 log = logging.getLogger("authmesh.relay")
 
 MAX_MESSAGE_BYTES = 65_536
-_OUTBOX_FRAMES = 256
+# Backlog (frames) at which the producing reader waits, and at which it may go on again.
+_BACKLOG_HIGH = 64
+_BACKLOG_LOW = 16
+# Frames are never queued past this, whoever produces them (the sweep does not wait).
+_BACKLOG_LIMIT = 1024
+# Below this many unsent bytes in the kernel-side buffer a frame is written at once, without
+# a writer task (websockets' own flow-control high-water mark).
+_WRITE_AT_ONCE_BYTES = 32 * 1024
 _CLOSE_TIMEOUT = 2.0
-_BACKLOG = 1024
+_LISTEN_BACKLOG = 1024
 _JSON = "application/json;charset=utf-8"
 _TEXT = "text/plain;charset=utf-8"
+_NO_HEADERS = Headers()
 
 
 class _RelayConnection(ServerConnection):
@@ -60,11 +77,58 @@ class _RelayConnection(ServerConnection):
         super().connection_lost(exc)
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(slots=True, eq=False)
 class _Link:
+    """One open WebSocket and the frames still to be written to it."""
+
     ws: ServerConnection
-    outbox: asyncio.Queue[str | Close]
+    backlog: collections.deque[str | Close] | None = None
     writer: asyncio.Task[None] | None = None
+    room: asyncio.Future[None] | None = None  # resolved when the backlog is low again
+    pong: asyncio.Future[float] | None = None  # the keepalive ping awaiting its pong
+    closing: bool = False
+
+    def congested(self) -> bool:
+        return self.backlog is not None and len(self.backlog) >= _BACKLOG_HIGH
+
+    def release(self) -> None:
+        """Wake the readers waiting for room."""
+        if self.room is not None:
+            if not self.room.done():
+                self.room.set_result(None)
+            self.room = None
+
+
+def _write_at_once(ws: ServerConnection, text: str) -> bool:
+    """Write one text frame synchronously when nothing is queued before it.
+
+    The fast path of nearly every frame: no task, no await. It uses the documented sans-I/O
+    protocol object and the asyncio transport, exactly what ``send()`` does before it
+    waits for the buffer to drain. False when the frame must go through the backlog
+    (the socket is closing or its buffer is already high).
+    """
+    transport = ws.transport
+    if ws.protocol.state is not State.OPEN:
+        return False
+    if transport.get_write_buffer_size() >= _WRITE_AT_ONCE_BYTES:
+        return False
+    ws.protocol.send_text(text.encode())
+    for data in ws.protocol.data_to_send():
+        transport.write(data)
+    return True
+
+
+async def _close_within(ws: ServerConnection, code: int, reason: str) -> None:
+    """Close with a handshake; abort the TCP connection if that does not finish in time.
+
+    ``close()`` alone can wait without limit for a peer that stopped reading, because the
+    close frame must first get through the full send buffer.
+    """
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT):
+            await ws.close(code, reason)
+    except TimeoutError:
+        ws.transport.abort()
 
 
 def _respond(
@@ -88,6 +152,9 @@ class RelayServer:
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._port: int | None = None
+        self._next_ping = 0.0
+        # Sockets pinged in one pass, with the time their pongs are due; oldest first.
+        self._ping_rounds: collections.deque[tuple[float, list[_Link]]] = collections.deque()
 
     @property
     def host(self) -> str:
@@ -116,14 +183,14 @@ class RelayServer:
             compression=None,
             max_size=MAX_MESSAGE_BYTES,
             open_timeout=self.config.handshake_timeout,
-            ping_interval=self.config.ping_interval,
-            ping_timeout=self.config.ping_timeout,
+            ping_interval=None,  # the sweep pings every socket (see _keepalive)
             close_timeout=_CLOSE_TIMEOUT,
             server_header=None,
             create_connection=_RelayConnection,
-            backlog=_BACKLOG,
+            backlog=_LISTEN_BACKLOG,
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        self._next_ping = time.monotonic() + self.config.ping_interval
         self._sweeper = asyncio.create_task(self._sweep())
         log.info("relay started", extra={"event": "started", "port": self._port})
         return self
@@ -180,17 +247,33 @@ class RelayServer:
         forwarded = ws.request.headers.get_all("X-Forwarded-For") if ws.request else []
         return client_ip(peer, forwarded, self.config.trust_proxy)
 
+    @staticmethod
+    def _forget_handshake(ws: ServerConnection) -> None:
+        """Drop the stored handshake headers: nothing reads them after the client address.
+
+        ``websockets`` needs the request and response objects themselves (``ws.request =
+        None`` breaks it), so only their header maps are swapped for one shared empty map
+        (about 0.8 KB per socket).
+        """
+        if ws.request is not None:
+            ws.request.headers = _NO_HEADERS
+        if ws.response is not None:
+            ws.response.headers = _NO_HEADERS
+
     async def _handle(self, ws: ServerConnection) -> None:
         conn_id = next(self._ids)
-        link = _Link(ws, asyncio.Queue(maxsize=_OUTBOX_FRAMES))
-        link.writer = asyncio.create_task(self._write(link))
+        link = _Link(ws)
         self._links[conn_id] = link
         if isinstance(ws, _RelayConnection):
             ws.on_lost = lambda: self._closed(conn_id)
+        ip = self._client_ip(ws)
+        self._forget_handshake(ws)
         try:
-            self._apply(self.core.open(conn_id, self._client_ip(ws), time.monotonic()))
+            self._apply(self.core.open(conn_id, ip, time.monotonic()))
             async for message in ws:
-                self._apply(self.core.receive(conn_id, message, time.monotonic()))
+                congested = self._apply(self.core.receive(conn_id, message, time.monotonic()))
+                for peer in congested:
+                    await self._wait_for_room(peer)
         except ConnectionClosed:
             pass
         finally:
@@ -201,38 +284,125 @@ class RelayServer:
         link = self._links.pop(conn_id, None)
         if link is None:
             return
+        link.closing = True
         self._apply(self.core.close(conn_id, time.monotonic()))
         if link.writer is not None:
             link.writer.cancel()
+        link.release()
+
+    async def _wait_for_room(self, link: _Link) -> None:
+        """Backpressure: wait until ``link`` drains; drop it if it does not in time."""
+        if link.closing or not link.congested():
+            return
+        if link.room is None:
+            link.room = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.config.send_timeout):
+                await asyncio.shield(link.room)
+        except TimeoutError:
+            self._drop_slow(link)
+
+    def _drop_slow(self, link: _Link) -> None:
+        """A peer that stopped reading: close it (1008) without queueing anything more."""
+        if not link.closing:
+            log.warning("slow consumer dropped", extra={"event": "slow_consumer"})
+            self._close_now(link, 1008, "slow_consumer")
+
+    def _close_now(self, link: _Link, code: int, reason: str) -> None:
+        """Close ``link`` at once, discarding its backlog.
+
+        The close frame goes behind any unread data; ``close()`` aborts the TCP connection
+        when the peer does not finish the closing handshake within its timeout.
+        """
+        link.closing = True
+        if link.writer is not None:
+            link.writer.cancel()
+        link.backlog = None
+        link.release()
+        link.writer = asyncio.create_task(_close_within(link.ws, code, reason))
 
     async def _write(self, link: _Link) -> None:
+        """Write the backlog in order; the task and the backlog end when it is empty."""
+        backlog = link.backlog
         try:
-            while True:
-                item = await link.outbox.get()
+            while backlog:
+                item = backlog.popleft()
                 if isinstance(item, Close):
-                    await link.ws.close(item.code, item.reason)
+                    link.closing = True
+                    await _close_within(link.ws, item.code, item.reason)
                     return
-                await link.ws.send(item)
+                # A send waits only while the peer's TCP buffer is full; past the deadline
+                # the peer is a slow consumer.
+                async with asyncio.timeout(self.config.send_timeout):
+                    await link.ws.send(item)
+                if link.room is not None and len(backlog) <= _BACKLOG_LOW:
+                    link.release()
         except ConnectionClosed:
             return
+        except TimeoutError:
+            self._drop_slow(link)
+        finally:
+            if link.writer is asyncio.current_task():
+                link.writer = None
+                link.backlog = None
+                link.release()
 
-    def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, actions: list[Action]) -> list[_Link]:
+        """Queue the core's actions; returns the links now over their high-water mark."""
+        congested: list[_Link] = []
         for action in actions:
             link = self._links.get(action.conn)
-            if link is None:
+            if link is None or link.closing:
                 continue
-            try:
-                link.outbox.put_nowait(action if isinstance(action, Close) else action.text)
-            except asyncio.QueueFull:
-                # The peer stopped reading: drop it rather than buffer without bound.
-                log.warning("slow consumer dropped", extra={"event": "slow_consumer"})
-                link.ws.transport.abort()
+            backlog = link.backlog
+            if backlog is None:
+                if type(action) is Send and _write_at_once(link.ws, action.text):
+                    continue
+                backlog = link.backlog = collections.deque()
+            elif len(backlog) >= _BACKLOG_LIMIT:
+                self._drop_slow(link)
+                continue
+            backlog.append(action if isinstance(action, Close) else action.text)
+            if link.writer is None:
+                link.writer = asyncio.create_task(self._write(link))
+            elif len(backlog) >= _BACKLOG_HIGH and link not in congested:
+                congested.append(link)
+        return congested
+
+    async def _keepalive(self, now: float) -> None:
+        """Every ``ping_interval``, ping all idle sockets in one pass; a socket that leaves its
+        ping unanswered for ``ping_timeout`` is closed (1011, as websockets' own keepalive).
+
+        Sockets with frames in flight are not pinged: their writer already notices a dead
+        peer (``send_timeout``), and a ping would wait behind the same full buffer.
+        """
+        while self._ping_rounds and self._ping_rounds[0][0] <= now:
+            _, pinged = self._ping_rounds.popleft()
+            for link in pinged:
+                if link.pong is not None and not link.pong.done() and not link.closing:
+                    log.debug("keepalive timeout", extra={"event": "ping_timeout"})
+                    self._close_now(link, 1011, "keepalive ping timeout")
+                link.pong = None
+        if now < self._next_ping:
+            return
+        self._next_ping = now + self.config.ping_interval
+        idle = [
+            link
+            for link in self._links.values()
+            if not link.closing and link.writer is None and link.pong is None
+        ]
+        results = await asyncio.gather(*(link.ws.ping() for link in idle), return_exceptions=True)
+        for link, pong in zip(idle, results, strict=True):
+            link.pong = pong if isinstance(pong, asyncio.Future) else None
+        self._ping_rounds.append((now + self.config.ping_timeout, idle))
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self.config.sweep_interval)
             try:
-                self._apply(self.core.tick(time.monotonic()))
+                now = time.monotonic()
+                self._apply(self.core.tick(now))
+                await self._keepalive(now)
             except Exception:
                 log.exception("sweep failed", extra={"event": "sweep_error"})
 

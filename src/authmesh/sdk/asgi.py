@@ -9,6 +9,11 @@ The path signed is the original ``raw_path`` plus query string, so mounting the
 app under a prefix (Starlette ``Mount``) does not break signatures (W6).
 WebSocket handshakes are verified as bodiless GETs and refused (403) otherwise, so
 a WebSocket route behind the middleware is never left open.
+
+Per request the headers are scanned once, and an HTTP/1.x request that declares no
+body (neither ``Content-Length`` nor ``Transfer-Encoding``) is read without arming
+the body timer: its framing says the body is empty, so the server already holds the
+whole message and ``receive`` cannot wait on the client.
 """
 
 from __future__ import annotations
@@ -35,11 +40,17 @@ class _ClientDisconnected(Exception):
     """The client went away while we were reading its body."""
 
 
-def _first_header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+_HEADERS_READ = frozenset((b"authorization", b"host", b"content-length", b"transfer-encoding"))
+
+
+def _wanted_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """First value of each header the middleware reads, in one pass (OWS stripped)."""
+    found: dict[bytes, str] = {}
     for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1").strip(" \t")
-    return None
+        name = key.lower()
+        if name in _HEADERS_READ and name not in found:
+            found[name] = value.decode("latin-1").strip(" \t")
+    return found
 
 
 def request_target(scope: Scope) -> str:
@@ -61,7 +72,7 @@ async def send_rejection(send: Send, rejection: Rejection) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive, limit: int, too_large: Rejection) -> bytes:
+async def _read_body(receive: Receive, verifier: Verifier) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -70,8 +81,8 @@ async def _read_body(receive: Receive, limit: int, too_large: Rejection) -> byte
             raise _ClientDisconnected
         chunk: bytes = message.get("body", b"")
         total += len(chunk)
-        if total > limit:
-            raise too_large
+        if total > verifier.max_body_bytes:
+            raise verifier.too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -103,21 +114,29 @@ class AuthMeshMiddleware:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
             return
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = _wanted_headers(scope["headers"])
         verifier = self.verifier
         try:
             pending = verifier.begin(
                 scope["method"],
                 request_target(scope),
-                _first_header(headers, b"authorization"),
-                _first_header(headers, b"host"),
+                headers.get(b"authorization"),
+                headers.get(b"host"),
             )
-            verifier.check_content_length(_first_header(headers, b"content-length"))
-            try:
-                async with asyncio.timeout(self.body_timeout_seconds):
-                    body = await _read_body(receive, verifier.max_body_bytes, verifier.too_large())
-            except TimeoutError:
-                raise Rejection(408, "request_timeout") from None
+            content_length = headers.get(b"content-length")
+            verifier.check_content_length(content_length)
+            if (
+                content_length is None
+                and b"transfer-encoding" not in headers
+                and scope.get("http_version") in ("1.1", "1.0")
+            ):
+                body = await _read_body(receive, verifier)
+            else:
+                try:
+                    async with asyncio.timeout(self.body_timeout_seconds):
+                        body = await _read_body(receive, verifier)
+                except TimeoutError:
+                    raise Rejection(408, "request_timeout") from None
             device = await verifier.finish_async(pending, body)
         except Rejection as rejection:
             await send_rejection(send, rejection)
@@ -138,13 +157,10 @@ class AuthMeshMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket handshake is a bodiless GET: verified the same way, or refused (403)."""
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = _wanted_headers(scope["headers"])
         try:
             pending = self.verifier.begin(
-                "GET",
-                request_target(scope),
-                _first_header(headers, b"authorization"),
-                _first_header(headers, b"host"),
+                "GET", request_target(scope), headers.get(b"authorization"), headers.get(b"host")
             )
             device = await self.verifier.finish_async(pending, b"")
         except Rejection:

@@ -14,6 +14,8 @@ Differences from the reference ``authMeshVerify``, all wire-compatible (spec §1
 * ``ts`` must be 1-12 plain digits (W14); only ``role == "controller"`` entries may
   authenticate and any malformed allow list is an integrity failure (W17);
 * the allow list is cached and re-read only when the file changes, never written (W9);
+  the file is checked for changes at most once per ``allow_list_recheck_seconds``
+  (default 0.5 s), the bound within which a revocation takes effect;
 * the raw request-target is canonicalised, never a mount-relative path (W6);
 * version 2 signatures also cover the authority (W15); a peer recorded as speaking
   v2 at pairing is refused when it signs with v1 (no downgrade);
@@ -38,6 +40,7 @@ from typing import Any
 from authmesh.core.allowlist import PROTOCOL_V2
 from authmesh.core.b64 import B64Error, b64decode
 from authmesh.core.canonical import (
+    EMPTY_BODY_SHA256,
     CanonicalError,
     body_sha256,
     canonical_string,
@@ -48,7 +51,7 @@ from authmesh.core.header import HeaderError, parse_header
 from authmesh.core.keys import verify_with_key
 from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore
 from authmesh.sdk.home import resolve_home
-from authmesh.sdk.trusted_keys import TrustedKey, TrustedKeys
+from authmesh.sdk.trusted_keys import DEFAULT_RECHECK_SECONDS, TrustedKey, TrustedKeys
 from authmesh.store import AllowListStore, StoreError, load_context
 
 __all__ = [
@@ -142,6 +145,9 @@ class Verifier:
     async; async stores work only through :meth:`finish_async` (ASGI).
     ``authorities``: the ``host[:port]`` values this server answers to; when set,
     a v2 request signed for any other authority is refused (W15).
+    ``allow_list_recheck_seconds``: how often at most the allow-list file is checked
+    for changes; a revoked or newly paired device takes effect within this time
+    (0: on every request).
     """
 
     def __init__(
@@ -154,10 +160,11 @@ class Verifier:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         authorities: Iterable[str] | None = None,
         clock: Callable[[], float] = time.time,
+        allow_list_recheck_seconds: float = DEFAULT_RECHECK_SECONDS,
     ) -> None:
         if clock_skew_seconds < 0 or nonce_window_seconds < 0 or max_body_bytes < 0:
             raise ValueError("clock skew, nonce window and body limit must not be negative")
-        self._trusted = TrustedKeys(allow_list)
+        self._trusted = TrustedKeys(allow_list, allow_list_recheck_seconds)
         self.clock_skew_seconds = clock_skew_seconds
         self.nonce_ttl_seconds = max(nonce_window_seconds, 2 * clock_skew_seconds + 1)
         self.max_body_bytes = max_body_bytes
@@ -274,7 +281,7 @@ class Verifier:
                 pending.path,
                 pending.timestamp,
                 pending.nonce,
-                body_sha256(body),
+                body_sha256(body) if body else EMPTY_BODY_SHA256,
                 version=pending.version,
                 authority=pending.authority,
             ).encode("utf-8")
