@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
@@ -9,6 +10,17 @@ import pytest
 from tests.relayproc import RelayProcess, start_relay
 
 RelayFactory = Callable[..., RelayProcess]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give child processes a working Ctrl-C even when the suite runs in the background.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+    across exec, so the CLI tests that press Ctrl-C would see nothing; a handler (unlike
+    SIG_IGN) is reset to the default in every child.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
