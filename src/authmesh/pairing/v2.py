@@ -308,18 +308,7 @@ class V2Target(_Side):
     """``listen``: answers the commitment with ``E_T``, checks the reveal, asks for the SAS."""
 
     role, peer_role = "target", "controller"
-
-    def __init__(
-        self,
-        signer: Signer,
-        name: str,
-        otc: str,
-        *,
-        clock: Callable[[], float] = time.time,
-        ephemeral: PrivateKey | None = None,
-    ) -> None:
-        super().__init__(signer, name, otc, clock=clock, ephemeral=ephemeral)
-        self._commitment = b""
+    _commitment = b""  # the controller's, once its commit frame arrives
 
     def listen_frame(self) -> Frame:
         return {"type": "listen", "otc": self._otc, "protocol": PROTOCOL}

@@ -759,14 +759,24 @@ class RelayCore:
 
     # ------------------------------------------------------------------ agents and shell
 
-    def _agent(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        agent_id, public_key = message.get("deviceId"), message.get("publicKey")
-        if not _truthy(agent_id) or not _truthy(public_key):
+    def _device_fields(
+        self, conn: _Conn, message: dict[str, Any], id_key: str, key_key: str, out: list[Action]
+    ) -> tuple[str, str] | None:
+        """The (device id, public key) strings of ``agent``/``shell``, or the reference's error."""
+        device, public_key = message.get(id_key), message.get(key_key)
+        if not _truthy(device) or not _truthy(public_key):
             self._error(conn, "missing_fields", out)
-            return
-        if not isinstance(agent_id, str) or not isinstance(public_key, str):
+            return None
+        if not isinstance(device, str) or not isinstance(public_key, str):
             self._error(conn, "invalid_message", out)
+            return None
+        return device, public_key
+
+    def _agent(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+        fields = self._device_fields(conn, message, "deviceId", "publicKey", out)
+        if fields is None:
             return
+        agent_id, public_key = fields
         if self._limited("agent", conn, now):
             self._error(conn, "rate_limited", out)
             return
@@ -834,13 +844,10 @@ class RelayCore:
         self._send(conn, _PONG, out)
 
     def _shell(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        agent_id, public_key = message.get("targetDeviceId"), message.get("targetPublicKey")
-        if not _truthy(agent_id) or not _truthy(public_key):
-            self._error(conn, "missing_fields", out)
+        fields = self._device_fields(conn, message, "targetDeviceId", "targetPublicKey", out)
+        if fields is None:
             return
-        if not isinstance(agent_id, str) or not isinstance(public_key, str):
-            self._error(conn, "invalid_message", out)
-            return
+        agent_id, public_key = fields
         if conn.session is not None or conn.pending_shell is not None:
             self._error(conn, "already_in_session", out)
             return
