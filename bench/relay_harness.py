@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -18,12 +19,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "CpuClock",
@@ -36,8 +37,11 @@ __all__ = [
     "raise_fd_limit",
     "relay",
     "rss_bytes",
+    "run_clients",
+    "session_figures",
 ]
 
+_T = TypeVar("_T")
 START_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -165,6 +169,27 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     rank = max(1, round(fraction * len(sorted_values) + 0.5 - 1e-9))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def run_clients(client: Callable[..., _T], jobs: Sequence[tuple[Any, ...]]) -> list[_T]:
+    """``client(*job)`` for every job: in this process for one job, else one process each."""
+    if len(jobs) == 1:
+        return [client(*jobs[0])]
+    with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+        return pool.starmap(client, jobs)
+
+
+def session_figures(latencies: list[float], errors: list[str], wall: float) -> dict[str, Any]:
+    """Count, errors, rate and latency percentiles of timed sessions (``latencies`` sorted)."""
+    return {
+        "sessions": len(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "wall_s": round(wall, 2),
+        "sessions_per_s": round(len(latencies) / wall, 1),
+        "session_ms_p50": round(percentile(latencies, 0.50) * 1000, 2),
+        "session_ms_p99": round(percentile(latencies, 0.99) * 1000, 2),
+    }
 
 
 def _spin(seconds: float) -> None:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import multiprocessing
 import time
 from dataclasses import dataclass
 
@@ -28,10 +27,11 @@ from relay_harness import (
     CpuClock,
     cpu_seconds,
     parallel_cpu_cores,
-    percentile,
     print_report,
     raise_fd_limit,
     relay,
+    run_clients,
+    session_figures,
 )
 
 RELAY_SETTINGS = {"AMESH_MAX_CONNECTIONS_PER_IP": "100000"}
@@ -50,11 +50,13 @@ def open_socket(url: str) -> connect:
     return connect(url, compression=None, ping_interval=None, open_timeout=FRAME_TIMEOUT_S)
 
 
-async def one_session(url: str, otc: str) -> None:
+async def one_session(url: str, otc: str, controller_url: str | None = None) -> None:
+    """One pairing; the controller joins through ``controller_url`` when given (another
+    relay instance)."""
     async with open_socket(url) as target:
         await target.send(json.dumps({"type": "listen", "otc": otc}))
         await expect(target, "ack")
-        async with open_socket(url) as controller:
+        async with open_socket(controller_url or url) as controller:
             await controller.send(json.dumps({"type": "connect", "otc": otc}))
             await expect(target, "peer_found")
             await expect(controller, "peer_found")
@@ -114,11 +116,7 @@ def run_level(
     capacity = parallel_cpu_cores()
     clock = CpuClock(relay_pid)
     clock.start()
-    if clients == 1:
-        outcomes = [client_process(*jobs[0])]
-    else:
-        with multiprocessing.get_context("fork").Pool(clients) as pool:
-            outcomes = pool.starmap(client_process, jobs)
+    outcomes = run_clients(client_process, jobs)
     (relay_cpu,), wall = clock.read()
     latencies = sorted(x for o in outcomes for x in o.latencies)
     errors = [e for o in outcomes for e in o.errors]
@@ -127,13 +125,7 @@ def run_level(
         "concurrency": concurrency,
         "client_processes": clients,
         "parallel_cpu_cores_before": capacity,
-        "sessions": len(latencies),
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "wall_s": round(wall, 2),
-        "sessions_per_s": round(len(latencies) / wall, 1),
-        "session_ms_p50": round(percentile(latencies, 0.50) * 1000, 2),
-        "session_ms_p99": round(percentile(latencies, 0.99) * 1000, 2),
+        **session_figures(latencies, errors, wall),
         "relay_cpu_s": round(relay_cpu, 2),
         "relay_cpu_pct": round(100 * relay_cpu / wall, 1),
         "client_cpu_s": round(client_cpu, 2),

@@ -1,15 +1,26 @@
-"""Fixtures shared by every test directory: real relay processes (see ``tests/relayproc.py``)."""
+"""Fixtures shared by every test directory: real relay processes (see ``tests/relayproc.py``)
+and a private redis-server (see ``tests/redisproc.py``)."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+from hypothesis import settings
 
+from tests.redisproc import RedisServer
 from tests.relayproc import RelayProcess, start_relay
 
 RelayFactory = Callable[..., RelayProcess]
+
+# The gating run is reproducible: the same examples on every machine, so CI cannot turn red
+# on a draw nobody can replay. `HYPOTHESIS_PROFILE=explore` searches wider and at random; run
+# it when touching parsers and turn what it finds into @example cases.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", max_examples=5_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,3 +53,12 @@ def relay_factory() -> Iterator[RelayFactory]:
 def relay(relay_factory: RelayFactory) -> RelayProcess:
     """A fresh relay with default settings for one test, which may stop or kill it."""
     return relay_factory()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session (without persistence). A test that stops it must
+    start it again; tests that need it down for a while start their own RedisServer."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

@@ -39,6 +39,7 @@ def start_pairing(
     children: list[pexpect.spawn],
     *flags: str,
     target_asks: str = SAS_PROMPT,
+    invite_flags: tuple[str, ...] = (),
 ) -> tuple[pexpect.spawn, pexpect.spawn, str]:
     """Run listen and invite up to the SAS being shown and the target asking ``target_asks``;
     returns both children and the SAS. With ``--legacy`` both must print the warning first."""
@@ -48,7 +49,7 @@ def start_pairing(
         listener.expect("a hostile relay")
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
-    inviter = controller.spawn("invite", code, *flags, relay=relay)
+    inviter = controller.spawn("invite", code, *flags, *invite_flags, relay=relay)
     children.append(inviter)
     if "--legacy" in flags:
         inviter.expect("a hostile relay")
@@ -88,6 +89,47 @@ def test_v2_pairing_happy_path(
     assert on_controller["deviceId"] == target.device_id
     assert (on_controller["role"], on_controller["friendlyName"]) == ("target", "Server")
     assert on_controller["protocol"] == 2
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+def test_invite_confirm_asks_the_operator_before_saving(
+    amesh: AmeshRunner,
+    pair: tuple[Device, Device],
+    relay: RelayProcess,
+    children: list,
+    answer: str,
+) -> None:
+    """`--confirm` closes the gap of a relay forging the target's acceptance (docs/pairing.md):
+    the controller saves the target only when its operator saw the target say it paired."""
+    target, controller = pair
+    listener, inviter, sas = start_pairing(
+        target, controller, relay, children, invite_flags=("--confirm",)
+    )
+    listener.sendline(sas)
+    listener.expect("is now a trusted controller of this device")
+    inviter.expect("is now a trusted controller\\? \\(y/N\\)")
+    inviter.sendline(answer)
+    if answer == "y":
+        inviter.expect("added to the allow list as a target")
+        assert finish(inviter) == 0
+        assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
+    else:
+        fails_with(inviter, MESSAGES["operator_declined"])
+        assert controller.entries() == []
+    assert finish(listener) == 0
+
+
+def test_invite_confirm_is_refused_with_legacy(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess
+) -> None:
+    _, controller = pair
+    result = amesh(
+        ["invite", "123456", "--legacy", "--confirm"],
+        controller.home,
+        env={"AMESH_RELAY_URL": relay.url},
+    )
+    assert result.returncode == 2
+    assert "--confirm needs pairing v2" in unwrapped(result.stderr)
 
 
 def test_repairing_the_same_peer_updates_instead_of_crashing(

@@ -2,7 +2,7 @@
 
 They talk to the relay through its public surface (start-up line, ``/health``, ``/metrics``,
 the pairing messages), so a change there that would silently break ``bench/`` fails here.
-The three run side by side to keep the suite fast.
+They run side by side to keep the suite fast.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ RUNS = {
     "relay_pairing": ["--concurrency", "2", "--seconds", "0.5"],
     "relay_roundtrip": ["--pairs", "1", "2", "--round-trips", "20"],
     "relay_idle_rss": ["--connections", "50"],
+    "relay_cluster": ["--instances", "2", "--sessions", "20", "--concurrency", "2"],
 }
 DEADLINE_S = 90
 
@@ -42,6 +43,9 @@ def test_benchmarks_run() -> None:
     assert pairing["errors"] == 0
     for pairs in (1, 2):
         assert reports["relay_roundtrip"][f"pairs_{pairs}"]["round_trips"] == 20
+    for row in ("embedded", "redis x2"):
+        assert reports["relay_cluster"][row]["sessions"] == 20
+        assert reports["relay_cluster"][row]["errors"] == 0
     idle = reports["relay_idle_rss"]
     assert idle["relay_counted"] == 50
     assert idle["health_while_open"]["status"] == "ok"

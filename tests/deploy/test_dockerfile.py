@@ -5,14 +5,16 @@ steps itself, inside a scratch directory that stands for the image's root filesy
 
 * the build context is the repository filtered through the real ``.dockerignore``;
 * the build stage's ``WORKDIR``/``COPY``/``ENV`` are applied and its ``RUN`` lines executed
-  verbatim with ``/bin/sh`` (so ``pip install "."`` really installs from the copied
+  verbatim with ``/bin/sh`` (so ``pip install ".[redis]"`` really installs from the copied
   context into a fresh virtual environment);
 * the runtime stage's ``ENV`` are applied, its ``COPY --from`` must keep the virtual environment
   at the same path (virtual environments cannot move), and its only ``RUN`` must create the
   non-root user that ``USER`` names (creating users needs root, so that line is checked, not run);
 * the ``CMD`` is started with the image's environment (``PORT`` overridden, as ``docker run -e``
   would), ``/health`` must answer, the ``HEALTHCHECK`` command must exit 0, ``STOPSIGNAL`` must
-  end the relay with exit code 0, after which the ``HEALTHCHECK`` must fail.
+  end the relay with exit code 0, after which the ``HEALTHCHECK`` must fail;
+* the ``redis`` client must be installed in the image's virtual environment, and the ``CMD``
+  started again with ``AMESH_REDIS_URL`` pointing at a real redis-server must become healthy.
 
 Absolute paths written in the Dockerfile (``WORKDIR``, ``ENV`` values, ``COPY`` targets) are
 placed under the scratch root.
@@ -31,12 +33,15 @@ import pytest
 
 from tests.deploy import dockerfile
 from tests.deploy.http_probe import get_health
+from tests.redisproc import RedisServer
 from tests.relayproc import RelayProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile.relay"
 # What the build host passes to `docker build` so that pip can reach its index.
 HOST_NETWORK_SETTINGS = re.compile(r"PIP_\w+|\w+_PROXY|SSL_CERT_\w+|REQUESTS_CA_BUNDLE", re.I)
+# Printed by the image's Python: where the relay package and the redis client were installed.
+INSTALLED_MODULES = "import authmesh.relay, redis; print(authmesh.__file__); print(redis.__file__)"
 
 
 def stages() -> tuple[dockerfile.Stage, dockerfile.Stage]:
@@ -167,7 +172,7 @@ def healthcheck(argv: list[str], env: dict[str, str]) -> int:
     return subprocess.run(argv, env=env, capture_output=True, timeout=10).returncode
 
 
-def test_build_and_run_steps(tmp_path: Path) -> None:
+def test_build_and_run_steps(tmp_path: Path, redis_server: RedisServer) -> None:
     build, runtime = stages()
     image = ScratchImage(tmp_path / "rootfs", build_context(tmp_path))
     image.root.mkdir()
@@ -175,15 +180,18 @@ def test_build_and_run_steps(tmp_path: Path) -> None:
     replay_runtime(image, build, runtime)
 
     venv = Path(image.env["VIRTUAL_ENV"])
+    # The redis extra is part of the image, so AMESH_REDIS_URL works in any container.
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import authmesh.relay; print(authmesh.__file__)"],
+        [str(venv / "bin" / "python"), "-c", INSTALLED_MODULES],
         env=image.env,
         cwd=image.root,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip()
-    assert Path(installed).is_relative_to(venv), "the relay must run from the installed copy"
+    ).stdout.split()
+    assert len(installed) == 2
+    for module_file in installed:
+        assert Path(module_file).is_relative_to(venv), f"{module_file} is not in the image's venv"
 
     port = free_port()
     env = {**image.env, "PORT": str(port)}
@@ -206,6 +214,16 @@ def test_build_and_run_steps(tmp_path: Path) -> None:
     finally:
         relay.kill()
     assert healthcheck(probe, env) != 0, "HEALTHCHECK must fail once the relay is gone"
+
+    # The same image as one instance of several: it reaches a real Redis and reports healthy.
+    clustered = RelayProcess(
+        {**env, "AMESH_REDIS_URL": redis_server.url()}, command=command, cwd=image.root
+    ).start()
+    try:
+        assert get_health(health_url)[0] == 200
+        assert healthcheck(probe, env) == 0
+    finally:
+        clustered.stop()
 
 
 @pytest.mark.parametrize(

@@ -10,30 +10,17 @@ a fresh rate-limit bucket.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
-import os
-import shutil
-import signal
-import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import RelayFactory
 from tests.deploy.http_probe import get_health
-from tests.relayproc import START_DEADLINE_S, free_port, wait_until
+from tests.nginxproc import NGINX, running_nginx, tls_client
 
-REPO = Path(__file__).resolve().parents[2]
-SITE = REPO / "deploy" / "nginx" / "authmesh-relay.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 FRAME_DEADLINE_S = 5.0
 FAILURE_LIMIT = 3
 
@@ -42,96 +29,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.example.com")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def site_config(public_port: int, relay_port: int, cert: Path, key: Path) -> str:
-    text = SITE.read_text(encoding="utf-8")
-    for old, new in (
-        ("listen 443 ssl;", f"listen 127.0.0.1:{public_port} ssl;"),
-        ("server 127.0.0.1:3001;", f"server 127.0.0.1:{relay_port};"),
-        ("/etc/ssl/certs/relay.example.com.pem", str(cert)),
-        ("/etc/ssl/private/relay.example.com.key", str(key)),
-    ):
-        assert text.count(old) == 1, f"{SITE.name} no longer contains {old!r} exactly once"
-        text = text.replace(old, new)
-    return text
-
-
-def main_config(directory: Path, site: Path) -> Path:
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {directory / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    path = directory / "nginx.conf"
-    path.write_text(
-        f"daemon off;\nmaster_process off;\npid {directory / 'nginx.pid'};\n"
-        f"error_log {directory / 'error.log'};\nevents {{}}\n"
-        f"http {{\n    access_log off;\n{temp_paths}\n    include {site};\n}}\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-def tls_client() -> ssl.SSLContext:
-    """The test's self-signed certificate is not verified; TLS itself is what is exercised."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 @pytest.fixture
 def public_port(tmp_path: Path, relay_factory: RelayFactory) -> Iterator[int]:
     """Port of nginx (TLS, the repository's site config) in front of a running relay."""
     relay = relay_factory(
         {"AMESH_TRUST_PROXY": "1", "AMESH_PAIRING_FAILURE_LIMIT": str(FAILURE_LIMIT)}
     )
-    public_port = free_port()
-    cert, key = self_signed(tmp_path)
-    site = tmp_path / "site.conf"
-    site.write_text(site_config(public_port, relay.port, cert, key), encoding="utf-8")
-    config = main_config(tmp_path, site)
-    command = [NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(config)]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
-    assert checked.returncode == 0, checked.stderr
-
-    proxy = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        health = f"https://127.0.0.1:{public_port}/health"
-        wait_until(
-            lambda: proxy.poll() is not None or get_health(health, tls_client())[0] == 200,
-            START_DEADLINE_S,
-            "nginx to proxy /health",
-        )
-        assert proxy.poll() is None, "nginx did not proxy /health"
-        yield public_port
-    finally:
-        os.killpg(proxy.pid, signal.SIGTERM)
-        proxy.wait(10)
+    with running_nginx(tmp_path, [relay.port], tls=True) as port:
+        yield port
 
 
 async def received(socket: ClientConnection) -> object:

@@ -296,6 +296,19 @@ class Client:
         await self.ws.close()
 
 
+async def watcher_acks(watcher: Client, target: Client, jti: str) -> None:
+    """The watcher accepts ``jti``; the target receives the ack with its signature (W4)."""
+    await watcher.send(
+        {"type": "bootstrap_ack", "jti": jti, "publicKey": "P", "controllerSig": "S"}
+    )
+    assert await target.recv_json() == {
+        "type": "bootstrap_ack",
+        "jti": jti,
+        "controllerPubKey": "P",
+        "controllerSig": "S",
+    }
+
+
 async def open_client(
     relay: RelayProcess, headers: Mapping[str, str] | None = None, source: str | None = None
 ) -> Client:

@@ -26,6 +26,7 @@ from tests.relay.conftest import (
     pair,
     wait_for,
     wait_idle,
+    watcher_acks,
 )
 
 ACK = {"type": "ack", "message": "session_open"}
@@ -189,15 +190,7 @@ async def test_w3_only_the_watcher_answers_and_the_watch_survives(clients: Any) 
             "not_watcher"
         )
     await target.sync()  # nothing forged reached the target
-    await watcher.send(
-        {"type": "bootstrap_ack", "jti": jti, "publicKey": "P", "controllerSig": "S"}
-    )
-    assert await target.recv_json() == {
-        "type": "bootstrap_ack",
-        "jti": jti,
-        "controllerPubKey": "P",
-        "controllerSig": "S",
-    }
+    await watcher_acks(watcher, target, jti)
 
 
 async def test_w3_target_disconnect_keeps_the_watch(clients: Any) -> None:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from authmesh.core.allowlist import AllowList, Device
 from authmesh.core.keys import PrivateKey
 from authmesh.store import AllowListStore, AmeshHome
+from tests.redisproc import RedisServer
 from tests.sdk import apps
-from tests.sdk.harness import free_port, uvicorn_server, wait_for, wsgi_server
+from tests.sdk.harness import uvicorn_server, wsgi_server
 from tests.vectorfiles import load
 
 MIDDLEWARE = load("middleware.json")
@@ -41,54 +39,9 @@ def adapter(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, int]]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on a free loopback port, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed; run scripts/install-system-deps")
-    directory: Path = tmp_path_factory.mktemp("redis")
-    for _attempt in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-
-        def answers(
-            client: redis.Redis = client, process: subprocess.Popen[bytes] = process
-        ) -> bool:
-            if process.poll() is not None:
-                return True
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_for(answers, "redis-server to answer PING")
-        if process.poll() is None:
-            break
-    else:
-        pytest.fail("redis-server did not start on a free port")
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's private redis-server (``tests/conftest.py``), database 0."""
+    return redis_server.url()
 
 
 TEST_HMAC_KEY = bytes(range(32))

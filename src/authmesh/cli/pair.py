@@ -193,11 +193,24 @@ def listen_command(ctx: click.Context, relay: str | None, legacy: bool) -> None:
 @click.argument("code")
 @relay_option
 @click.option("--legacy", is_flag=True, help="Reference-compatible pairing v1 (weaker).")
+@click.option(
+    "--confirm",
+    is_flag=True,
+    help="Ask whether the target's screen says it paired before saving (defeats a relay "
+    "forging the target's acceptance).",
+)
 @click.pass_context
-def invite_command(ctx: click.Context, code: str, relay: str | None, legacy: bool) -> None:
+def invite_command(
+    ctx: click.Context, code: str, relay: str | None, legacy: bool, confirm: bool
+) -> None:
     """Pair with a target that shows CODE (from `amesh listen`)."""
     if not is_valid_otc(code):
         raise CliError(str(PairingError("invalid_code")))
+    if confirm and legacy:
+        raise CliError(
+            "--confirm needs pairing v2 (legacy pairing never learns the target's verdict); "
+            "drop --legacy or --confirm."
+        )
     relay_url = resolve_relay_url(ctx, relay)
     view = open_context()
     signer = view.signer()
@@ -214,6 +227,15 @@ def invite_command(ctx: click.Context, code: str, relay: str | None, legacy: boo
         if not legacy:
             spinner.show("Waiting for the target to confirm the code", CONFIRM_TIMEOUT_SECONDS)
 
+    async def target_says_paired(peer: PeerIdentity) -> bool:
+        # The acceptance came through the relay; the operator's eyes on the target did not.
+        spinner.stop()
+        answer = await ask(
+            f"  Does {printable(peer.friendly_name)} say this machine is now a trusted controller? "
+            "(y/N) "
+        )
+        return (answer or "").strip().lower() in ("y", "yes")
+
     result: PairingResult = run_exchange(
         lambda: invite(
             code,
@@ -222,6 +244,7 @@ def invite_command(ctx: click.Context, code: str, relay: str | None, legacy: boo
             relay_url=relay_url,
             show_sas=show_sas,
             on_peer_found=lambda: spinner.show("Target found; exchanging keys"),
+            confirm_on_controller=target_says_paired if confirm else None,
             legacy=legacy,
         ),
         spinner,

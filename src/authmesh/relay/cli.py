@@ -13,7 +13,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from authmesh.relay.config import SETTINGS, ConfigError, RelayConfig, parse_setting
+from authmesh.relay.config import (
+    SETTINGS,
+    ClusterUnavailable,
+    ConfigError,
+    RelayConfig,
+    parse_setting,
+)
 from authmesh.relay.logs import configure_logging
 from authmesh.relay.server import RelayServer
 
@@ -69,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(_serve(config))
+    except ClusterUnavailable as exc:
+        print(f"amesh-relay: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"amesh-relay: cannot listen on {config.host}:{config.port} ({exc.strerror}); "

@@ -10,12 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["SETTINGS", "ConfigError", "RelayConfig", "Setting", "parse_trust_proxy"]
+__all__ = [
+    "SETTINGS",
+    "ClusterUnavailable",
+    "ConfigError",
+    "RelayConfig",
+    "Setting",
+    "parse_trust_proxy",
+    "redacted_url",
+]
 
 
 class ConfigError(ValueError):
     """A setting has a value the relay cannot use; the message says which and how to fix it."""
+
+
+class ClusterUnavailable(Exception):
+    """``AMESH_REDIS_URL`` is set but Redis cannot be used; the message says what to do."""
 
 
 def parse_trust_proxy(text: str) -> int:
@@ -55,6 +68,23 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise ValueError("must be greater than 0")
     return value
+
+
+def _redis_url(text: str) -> str:
+    value = text.strip()
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 def _log_level(text: str) -> str:
@@ -122,6 +152,8 @@ class RelayConfig:
     max_tracked_ips: int = 100_000
     log_level: str = "INFO"
     log_format: str = "text"
+    redis_url: str = ""
+    instance_ttl: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> RelayConfig:
@@ -287,4 +319,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_level", "AMESH_LOG_LEVEL", _log_level, "debug|info|warning|error (info)"),
     Setting("log_format", "AMESH_LOG_FORMAT", _log_format, "text|json (text)"),
+    Setting(
+        "redis_url",
+        "AMESH_REDIS_URL",
+        _redis_url,
+        "share state with other instances through this Redis (default: none, state in memory)",
+    ),
+    Setting(
+        "instance_ttl",
+        "AMESH_INSTANCE_TTL",
+        _positive_float,
+        "with Redis: an instance silent this many s is dead to the others (5)",
+    ),
 )

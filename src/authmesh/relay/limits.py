@@ -48,6 +48,19 @@ class FailureLimiter:
         else:
             entry.count += 1
 
+    def adopt(self, key: str, count: int, resets_at: float) -> None:
+        """Take the shared count for ``key`` (other relay instances count failures too)."""
+        if count <= 0:
+            self._windows.pop(key, None)
+            return
+        entry = self._windows.get(key)
+        if entry is None:
+            if len(self._windows) >= self.max_keys:
+                del self._windows[next(iter(self._windows))]
+            self._windows[key] = _Window(count, resets_at)
+        else:
+            entry.count, entry.resets_at = count, resets_at
+
     def purge(self, now: float) -> None:
         """Forget windows that have ended."""
         for key in [k for k, w in self._windows.items() if now >= w.resets_at]:

@@ -6,7 +6,7 @@ share or collide on metrics.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -81,12 +81,42 @@ class _CoreCollector(Collector):
         yield limited
 
 
+class _ClusterCollector(Collector):
+    def __init__(self, status: Callable[[], Mapping[str, int]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        yield GaugeMetricFamily(
+            "authmesh_relay_redis_up",
+            "1 while Redis answers, 0 while the relay is degraded.",
+            value=status["redis_up"],
+        )
+        yield CounterMetricFamily(
+            "authmesh_relay_redis_losses", "Times Redis was lost.", value=status["redis_losses"]
+        )
+        yield GaugeMetricFamily(
+            "authmesh_relay_forwarded_sockets",
+            "Sockets of this instance handled by another instance.",
+            value=status["forwarded_sockets"],
+        )
+        yield GaugeMetricFamily(
+            "authmesh_relay_guest_sockets",
+            "Sockets of other instances handled by this one.",
+            value=status["guest_sockets"],
+        )
+
+
 class RelayMetrics:
     """The metrics registry of one relay."""
 
     def __init__(self, core: RelayCore) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_CoreCollector(core))
+
+    def add_cluster(self, status: Callable[[], Mapping[str, int]]) -> None:
+        """Also export the state of the Redis cluster link (``status()`` at scrape time)."""
+        self.registry.register(_ClusterCollector(status))
 
     def render(self) -> bytes:
         """The text exposition format body."""

@@ -36,7 +36,7 @@ from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
 from authmesh.relay.limits import FailureLimiter
 
-__all__ = ["Action", "Close", "RelayCore", "RelayStats", "Send"]
+__all__ = ["LIMITER_OF", "Action", "Close", "RelayCore", "RelayStats", "Send"]
 
 log = logging.getLogger("authmesh.relay")
 
@@ -161,6 +161,18 @@ class _Watch:
     created: float
 
 
+# The failure limiter each message type consults (relay instances share these counts).
+LIMITER_OF = {
+    "listen": "pairing",
+    "connect": "pairing",
+    "bootstrap_watch": "watch",
+    "bootstrap_init": "bootstrap",
+    "agent": "agent",
+    "agent_challenge_response": "agent",
+    "agent_session": "agent",
+    "shell": "shell",
+}
+
 # Shell requests a protocol-2 agent may have outstanding (each holds a token until claimed).
 _MAX_PENDING_SHELLS_PER_AGENT = 16
 
@@ -224,6 +236,12 @@ class RelayCore:
         }
         self._global_failures = 0
         self._global_resets_at = 0.0
+        # State changes other relay instances must learn of, as (kind, name, value) records:
+        # ("fail", limiter, client key), ("fail", "global", "") for a failed connect from
+        # anyone, ("jti", jti, ""), ("watch", jti, ""), ("agent", device id, ""),
+        # ("pending", shell token, "").
+        # None (the embedded relay) records nothing.
+        self.journal: list[tuple[str, str, str]] | None = None
         self._handlers: dict[str, Callable[[_Conn, dict[str, Any], float, list[Action]], None]] = {
             "listen": self._listen,
             "connect": self._connect,
@@ -241,9 +259,60 @@ class RelayCore:
 
     # ------------------------------------------------------------------ read-only views
 
-    def health(self) -> str:
-        """The ``/health`` body, byte-identical in shape to the reference's."""
-        return dumps({"status": "ok", "sessions": len(self._sessions), "agents": len(self._agents)})
+    def health(self, degraded_reason: str | None = None) -> str:
+        """The ``/health`` body, byte-identical in shape to the reference's when healthy."""
+        if degraded_reason is None:
+            head: dict[str, Any] = {"status": "ok"}
+        else:
+            head = {"status": "degraded", "reason": degraded_reason}
+        return dumps({**head, "sessions": len(self._sessions), "agents": len(self._agents)})
+
+    def client_key(self, conn_id: int) -> str | None:
+        """The rate-limit key of an open connection."""
+        conn = self._conns.get(conn_id)
+        return None if conn is None else conn.key
+
+    def is_movable(self, conn_id: int) -> bool:
+        """Whether an open connection has no state here yet (no session, watch, agent...),
+        so another relay instance may take it over."""
+        conn = self._conns.get(conn_id)
+        return conn is not None and not conn.attached and not conn.closing
+
+    def adopt_failures(self, limiter: str, key: str, count: int, resets_at: float) -> None:
+        """Take a failure count shared by all relay instances."""
+        self._limiters[limiter].adopt(key, count, resets_at)
+
+    def adopt_global_failures(self, count: int, resets_at: float, now: float) -> list[Action]:
+        """Take the failed-connect count of all instances; crossing the budget burns the
+        codes waiting here as if the failures had been counted here."""
+        out: list[Action] = []
+        was_locked = self._global_lockdown(now)
+        self._global_failures, self._global_resets_at = count, resets_at
+        if not was_locked and self._global_lockdown(now):
+            self._lock_down(out)
+        return out
+
+    def agent_moved(self, agent_id: str) -> list[Action]:
+        """The agent registered again on another relay instance: retire it here."""
+        out: list[Action] = []
+        agent = self._agents.pop(agent_id, None)
+        if agent is not None:
+            self._retire(agent, out)
+        return out
+
+    def adopt_consumed(self, jti: str, now: float) -> None:
+        """A token id another instance (or this one, before a restart) has consumed."""
+        if jti not in self._consumed and len(self._consumed) < self.config.max_consumed_jtis:
+            self._consumed[jti] = now + self.config.jti_ttl
+
+    def routing_names(self) -> dict[str, list[str]]:
+        """What other instances route here: waiting codes, watched jtis, agents, shell tokens."""
+        return {
+            "otc": [k for k, s in self._sessions.items() if s.kind == PAIRING],
+            "watch": list(self._watchers),
+            "agent": list(self._agents),
+            "pending": list(self._pending_shells),
+        }
 
     def sizes(self) -> dict[str, int]:
         """Sizes of every map the relay keeps (for metrics and memory tests)."""
@@ -409,6 +478,11 @@ class RelayCore:
 
     def _fail(self, limiter: str, conn: _Conn, now: float) -> None:
         self._limiters[limiter].fail(conn.key, now)
+        self._record("fail", limiter, conn.key)
+
+    def _record(self, kind: str, name: str, value: str = "") -> None:
+        if self.journal is not None:
+            self.journal.append((kind, name, value))
 
     def _live(self, session: _Session, now: float, out: list[Action]) -> bool:
         """Whether ``session`` is still current; an expired one is ended with notice (W9)."""
@@ -465,11 +539,15 @@ class RelayCore:
             self._global_failures = 0
             self._global_resets_at = now + self.config.rate_window
         self._global_failures += 1
+        self._record("fail", "global")
         if self._global_failures == self.config.global_failure_budget:
-            log.warning("global pairing failure budget used up", extra={"event": "lockdown"})
-            waiting = [s for s in self._sessions.values() if s.kind == PAIRING and not s.controller]
-            for session in waiting:
-                self._burn(session, out)
+            self._lock_down(out)
+
+    def _lock_down(self, out: list[Action]) -> None:
+        log.warning("global pairing failure budget used up", extra={"event": "lockdown"})
+        waiting = [s for s in self._sessions.values() if s.kind == PAIRING and not s.controller]
+        for session in waiting:
+            self._burn(session, out)
 
     def _global_lockdown(self, now: float) -> bool:
         return (
@@ -656,6 +734,7 @@ class RelayCore:
                 return
             self._watchers[jti] = _Watch(conn, now)
             conn.watching.add(jti)
+            self._record("watch", jti)
         self._send(conn, _frame(type="bootstrap_watching", jti=jti), out)
 
     def _bootstrap_reject_to(self, conn: _Conn, error: str, now: float, out: list[Action]) -> None:
@@ -697,6 +776,7 @@ class RelayCore:
             self._send(conn, _frame(type="bootstrap_reject", error="relay_overloaded"), out)
             return
         self._consumed[jti] = now + self.config.jti_ttl
+        self._record("jti", jti)
         if conn.bootstrap_jti is not None and self._targets.get(conn.bootstrap_jti) is conn:
             del self._targets[conn.bootstrap_jti]
         conn.bootstrap_jti = jti
@@ -826,15 +906,20 @@ class RelayCore:
             return
         existing = self._agents.get(pending.device_id)
         if existing is not None and existing.conn is not conn:
-            existing.conn.agent_id = None
-            self._close(existing.conn, out, 1000, "replaced")
+            self._retire(existing, out)
         if conn.agent_id is not None and conn.agent_id != pending.device_id:
             previous = self._agents.get(conn.agent_id)
             if previous is not None and previous.conn is conn:
                 del self._agents[conn.agent_id]
         self._agents[pending.device_id] = _Agent(conn, public_key, now, pending.protocol)
         conn.agent_id = pending.device_id
+        self._record("agent", pending.device_id)
         self._send(conn, _frame(type="agent_registered"), out)
+
+    def _retire(self, agent: _Agent, out: list[Action]) -> None:
+        """The agent registered again on another socket: the old one is closed (wire)."""
+        agent.conn.agent_id = None
+        self._close(agent.conn, out, 1000, "replaced")
 
     def _ping(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
         if conn.agent_id is not None:
@@ -875,6 +960,7 @@ class RelayCore:
             )
             agent.pending += 1
             conn.pending_shell = token
+            self._record("pending", token)
             self._send(agent.conn, _frame(type="shell_request", session=token), out)
             return
         # W7: a busy agent is never re-bound; the requester gets the uniform reply.

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -33,9 +33,12 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from authmesh.relay.clientip import UNKNOWN_CLIENT, client_ip
-from authmesh.relay.config import RelayConfig
+from authmesh.relay.config import ClusterUnavailable, RelayConfig
 from authmesh.relay.metrics import CONTENT_TYPE, RelayMetrics
 from authmesh.relay.protocol import Action, Close, RelayCore, Send
+
+if TYPE_CHECKING:
+    from authmesh.relay.cluster import RedisCluster
 
 __all__ = ["MAX_MESSAGE_BYTES", "RelayServer", "create_relay_server"]
 
@@ -155,6 +158,8 @@ class RelayServer:
         self._next_ping = 0.0
         # Sockets pinged in one pass, with the time their pongs are due; oldest first.
         self._ping_rounds: collections.deque[tuple[float, list[_Link]]] = collections.deque()
+        # Set when AMESH_REDIS_URL is: state shared with other instances (see cluster.py).
+        self.cluster: RedisCluster | None = None
 
     @property
     def host(self) -> str:
@@ -175,6 +180,17 @@ class RelayServer:
     async def start(self) -> RelayServer:
         if self._server is not None:
             return self
+        if self.config.redis_url and self.cluster is None:
+            try:
+                from authmesh.relay.cluster import RedisCluster
+            except ImportError:
+                raise ClusterUnavailable(
+                    "AMESH_REDIS_URL needs the redis package; install authmesh[redis]."
+                ) from None
+            cluster = RedisCluster(self.config, self.core, self._apply, lambda: next(self._ids))
+            await cluster.start()  # ClusterUnavailable when Redis cannot be reached
+            self.cluster = cluster
+            self.metrics.add_cluster(cluster.status)
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -203,13 +219,20 @@ class RelayServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         server.close(close_connections=False)  # stop accepting; we close the peers ourselves
-        self._apply(self.core.shutdown())
+        if self.cluster is not None:
+            self.cluster.release_guests()
+        actions = self.core.shutdown()
+        if self.cluster is not None:
+            actions += [Close(c, 1001, "going_away") for c in self.cluster.forwarded_sockets()]
+        self._apply(actions)
         writers = [link.writer for link in self._links.values() if link.writer is not None]
         if writers:
             await asyncio.wait(writers, timeout=_CLOSE_TIMEOUT + 1)
         for link in list(self._links.values()):
             link.ws.transport.abort()  # peers that never finished the closing handshake
         await server.wait_closed()
+        if self.cluster is not None:
+            await self.cluster.stop()
         log.info("relay stopped", extra={"event": "stopped"})
 
     async def __aenter__(self) -> RelayServer:
@@ -229,7 +252,9 @@ class RelayServer:
         path = urlsplit(request.path).path
         head = request.method == "HEAD"
         if path == "/health":
-            return _respond(connection, 200, self.core.health(), _JSON, head)
+            degraded = self.cluster.degraded if self.cluster is not None else None
+            status = 200 if degraded is None else 503  # load balancers drain a degraded instance
+            return _respond(connection, status, self.core.health(degraded), _JSON, head)
         if path == "/metrics":
             body = self.metrics.render().decode()
             return _respond(connection, 200, body, CONTENT_TYPE, head)
@@ -270,8 +295,12 @@ class RelayServer:
         self._forget_handshake(ws)
         try:
             self._apply(self.core.open(conn_id, ip, time.monotonic()))
+            cluster = self.cluster
             async for message in ws:
-                congested = self._apply(self.core.receive(conn_id, message, time.monotonic()))
+                if cluster is None:
+                    congested = self._apply(self.core.receive(conn_id, message, time.monotonic()))
+                else:
+                    congested = await cluster.receive(conn_id, message)
                 for peer in congested:
                     await self._wait_for_room(peer)
         except ConnectionClosed:
@@ -286,6 +315,8 @@ class RelayServer:
             return
         link.closing = True
         self._apply(self.core.close(conn_id, time.monotonic()))
+        if self.cluster is not None:
+            self.cluster.closed(conn_id)
         if link.writer is not None:
             link.writer.cancel()
         link.release()
@@ -352,7 +383,11 @@ class RelayServer:
         congested: list[_Link] = []
         for action in actions:
             link = self._links.get(action.conn)
-            if link is None or link.closing:
+            if link is None:
+                if self.cluster is not None:  # a socket of another instance
+                    self.cluster.deliver_remote(action)
+                continue
+            if link.closing:
                 continue
             backlog = link.backlog
             if backlog is None:

@@ -1,0 +1,189 @@
+"""Pairing sessions per second through a relay cluster (instances sharing one Redis).
+
+One session is the pairing of ``relay_pairing.py`` (listen, connect, ``peer_found`` both ways,
+four ~200-character ``data`` frames each way, ``done``), except that the target and the
+controller use different instances: with N instances the target of session i connects to
+instance i mod N and its controller to instance (i + 1) mod N, so with two or more instances
+every session crosses Redis. The clients pick instances round robin themselves (no nginx in
+front), so the figures are the relays' and Redis's, not a proxy's.
+
+Rows: ``embedded`` is one instance without ``AMESH_REDIS_URL`` (state in memory, the
+baseline); ``redis xN`` are N instances with it. The relay CPU per session (from
+``/proc/<pid>/stat``, summed over instances) against the embedded row is the cost of the
+Redis path; Redis's own CPU is shown apart.
+
+    .venv/bin/python bench/relay_cluster.py [--instances 1 2 3] [--sessions 2000]
+        [--concurrency 50] [--clients 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+
+from relay_harness import (
+    CpuClock,
+    cpu_seconds,
+    parallel_cpu_cores,
+    print_report,
+    raise_fd_limit,
+    relay,
+    run_clients,
+    session_figures,
+)
+from relay_pairing import RELAY_SETTINGS, Outcome, one_session
+
+CLUSTER_SETTINGS = RELAY_SETTINGS
+REDIS_START_DEADLINE_S = 10.0
+
+
+@contextmanager
+def redis_server() -> Iterator[tuple[int, int]]:
+    """A private redis-server on a free loopback port, without persistence: (pid, port)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed; run scripts/install-system-deps")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    with tempfile.TemporaryDirectory() as directory:
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + REDIS_START_DEADLINE_S
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as ping:
+                        ping.sendall(b"PING\r\n")
+                        if ping.recv(16).startswith(b"+PONG"):
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+            yield process.pid, port
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+async def drive(urls: Sequence[str], numbers: range, concurrency: int) -> Outcome:
+    """Run the sessions numbered ``numbers``, ``concurrency`` at a time."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    pending = iter(numbers)
+
+    async def worker() -> None:
+        for number in pending:
+            target_url = urls[number % len(urls)]
+            controller_url = urls[(number + 1) % len(urls)]
+            started = time.perf_counter()
+            try:
+                await one_session(target_url, f"{number % 1_000_000:06d}", controller_url)
+            except Exception as error:
+                errors.append(type(error).__name__ + ": " + str(error)[:120])
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    cpu0 = cpu_seconds()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Outcome(latencies, errors, cpu_seconds() - cpu0)
+
+
+def client_process(urls: Sequence[str], numbers: range, concurrency: int) -> Outcome:
+    return asyncio.run(drive(urls, numbers, concurrency))
+
+
+def run_row(
+    urls: Sequence[str], pids: Sequence[int], sessions: int, concurrency: int, clients: int
+) -> dict[str, object]:
+    """``sessions`` pairings over ``urls``; the relay and Redis CPU they cost."""
+    # Each client process gets its own block of session numbers (hence of codes).
+    blocks = [range(i, sessions, clients) for i in range(clients)]
+    shares = [max(1, concurrency // clients)] * clients
+    capacity = parallel_cpu_cores()
+    clock = CpuClock(*pids)
+    clock.start()
+    jobs = list(zip(itertools.repeat(urls), blocks, shares, strict=False))
+    outcomes = run_clients(client_process, jobs)
+    cpu, wall = clock.read()
+    relay_cpu = sum(cpu[: len(urls)])
+    latencies = sorted(x for o in outcomes for x in o.latencies)
+    errors = [e for o in outcomes for e in o.errors]
+    done = max(1, len(latencies))
+    return {
+        "instances": len(urls),
+        "parallel_cpu_cores_before": capacity,
+        **session_figures(latencies, errors, wall),
+        "relay_cpu_s": round(relay_cpu, 2),
+        "relay_cpu_ms_per_session": round(1000 * relay_cpu / done, 3),
+        "redis_cpu_ms_per_session": round(1000 * sum(cpu[len(urls) :]) / done, 3),
+        "client_cpu_s": round(sum(o.cpu for o in outcomes), 2),
+    }
+
+
+def measure(
+    instances: int, redis: tuple[int, int] | None, args: argparse.Namespace, db: int
+) -> dict[str, object]:
+    settings = dict(CLUSTER_SETTINGS)
+    if redis is not None:
+        settings["AMESH_REDIS_URL"] = f"redis://127.0.0.1:{redis[1]}/{db}"
+    with ExitStack() as stack:
+        running = [stack.enter_context(relay(settings)) for _ in range(instances)]
+        pids = [r.pid for r in running] + ([redis[0]] if redis is not None else [])
+        urls = [r.ws_url for r in running]
+        row = run_row(urls, pids, args.sessions, args.concurrency, args.clients)
+        row["health_after"] = [r.health()["status"] for r in running]
+    return row
+
+
+def print_table(rows: dict[str, dict[str, object]]) -> None:
+    columns = (
+        "sessions_per_s",
+        "session_ms_p50",
+        "session_ms_p99",
+        "relay_cpu_ms_per_session",
+        "relay_cpu_vs_embedded",
+        "redis_cpu_ms_per_session",
+        "errors",
+    )
+    print(f"{'row':<10}" + "".join(f"{c:>{len(c) + 2}}" for c in columns))
+    for name, row in rows.items():
+        print(f"{name:<10}" + "".join(f"{row[c]!s:>{len(c) + 2}}" for c in columns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50, help="sessions in flight")
+    parser.add_argument("--clients", type=int, default=1, help="load-client processes")
+    args = parser.parse_args()
+    raise_fd_limit(4 * args.concurrency + 1024)
+    rows = {"embedded": measure(1, None, args, 0)}
+    with redis_server() as redis:
+        # A fresh database per row: no routing keys left over from the previous one.
+        for db, instances in enumerate(args.instances, start=1):
+            rows[f"redis x{instances}"] = measure(instances, redis, args, db)
+    embedded_cpu = float(str(rows["embedded"]["relay_cpu_ms_per_session"]))
+    for row in rows.values():
+        cpu = float(str(row["relay_cpu_ms_per_session"]))
+        row["relay_cpu_vs_embedded"] = round(cpu / embedded_cpu, 2) if embedded_cpu else None
+    print_table(rows)
+    settings = {**CLUSTER_SETTINGS, "AMESH_REDIS_URL": "redis://127.0.0.1:<port>/<row>"}
+    print_report("relay_cluster", settings, {"concurrency": args.concurrency, **rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,591 @@
+"""Several relay instances sharing state through Redis (``AMESH_REDIS_URL``).
+
+Each instance keeps running its own :class:`RelayCore`; Redis decides which core a socket's
+messages go to, so the state machine and every rule stay exactly those of a single relay:
+
+- **Owners.** A pairing code belongs to the instance where ``listen`` arrived (``SET NX``),
+  a watched token id to the watcher's instance, an agent to the instance it registered on,
+  a protocol-2 shell token to the agent's instance. Routing keys hold SHA-256 digests of
+  codes and ids, never the values, and outlive their state harmlessly: an owner that no
+  longer has the session answers exactly as a single relay would (``otc_not_found``...).
+- **Forwarding.** A socket whose first stateful message names something another instance
+  owns is handed to that instance: its messages travel there over Redis pub/sub (one channel
+  per instance, one publisher per instance, so order is kept) and the owner's frames travel
+  back. The socket stays with that instance for its lifetime.
+- **Shared facts.** Consumed token ids (``SET NX`` with the jti lifetime, so a replay is
+  refused on every instance and after restarts) and failure counters (atomic Lua
+  ``INCR`` + ``PEXPIRE``). Counts are read just before a message is handled and written right
+  after, so instances can overshoot a limit by at most one in-flight message each.
+- **Liveness.** Each instance refreshes its heartbeat every sweep; an instance silent for
+  ``instance_ttl`` is dead to the others: sockets forwarded to it are told
+  ``peer_disconnected`` and closed, its sockets' state is dropped, its codes can be reused.
+- **Redis lost.** ``/health`` answers 503 ``degraded``; anything that needs Redis is refused
+  with ``relay_unavailable``; forwarded sockets are closed; sessions held entirely by this
+  instance go on. Redis is retried every second and everything resumes when it answers.
+
+Caps (connections, sessions) and the global failure budget stay per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from authmesh.relay.config import ClusterUnavailable, RelayConfig, redacted_url
+from authmesh.relay.jsonwire import JsonWireError, dumps, loads
+from authmesh.relay.protocol import LIMITER_OF, Action, Close, RelayCore, Send
+
+__all__ = ["DEGRADED_REASON", "RedisCluster"]
+
+log = logging.getLogger("authmesh.relay")
+
+DEGRADED_REASON = "redis_unavailable"
+_PREFIX = "amesh:"
+_INSTANCES = _PREFIX + "instances"
+_REDIS_TIMEOUT = 2.0
+_RECOVERY_INTERVAL = 1.0
+# Envelopes waiting for the publisher; a reader waits when it is full.
+_OUTBOX_LIMIT = 10_000
+_PUBLISH_BATCH = 256
+_AGENT_ROUTE_TTL = 24 * 3600.0
+_MAX_NAME_CHARS = 256
+_UNAVAILABLE = dumps({"type": "error", "code": "relay_unavailable"})
+_BOOTSTRAP_UNAVAILABLE = dumps({"type": "bootstrap_reject", "error": "relay_unavailable"})
+_PEER_GONE = dumps({"type": "error", "code": "peer_disconnected"})
+
+# Heartbeat: scores are expiry times in Redis's clock, so instance clocks never matter.
+_HEARTBEAT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - 3600000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], ms, '+inf')
+"""
+# The live owner of a route; with ARGV[3] == '1' claim it when it has none (or a dead one),
+# and keep a live owner's route for another ARGV[2] ms.
+_OWNER = """
+local owner = redis.call('GET', KEYS[1])
+if owner then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local expires = redis.call('ZSCORE', KEYS[2], owner)
+  if owner == ARGV[1] or (expires and tonumber(expires) >= ms) then
+    if ARGV[3] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    return owner
+  end
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return false
+"""
+# Point a route here and return its previous owner (SET ... GET needs Redis 6.2).
+_TAKE = """
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return previous
+"""
+_PEEK = """
+local count = redis.call('GET', KEYS[1])
+if not count then return {0, 0} end
+return {tonumber(count), redis.call('PTTL', KEYS[1])}
+"""
+_FAIL = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How a message type finds its owner: route kind, the field naming it, claim or look up."""
+
+    kind: str
+    field: str
+    claims: bool
+
+
+_ROUTES = {
+    "listen": _Route("otc", "otc", claims=True),
+    "connect": _Route("otc", "otc", claims=False),
+    "bootstrap_watch": _Route("watch", "jti", claims=True),
+    "bootstrap_init": _Route("watch", "jti", claims=False),
+    "shell": _Route("agent", "targetDeviceId", claims=False),
+    "agent_session": _Route("pending", "session", claims=False),
+}
+# Message types that create state other instances must find: refused while Redis is lost.
+_NEEDS_REDIS = frozenset(_ROUTES) | {"agent"}
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _route_key(kind: str, name: str) -> str:
+    return f"{_PREFIX}route:{kind}:{_digest(name)}"
+
+
+def _jti_key(jti: str) -> str:
+    return f"{_PREFIX}jti:{_digest(jti)}"
+
+
+def _failures_key(limiter: str, client: str) -> str:
+    return f"{_PREFIX}fail:{limiter}:{client}"
+
+
+_GLOBAL_FAILURES_KEY = _failures_key("global", "")  # failed connects from every client
+
+
+def _channel(instance: str) -> str:
+    return f"{_PREFIX}instance:{instance}"
+
+
+Deliver = Callable[[list[Action]], Any]
+
+
+class RedisCluster:
+    """This instance's side of the cluster. ``deliver`` performs core actions on local
+    sockets (the server's ``_apply``); actions for sockets of other instances come back here
+    through :meth:`deliver_remote`."""
+
+    def __init__(
+        self, config: RelayConfig, core: RelayCore, deliver: Deliver, new_conn_id: Callable[[], int]
+    ) -> None:
+        self.config = config
+        self.core = core
+        self.instance = uuid.uuid4().hex[:16]
+        self.degraded: str | None = None
+        self.redis_losses = 0
+        self._deliver = deliver
+        self._new_conn_id = new_conn_id
+        self._redis = redis.Redis.from_url(
+            config.redis_url,
+            decode_responses=True,
+            socket_timeout=_REDIS_TIMEOUT,
+            socket_connect_timeout=_REDIS_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._owner = self._redis.register_script(_OWNER)
+        self._peek = self._redis.register_script(_PEEK)
+        self._fail = self._redis.register_script(_FAIL)
+        self._take = self._redis.register_script(_TAKE)
+        self._homes: dict[int, str] = {}  # local socket -> instance that handles it
+        self._guests: dict[str, int] = {}  # "instance:socket" handled here -> core conn id
+        self._origins: dict[int, tuple[str, str]] = {}  # core conn id -> (instance, socket)
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_OUTBOX_LIMIT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriber: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        core.journal = []
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Reach Redis, announce this instance, subscribe; :class:`ClusterUnavailable` if not."""
+        try:
+            async with asyncio.timeout(2 * _REDIS_TIMEOUT):
+                await self._redis.ping()
+                await self._subscribe()
+                await self._beat()
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self._subscriber is not None:
+                self._subscriber.cancel()
+            await self._redis.aclose()
+            raise ClusterUnavailable(
+                f"cannot reach Redis at {redacted_url(self.config.redis_url)} "
+                f"({str(exc) or type(exc).__name__}); start Redis or fix AMESH_REDIS_URL."
+            ) from None
+        self._spawn(self._publish())
+        self._spawn(self._keep_beating())
+        log.info("joined relay cluster", extra={"event": "cluster_joined"})
+
+    async def stop(self) -> None:
+        """Leave the cluster after the server has closed its sockets."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                await self._outbox.join()  # the last closes reach the other instances
+                await self._redis.zrem(_INSTANCES, self.instance)
+        for task in [*self._tasks, self._subscriber, self._recovery]:
+            if task is not None:
+                task.cancel()
+        await self._redis.aclose()
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _subscribe(self) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(_channel(self.instance))
+        self._subscriber = asyncio.create_task(self._listen(pubsub))
+
+    async def _beat(self) -> set[str]:
+        ttl_ms = int(self.config.instance_ttl * 1000)
+        alive = await self._heartbeat(keys=[_INSTANCES], args=[self.instance, ttl_ms])
+        return set(alive)
+
+    # ------------------------------------------------------------------ sockets of this instance
+
+    async def receive(self, conn_id: int, message: str | bytes) -> list[Any]:
+        """One message from a local socket; returns what the server's ``_apply`` returned."""
+        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+        home = self._homes.get(conn_id)
+        if home is not None:
+            await self._outbox.put((home, f"R|{self.instance}:{conn_id}|{text}"))
+            return []
+        parsed = _parse(text)
+        kind = parsed.get("type") if parsed is not None else None
+        route = _ROUTES.get(kind) if isinstance(kind, str) else None
+        if self.degraded is not None and kind in _NEEDS_REDIS:
+            reply = _BOOTSTRAP_UNAVAILABLE if kind == "bootstrap_init" else _UNAVAILABLE
+            return self._deliver([Send(conn_id, reply)])  # type: ignore[no-any-return]
+        if route is not None and parsed is not None and self.core.is_movable(conn_id):
+            name = parsed.get(route.field)
+            if isinstance(name, str) and _routable(route, name):
+                owner = await self._route_owner(route, name)
+                if owner is not None and owner != self.instance:
+                    await self._hand_over(conn_id, owner, text)
+                    return []
+        actions = await self._handle(conn_id, text, parsed)
+        return self._deliver(actions)  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, int]:
+        """Figures for ``/metrics``."""
+        return {
+            "redis_up": int(self.degraded is None),
+            "redis_losses": self.redis_losses,
+            "forwarded_sockets": len(self._homes),
+            "guest_sockets": len(self._guests),
+        }
+
+    def release_guests(self) -> None:
+        """This instance is stopping: sockets of other instances it handled lose their peer,
+        not their relay."""
+        for instance, socket in self._origins.values():
+            self._post(instance, f"S|{socket}|{_PEER_GONE}")
+            self._post(instance, f"X|{socket}|1011|peer_disconnected")
+        self._guests.clear()
+        self._origins.clear()
+
+    def forwarded_sockets(self) -> list[int]:
+        """Local sockets another instance handles (closed by the server on shutdown)."""
+        return list(self._homes)
+
+    def closed(self, conn_id: int) -> None:
+        """A local socket is gone; the instance handling it forgets it too."""
+        home = self._homes.pop(conn_id, None)
+        if home is not None:
+            self._post(home, f"C|{self.instance}:{conn_id}")
+
+    async def _route_owner(self, route: _Route, name: str) -> str | None:
+        ttl = self._route_ttl(route.kind)
+        try:
+            owner = await self._owner(
+                keys=[_route_key(route.kind, name), _INSTANCES],
+                args=[self.instance, int(ttl * 1000), "1" if route.claims else "0"],
+            )
+        except (RedisError, OSError) as exc:
+            self._lose(exc)
+            return None
+        return owner if isinstance(owner, str) else None
+
+    def _route_ttl(self, kind: str) -> float:
+        config = self.config
+        return {
+            "otc": max(config.pairing_ttl, config.sas_pairing_ttl),
+            "watch": config.watcher_ttl,
+            "agent": _AGENT_ROUTE_TTL,
+            "pending": config.handshake_timeout,
+        }[kind]
+
+    async def _hand_over(self, conn_id: int, owner: str, text: str) -> None:
+        """Move a stateless socket to ``owner``: its slot here is freed, the owner counts it."""
+        client = self.core.client_key(conn_id)
+        if client is None:  # closed while the owner was looked up
+            return
+        self._deliver(self.core.close(conn_id, time.monotonic()))
+        self._homes[conn_id] = owner
+        origin = f"{self.instance}:{conn_id}"
+        await self._outbox.put((owner, f"O|{origin}|{client}"))
+        await self._outbox.put((owner, f"R|{origin}|{text}"))
+
+    # ------------------------------------------------------------------ handling a message here
+
+    async def _handle(self, conn_id: int, text: str, parsed: dict[str, Any] | None) -> list[Action]:
+        """Run the core on one message with the shared facts it needs read before and
+        written after."""
+        kind = parsed.get("type") if parsed is not None else None
+        limiter = LIMITER_OF.get(kind) if isinstance(kind, str) else None
+        jti = parsed.get("jti") if parsed is not None and kind == "bootstrap_init" else None
+        client = self.core.client_key(conn_id)
+        actions: list[Action] = []
+        if self.degraded is None and (limiter is not None or isinstance(jti, str)):
+            actions += await self._read_shared(limiter, client, jti, kind == "connect")
+        actions += self.core.receive(conn_id, text, time.monotonic())
+        journal, self.core.journal = self.core.journal, []
+        if journal and self.degraded is None:
+            await self._write_shared(journal)
+        return actions
+
+    async def _read_shared(
+        self, limiter: str | None, client: str | None, jti: Any, connect: bool
+    ) -> list[Action]:
+        """Failure counts (and for ``connect`` the global one) and whether ``jti`` is used."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if limiter is not None and client is not None:
+                    await self._peek(keys=[_failures_key(limiter, client)], client=pipe)
+                if connect:
+                    await self._peek(keys=[_GLOBAL_FAILURES_KEY], client=pipe)
+                if isinstance(jti, str):
+                    pipe.exists(_jti_key(jti))
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._lose(exc)
+            return []
+        now = time.monotonic()
+        if limiter is not None and client is not None:
+            count, ttl_ms = results.pop(0)
+            self.core.adopt_failures(limiter, client, int(count), now + int(ttl_ms) / 1000)
+        if isinstance(jti, str) and results.pop():
+            self.core.adopt_consumed(jti, now)
+        if connect:
+            count, ttl_ms = results.pop(0)
+            return self.core.adopt_global_failures(int(count), now + int(ttl_ms) / 1000, now)
+        return []
+
+    async def _write_shared(self, journal: list[tuple[str, str, str]]) -> None:
+        window_ms = self._ms(self.config.rate_window)
+        jti_ms = self._ms(self.config.jti_ttl)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for kind, name, client in journal:
+                    if kind == "fail":
+                        key = _failures_key(name, client)
+                        await self._fail(keys=[key], args=[window_ms], client=pipe)
+                    elif kind == "jti":
+                        pipe.set(_jti_key(name), self.instance, nx=True, px=jti_ms)
+                    else:  # "watch" / "agent" / "pending": later requests for it come here
+                        ttl = self._ms(self._route_ttl(kind))
+                        key = _route_key(kind, name)
+                        await self._take(keys=[key], args=[self.instance, ttl], client=pipe)
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._lose(exc)
+            return
+        for (kind, name, _), previous in zip(journal, results, strict=True):
+            if kind == "agent" and isinstance(previous, str) and previous != self.instance:
+                self._post(previous, f"A|{name}")  # one registration per agent, cluster-wide
+
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        return max(1, int(seconds * 1000))
+
+    # ------------------------------------------------------------------ sockets of other instances
+
+    def deliver_remote(self, action: Action) -> None:
+        """A core action for a socket another instance holds: send it there."""
+        origin = self._origins.get(action.conn)
+        if origin is None:
+            return
+        instance, socket = origin
+        if isinstance(action, Close):
+            self._post(instance, f"X|{socket}|{action.code}|{action.reason}")
+        else:
+            self._post(instance, f"S|{socket}|{action.text}")
+
+    def _post(self, instance: str, envelope: str) -> None:
+        try:
+            self._outbox.put_nowait((instance, envelope))
+        except asyncio.QueueFull:
+            # The publisher is far behind (Redis slow): the frame is lost, so is the socket.
+            log.warning("cluster outbox full", extra={"event": "cluster_overflow"})
+            asyncio.get_running_loop().call_soon(self._instance_gone, instance)
+
+    async def _listen(self, pubsub: Any) -> None:
+        try:
+            async with pubsub:
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        await self._on_envelope(message["data"])
+        except (RedisError, OSError) as exc:
+            self._lose(exc)
+
+    async def _on_envelope(self, envelope: str) -> None:
+        op, _, rest = envelope.partition("|")
+        try:
+            if op == "S":
+                socket, _, text = rest.partition("|")
+                self._deliver([Send(int(socket), text)])
+            elif op == "X":
+                socket, code, reason = rest.split("|", 2)
+                self._deliver([Close(int(socket), int(code), reason)])
+            elif op == "O":
+                origin, _, client = rest.partition("|")
+                conn_id = self._new_conn_id()
+                self._guests[origin] = conn_id
+                self._origins[conn_id] = tuple(origin.split(":", 1))  # type: ignore[assignment]
+                self._deliver(self.core.open(conn_id, client, time.monotonic()))
+            elif op == "R":
+                origin, _, text = rest.partition("|")
+                guest = self._guests.get(origin)
+                if guest is not None:
+                    self._deliver(await self._handle(guest, text, _parse(text)))
+            elif op == "C":
+                self._drop_guest(rest)
+            elif op == "A":
+                self._deliver(self.core.agent_moved(rest))
+        except (RedisError, OSError):
+            raise
+        except Exception:
+            # One bad envelope must not stop this instance from hearing the others.
+            log.exception("cluster envelope failed", extra={"event": "cluster_envelope"})
+
+    def _drop_guest(self, origin: str) -> None:
+        conn_id = self._guests.pop(origin, None)
+        if conn_id is not None:
+            del self._origins[conn_id]
+            self._deliver(self.core.close(conn_id, time.monotonic()))
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _publish(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < _PUBLISH_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            try:
+                if self.degraded is None:  # nothing forwarded survives a lost Redis
+                    await self._publish_batch(batch)
+            except Exception:
+                log.exception("cluster publish failed", extra={"event": "cluster_error"})
+            finally:
+                for _ in batch:
+                    self._outbox.task_done()
+
+    async def _publish_batch(self, batch: list[tuple[str, str]]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for instance, envelope in batch:
+                    pipe.publish(_channel(instance), envelope)
+                receivers = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._lose(exc)
+            return
+        # Nobody subscribed: that instance is gone; its sockets' peers are told at once.
+        for instance in {i for (i, _), n in zip(batch, receivers, strict=True) if n == 0}:
+            self._instance_gone(instance)
+
+    # ------------------------------------------------------------------ liveness
+
+    async def _keep_beating(self) -> None:
+        # Three beats per instance_ttl: one late beat never makes a live instance look dead.
+        while True:
+            await asyncio.sleep(self.config.instance_ttl / 3)
+            if self.degraded is None:
+                try:
+                    await self._beat_and_reap()
+                except Exception:
+                    log.exception("cluster heartbeat failed", extra={"event": "cluster_error"})
+
+    async def _beat_and_reap(self) -> None:
+        """Heartbeat, and forget instances that stopped beating."""
+        try:
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                alive = await self._beat()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._lose(exc)
+            return
+        peers = set(self._homes.values()) | {i for i, _ in self._origins.values()}
+        for instance in peers - alive:
+            self._instance_gone(instance)
+
+    def _instance_gone(self, instance: str) -> None:
+        """``instance`` died: sockets it handled for us and sockets it had here are dropped."""
+        log.warning("relay instance lost", extra={"event": "instance_lost"})
+        for conn_id in [c for c, home in self._homes.items() if home == instance]:
+            del self._homes[conn_id]
+            self._deliver([Send(conn_id, _PEER_GONE), Close(conn_id, 1011, "peer_disconnected")])
+        for origin in [o for o in self._guests if o.split(":", 1)[0] == instance]:
+            self._drop_guest(origin)
+
+    def _lose(self, exc: BaseException) -> None:
+        """Redis failed: refuse what needs it, drop what crossed it, retry in the background."""
+        if self.degraded is not None:
+            return
+        self.degraded = DEGRADED_REASON
+        self.redis_losses += 1
+        log.warning(
+            "redis unavailable, relay degraded",
+            extra={"event": "redis_lost", "error": type(exc).__name__},
+        )
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+            self._outbox.task_done()
+        homes, self._homes = self._homes, {}
+        for conn_id in homes:
+            self._deliver([Send(conn_id, _UNAVAILABLE), Close(conn_id, 1011, "relay_unavailable")])
+        for origin in list(self._guests):
+            self._drop_guest(origin)
+        if self._subscriber is not None and self._subscriber is not asyncio.current_task():
+            self._subscriber.cancel()
+        self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        while True:
+            await asyncio.sleep(_RECOVERY_INTERVAL)
+            try:
+                async with asyncio.timeout(2 * _REDIS_TIMEOUT):
+                    await self._redis.ping()
+                    await self._subscribe()
+                    await self._beat()
+                    await self._republish()
+            except (RedisError, OSError, TimeoutError):
+                if self._subscriber is not None:
+                    self._subscriber.cancel()
+                continue
+            self.degraded = None
+            log.info("redis reachable again", extra={"event": "redis_back"})
+            return
+
+    async def _republish(self) -> None:
+        """Routes to what this instance still holds (Redis may have restarted empty)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for kind, names in self.core.routing_names().items():
+                ttl = self._ms(self._route_ttl(kind))
+                for name in names:
+                    pipe.set(_route_key(kind, name), self.instance, nx=True, px=ttl)
+            await pipe.execute()
+
+
+def _routable(route: _Route, name: str) -> bool:
+    """Names worth a route: anything else gets the core's own error wherever it lands."""
+    if route.kind == "otc":
+        return len(name) == 6 and name.isascii() and name.isdigit()
+    return 0 < len(name) <= _MAX_NAME_CHARS
+
+
+def _parse(text: str) -> dict[str, Any] | None:
+    try:
+        value = loads(text)
+    except JsonWireError:
+        return None
+    return value if isinstance(value, dict) else None

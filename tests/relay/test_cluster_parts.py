@@ -1,0 +1,122 @@
+"""The relay core's side of clustering, without Redis: what it journals for other instances,
+the shared facts it adopts, and the settings that switch clustering on.
+
+The cluster itself (real redis-server, several relay processes, nginx) is tested in
+``tests/cluster``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from authmesh.relay.config import ConfigError, RelayConfig, redacted_url
+from authmesh.relay.limits import FailureLimiter
+from authmesh.relay.protocol import RelayCore, Send
+
+
+def _frames(actions: list[object], conn: int) -> list[dict[str, object]]:
+    return [json.loads(a.text) for a in actions if isinstance(a, Send) and a.conn == conn]
+
+
+def _send(core: RelayCore, conn: int, **message: object) -> list[dict[str, object]]:
+    return _frames(core.receive(conn, json.dumps(message), 0.0), conn)
+
+
+def test_redis_url_setting() -> None:
+    config = RelayConfig.from_env({"AMESH_REDIS_URL": "redis://:pw@127.0.0.1:6379/0"})
+    assert config.redis_url == "redis://:pw@127.0.0.1:6379/0"
+    assert RelayConfig.from_env({}).redis_url == ""  # embedded state, no Redis
+    assert RelayConfig.from_env({"AMESH_INSTANCE_TTL": "1.5"}).instance_ttl == 1.5
+    with pytest.raises(ConfigError, match="AMESH_REDIS_URL"):
+        RelayConfig.from_env({"AMESH_REDIS_URL": "http://127.0.0.1:6379"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:s3cret@h:6380", "rediss://user:***@h:6380"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+)
+def test_redis_passwords_are_never_shown(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
+
+
+def test_limiter_adopts_shared_counts_within_its_bound() -> None:
+    limiter = FailureLimiter(limit=3, window=60, max_keys=2)
+    limiter.adopt("a", 3, resets_at=30)
+    assert limiter.blocked("a", 10)
+    assert not limiter.blocked("a", 30)  # the shared window's end, not a local one
+    limiter.adopt("a", 0, resets_at=0)  # the shared counter expired
+    assert not limiter.blocked("a", 10) and len(limiter) == 0
+    for key in "bcd":
+        limiter.adopt(key, 1, resets_at=30)
+    assert len(limiter) == 2
+
+
+def test_core_journals_what_other_instances_must_learn() -> None:
+    core = RelayCore(RelayConfig(), new_id=lambda: "challenge")
+    core.journal = []
+    core.open(1, "10.0.0.1", 0.0)
+    assert _send(core, 1, type="connect", otc="123456") == [
+        {"type": "error", "code": "otc_not_found"}
+    ]
+    assert core.journal == [("fail", "pairing", "10.0.0.1"), ("fail", "global", "")]
+    core.open(2, "10.0.0.2", 0.0)
+    _send(core, 2, type="bootstrap_watch", jti="j1")
+    core.open(3, "10.0.0.3", 0.0)
+    core.journal = []
+    frames = _send(core, 3, type="bootstrap_init", jti="j1", token="t")
+    assert frames == [] and core.journal == [("jti", "j1", "")]
+    assert core.routing_names() == {"otc": [], "watch": ["j1"], "agent": [], "pending": []}
+
+
+def test_core_refuses_a_token_id_consumed_elsewhere() -> None:
+    """A jti another instance consumed is refused here too (relay spec §8, replay)."""
+    core = RelayCore(RelayConfig())
+    core.open(1, "10.0.0.1", 0.0)
+    _send(core, 1, type="bootstrap_watch", jti="used")
+    core.open(2, "10.0.0.2", 0.0)
+    core.adopt_consumed("used", 0.0)
+    assert _send(core, 2, type="bootstrap_init", jti="used", token="t") == [
+        {"type": "bootstrap_reject", "error": "token_already_used"}
+    ]
+
+
+def test_global_budget_used_up_elsewhere_burns_the_codes_waiting_here() -> None:
+    """W6's global budget counts failed connects on every instance, not just this one."""
+    core = RelayCore(RelayConfig(global_failure_budget=10))
+    core.open(1, "10.0.0.1", 0.0)
+    _send(core, 1, type="listen", otc="123456")
+    assert core.adopt_global_failures(9, resets_at=60.0, now=0.0) == []
+    burned = _frames(core.adopt_global_failures(10, resets_at=60.0, now=1.0), 1)
+    assert burned == [{"type": "error", "code": "otc_burned"}]
+    core.open(2, "10.0.0.2", 0.0)
+    assert _send(core, 2, type="connect", otc="654321") == [
+        {"type": "error", "code": "rate_limited"}
+    ]
+
+
+def test_only_sockets_without_state_can_move_to_another_instance() -> None:
+    core = RelayCore(RelayConfig())
+    core.open(1, "10.0.0.1", 0.0)
+    assert core.is_movable(1)
+    _send(core, 1, type="listen", otc="123456")
+    assert not core.is_movable(1)
+    assert not core.is_movable(99)
+    assert core.routing_names()["otc"] == ["123456"]
+
+
+def test_degraded_health_keeps_the_reference_fields() -> None:
+    core = RelayCore(RelayConfig())
+    assert json.loads(core.health()) == {"status": "ok", "sessions": 0, "agents": 0}
+    assert json.loads(core.health("redis_unavailable")) == {
+        "status": "degraded",
+        "reason": "redis_unavailable",
+        "sessions": 0,
+        "agents": 0,
+    }
