@@ -65,6 +65,8 @@ _UNAVAILABLE = dumps({"type": "error", "code": "relay_unavailable"})
 _BOOTSTRAP_UNAVAILABLE = dumps({"type": "bootstrap_reject", "error": "relay_unavailable"})
 _PEER_GONE = dumps({"type": "error", "code": "peer_disconnected"})
 
+# Scripts run in pipelines are sent with EVAL (Redis caches them by digest), which saves the
+# SCRIPT EXISTS round trip redis-py makes before every pipeline holding registered scripts.
 # Heartbeat: scores are expiry times in Redis's clock, so instance clocks never matter.
 _HEARTBEAT = """
 local now = redis.call('TIME')
@@ -73,8 +75,9 @@ redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - 3600000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], ms, '+inf')
 """
-# The live owner of a route; with ARGV[3] == '1' claim it when it has none (or a dead one),
-# and keep a live owner's route for another ARGV[2] ms.
+# The live owner of a route ('' for none); with ARGV[3] == '1' claim it when it has none (or
+# a dead one), and keep a live owner's route for another ARGV[2] ms. Then the value and PTTL
+# of KEYS[3..], the facts the message needs if it is handled here (saves a round trip).
 _OWNER = """
 local owner = redis.call('GET', KEYS[1])
 if owner then
@@ -83,25 +86,26 @@ if owner then
   local expires = redis.call('ZSCORE', KEYS[2], owner)
   if owner == ARGV[1] or (expires and tonumber(expires) >= ms) then
     if ARGV[3] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-    return owner
+  else
+    owner = false
   end
 end
-if ARGV[3] == '1' then
+if not owner and ARGV[3] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
+  owner = ARGV[1]
 end
-return false
+local reply = {owner or ''}
+for i = 3, #KEYS do
+  reply[#reply + 1] = redis.call('GET', KEYS[i]) or ''
+  reply[#reply + 1] = redis.call('PTTL', KEYS[i])
+end
+return reply
 """
 # Point a route here and return its previous owner (SET ... GET needs Redis 6.2).
 _TAKE = """
 local previous = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return previous
-"""
-_PEEK = """
-local count = redis.call('GET', KEYS[1])
-if not count then return {0, 0} end
-return {tonumber(count), redis.call('PTTL', KEYS[1])}
 """
 _FAIL = """
 local count = redis.call('INCR', KEYS[1])
@@ -181,9 +185,6 @@ class RedisCluster:
         )
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
         self._owner = self._redis.register_script(_OWNER)
-        self._peek = self._redis.register_script(_PEEK)
-        self._fail = self._redis.register_script(_FAIL)
-        self._take = self._redis.register_script(_TAKE)
         self._homes: dict[int, str] = {}  # local socket -> instance that handles it
         self._guests: dict[str, int] = {}  # "instance:socket" handled here -> core conn id
         self._origins: dict[int, tuple[str, str]] = {}  # core conn id -> (instance, socket)
@@ -256,14 +257,16 @@ class RedisCluster:
         if self.degraded is not None and kind in _NEEDS_REDIS:
             reply = _BOOTSTRAP_UNAVAILABLE if kind == "bootstrap_init" else _UNAVAILABLE
             return self._deliver([Send(conn_id, reply)])  # type: ignore[no-any-return]
+        facts: list[Any] | None = None
         if route is not None and parsed is not None and self.core.is_movable(conn_id):
             name = parsed.get(route.field)
             if isinstance(name, str) and _routable(route, name):
-                owner = await self._route_owner(route, name)
-                if owner is not None and owner != self.instance:
+                keys = self._fact_keys(conn_id, parsed)
+                owner, facts = await self._route_owner(route, name, keys)
+                if owner and owner != self.instance:
                     await self._hand_over(conn_id, owner, text)
                     return []
-        actions = await self._handle(conn_id, text, parsed)
+        actions = await self._handle(conn_id, text, parsed, facts)
         return self._deliver(actions)  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, int]:
@@ -294,17 +297,20 @@ class RedisCluster:
         if home is not None:
             self._post(home, f"C|{self.instance}:{conn_id}")
 
-    async def _route_owner(self, route: _Route, name: str) -> str | None:
+    async def _route_owner(
+        self, route: _Route, name: str, fact_keys: list[str]
+    ) -> tuple[str, list[Any] | None]:
+        """The live owner ('' for none) and the values and PTTLs of ``fact_keys``."""
         ttl = self._route_ttl(route.kind)
         try:
-            owner = await self._owner(
-                keys=[_route_key(route.kind, name), _INSTANCES],
+            reply = await self._owner(
+                keys=[_route_key(route.kind, name), _INSTANCES, *fact_keys],
                 args=[self.instance, int(ttl * 1000), "1" if route.claims else "0"],
             )
         except (RedisError, OSError) as exc:
             self._lose(exc)
-            return None
-        return owner if isinstance(owner, str) else None
+            return "", None
+        return str(reply[0]), list(reply[1:])
 
     def _route_ttl(self, kind: str) -> float:
         config = self.config
@@ -328,47 +334,70 @@ class RedisCluster:
 
     # ------------------------------------------------------------------ handling a message here
 
-    async def _handle(self, conn_id: int, text: str, parsed: dict[str, Any] | None) -> list[Action]:
-        """Run the core on one message with the shared facts it needs read before and
-        written after."""
-        kind = parsed.get("type") if parsed is not None else None
-        limiter = LIMITER_OF.get(kind) if isinstance(kind, str) else None
-        jti = parsed.get("jti") if parsed is not None and kind == "bootstrap_init" else None
-        client = self.core.client_key(conn_id)
+    async def _handle(
+        self,
+        conn_id: int,
+        text: str,
+        parsed: dict[str, Any] | None,
+        facts: list[Any] | None = None,
+    ) -> list[Action]:
+        """Run the core on one message with the shared facts it needs read before (``facts``
+        when the caller has read them already) and written after."""
         actions: list[Action] = []
-        if self.degraded is None and (limiter is not None or isinstance(jti, str)):
-            actions += await self._read_shared(limiter, client, jti, kind == "connect")
+        if self.degraded is None and parsed is not None:
+            keys = self._fact_keys(conn_id, parsed)
+            if keys and facts is None:
+                facts = await self._read_facts(keys)
+            if keys and facts is not None:
+                actions += self._adopt(conn_id, parsed, facts)
         actions += self.core.receive(conn_id, text, time.monotonic())
         journal, self.core.journal = self.core.journal, []
         if journal and self.degraded is None:
             await self._write_shared(journal)
         return actions
 
-    async def _read_shared(
-        self, limiter: str | None, client: str | None, jti: Any, connect: bool
-    ) -> list[Action]:
-        """Failure counts (and for ``connect`` the global one) and whether ``jti`` is used."""
+    def _fact_keys(self, conn_id: int, parsed: dict[str, Any]) -> list[str]:
+        """What the core must know from Redis before handling ``parsed``: the client's failure
+        count, for ``connect`` the global one, for ``bootstrap_init`` whether the jti is used."""
+        kind = parsed.get("type")
+        limiter = LIMITER_OF.get(kind) if isinstance(kind, str) else None
+        client = self.core.client_key(conn_id)
+        if limiter is None or client is None:
+            return []
+        keys = [_failures_key(limiter, client)]
+        if kind == "connect":
+            keys.append(_GLOBAL_FAILURES_KEY)
+        jti = parsed.get("jti")
+        if kind == "bootstrap_init" and isinstance(jti, str):
+            keys.append(_jti_key(jti))
+        return keys
+
+    async def _read_facts(self, keys: list[str]) -> list[Any] | None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                if limiter is not None and client is not None:
-                    await self._peek(keys=[_failures_key(limiter, client)], client=pipe)
-                if connect:
-                    await self._peek(keys=[_GLOBAL_FAILURES_KEY], client=pipe)
-                if isinstance(jti, str):
-                    pipe.exists(_jti_key(jti))
-                results = await pipe.execute()
+                for key in keys:
+                    pipe.get(key)
+                    pipe.pttl(key)
+                return list(await pipe.execute())
         except (RedisError, OSError) as exc:
             self._lose(exc)
+            return None
+
+    def _adopt(self, conn_id: int, parsed: dict[str, Any], facts: list[Any]) -> list[Action]:
+        """Hand the facts read for :meth:`_fact_keys` to the core (same order)."""
+        kind = parsed["type"]
+        client = self.core.client_key(conn_id)
+        if client is None:
             return []
         now = time.monotonic()
-        if limiter is not None and client is not None:
-            count, ttl_ms = results.pop(0)
-            self.core.adopt_failures(limiter, client, int(count), now + int(ttl_ms) / 1000)
-        if isinstance(jti, str) and results.pop():
-            self.core.adopt_consumed(jti, now)
-        if connect:
-            count, ttl_ms = results.pop(0)
-            return self.core.adopt_global_failures(int(count), now + int(ttl_ms) / 1000, now)
+        pairs = [(facts[i], facts[i + 1]) for i in range(0, len(facts), 2)]
+        count, ttl_ms = pairs.pop(0)
+        self.core.adopt_failures(LIMITER_OF[kind], client, _count(count), now + _ms_left(ttl_ms))
+        if kind == "connect":
+            count, ttl_ms = pairs.pop(0)
+            return self.core.adopt_global_failures(_count(count), now + _ms_left(ttl_ms), now)
+        if kind == "bootstrap_init" and pairs and pairs[0][0]:
+            self.core.adopt_consumed(parsed["jti"], now)
         return []
 
     async def _write_shared(self, journal: list[tuple[str, str, str]]) -> None:
@@ -379,13 +408,13 @@ class RedisCluster:
                 for kind, name, client in journal:
                     if kind == "fail":
                         key = _failures_key(name, client)
-                        await self._fail(keys=[key], args=[window_ms], client=pipe)
+                        pipe.eval(_FAIL, 1, key, window_ms)
                     elif kind == "jti":
                         pipe.set(_jti_key(name), self.instance, nx=True, px=jti_ms)
                     else:  # "watch" / "agent" / "pending": later requests for it come here
                         ttl = self._ms(self._route_ttl(kind))
                         key = _route_key(kind, name)
-                        await self._take(keys=[key], args=[self.instance, ttl], client=pipe)
+                        pipe.eval(_TAKE, 1, key, self.instance, ttl)
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._lose(exc)
@@ -425,19 +454,23 @@ class RedisCluster:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        await self._on_envelope(message["data"])
+                        for envelope in _unbundle(message["data"]):
+                            await self._on_envelope(envelope)
         except (RedisError, OSError) as exc:
             self._lose(exc)
 
     async def _on_envelope(self, envelope: str) -> None:
         op, _, rest = envelope.partition("|")
         try:
+            # Frames only ever reach sockets this instance handed over, never local sessions.
             if op == "S":
                 socket, _, text = rest.partition("|")
-                self._deliver([Send(int(socket), text)])
+                if int(socket) in self._homes:
+                    self._deliver([Send(int(socket), text)])
             elif op == "X":
                 socket, code, reason = rest.split("|", 2)
-                self._deliver([Close(int(socket), int(code), reason)])
+                if int(socket) in self._homes:
+                    self._deliver([Close(int(socket), int(code), reason)])
             elif op == "O":
                 origin, _, client = rest.partition("|")
                 conn_id = self._new_conn_id()
@@ -482,17 +515,22 @@ class RedisCluster:
                     self._outbox.task_done()
 
     async def _publish_batch(self, batch: list[tuple[str, str]]) -> None:
+        # One message per instance: each envelope prefixed with its length (order kept).
+        bundles: dict[str, list[str]] = {}
+        for instance, envelope in batch:
+            bundles.setdefault(instance, []).append(f"{len(envelope)}:{envelope}")
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for instance, envelope in batch:
-                    pipe.publish(_channel(instance), envelope)
+                for instance, parts in bundles.items():
+                    pipe.publish(_channel(instance), "".join(parts))
                 receivers = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._lose(exc)
             return
         # Nobody subscribed: that instance is gone; its sockets' peers are told at once.
-        for instance in {i for (i, _), n in zip(batch, receivers, strict=True) if n == 0}:
-            self._instance_gone(instance)
+        for instance, count in zip(bundles, receivers, strict=True):
+            if count == 0:
+                self._instance_gone(instance)
 
     # ------------------------------------------------------------------ liveness
 
@@ -574,6 +612,31 @@ class RedisCluster:
                 for name in names:
                     pipe.set(_route_key(kind, name), self.instance, nx=True, px=ttl)
             await pipe.execute()
+
+
+def _unbundle(bundle: str) -> list[str]:
+    """The envelopes of one published message (see ``_publish_batch``)."""
+    envelopes: list[str] = []
+    position = 0
+    try:
+        while position < len(bundle):
+            colon = bundle.index(":", position)
+            end = colon + 1 + int(bundle[position:colon])
+            envelopes.append(bundle[colon + 1 : end])
+            position = end
+    except ValueError:
+        log.warning("malformed cluster message", extra={"event": "cluster_envelope"})
+    return envelopes
+
+
+def _count(value: Any) -> int:
+    """A failure counter as read from Redis ('' or None when absent)."""
+    return int(value) if value not in (None, "") else 0
+
+
+def _ms_left(pttl: Any) -> float:
+    """Seconds left from a PTTL reply (negative when the key is absent or has no expiry)."""
+    return max(0, int(pttl)) / 1000
 
 
 def _routable(route: _Route, name: str) -> bool:
