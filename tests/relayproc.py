@@ -30,6 +30,7 @@ __all__ = [
     "RelayProcess",
     "free_port",
     "free_ports",
+    "read_metrics",
     "relay_env",
     "start_relay",
     "wait_until",
@@ -79,6 +80,18 @@ def relay_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def read_metrics(port: int) -> dict[str, float]:
+    """The ``/metrics`` samples of the relay on ``port`` as ``{'name{labels}': value}``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        body = response.read().decode()
+    samples = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
 class RelayProcess:
     """One relay; :meth:`start` may be called again after :meth:`stop` to restart it on the
     port it had (clients configured with :attr:`url` reconnect to the same place)."""
@@ -93,6 +106,8 @@ class RelayProcess:
         self.stdout_lines: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        self._stderr_text = ""
+        self.terminated = False
 
     @property
     def url(self) -> str:
@@ -109,6 +124,7 @@ class RelayProcess:
         if self.port:
             env["PORT"] = str(self.port)
         self.stdout_lines = []
+        self.terminated = False
         # stderr goes to a file: nobody reads it while the relay runs, and a full pipe would
         # block the relay; it is attached to failure messages.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  # lives as long as the relay
@@ -160,20 +176,32 @@ class RelayProcess:
         except OSError:
             return None
 
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` samples as ``{'name{labels}': value}``."""
+        return read_metrics(self.port)
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def stderr_text(self) -> str:
-        """What the relay wrote to stderr so far."""
-        if self._stderr is None or self._stderr.closed:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
+        """What the relay wrote to stderr so far (kept after it stopped)."""
+        if self._stderr is not None and not self._stderr.closed:
+            self._stderr.seek(0)
+            self._stderr_text = self._stderr.read().decode(errors="replace")
+        return self._stderr_text
+
+    def terminate(self) -> None:
+        """SIGTERM (once) without waiting; :meth:`stop` then only waits."""
+        if self.proc.poll() is None and not self.terminated:
+            self.terminated = True
+            self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, signal_number: int = signal.SIGTERM) -> int:
         """Signal the relay (SIGTERM: graceful shutdown), wait for it; its exit status."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal_number)
+            if not (self.terminated and signal_number == signal.SIGTERM):
+                self.proc.send_signal(signal_number)
+            self.terminated = True
             try:
                 self.proc.wait(STOP_DEADLINE_S)
             except subprocess.TimeoutExpired:
@@ -190,6 +218,7 @@ class RelayProcess:
 
     def _closed(self) -> int:
         if self._stderr is not None:
+            self.stderr_text()
             self._stderr.close()
         return self.proc.returncode
 

@@ -26,12 +26,11 @@ from typing import Any, Protocol
 
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.nginxproc import running_nginx
 from tests.redisproc import RedisServer
 from tests.relay.conftest import Client, http_request, open_client
-from tests.relayproc import RelayProcess, relay_env
+from tests.relayproc import RelayProcess, read_metrics, relay_env
 
 __all__ = [
     "CLUSTER_ENV",
@@ -69,14 +68,7 @@ def fresh_database(redis_server: RedisServer) -> str:
 
 def metrics_of(port: int) -> dict[str, float]:
     """The unlabelled samples of one instance's ``/metrics``."""
-    status, _, _, body = http_request(port, "GET", "/metrics")
-    assert status == 200, status
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-        if not sample.labels
-    }
+    return {name: value for name, value in read_metrics(port).items() if "{" not in name}
 
 
 def health_of(port: int) -> tuple[int, dict[str, Any]]:

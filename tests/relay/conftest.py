@@ -1,4 +1,4 @@
-"""Real relay processes and WebSocket clients for the relay tests.
+"""Relay processes (``tests/relayproc.py``) and WebSocket clients for the relay tests.
 
 Every test talks to ``python -m authmesh.relay`` started as a subprocess on 127.0.0.1 with
 ``PORT=0``; readiness is the printed start-up line plus a successful ``GET /health``, both
@@ -12,15 +12,8 @@ import asyncio
 import contextlib
 import http.client
 import json
-import os
-import re
-import select
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +21,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.relayproc import RelayProcess, start_relay
+
 REPO = Path(__file__).resolve().parents[2]
-START_DEADLINE = 10.0
 RECV_DEADLINE = 5.0
-_PORT_LINE = re.compile(r"amesh relay listening on ws://[^:]+:(\d+)/ws")
 
 
 def http_request(
@@ -47,115 +40,6 @@ def http_request(
         return response.status, response.reason, found, payload
     finally:
         connection.close()
-
-
-@dataclass
-class RelayProcess:
-    """A relay subprocess; ``stdout_lines`` holds what it printed before it was ready."""
-
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-    port: int = 0
-    stdout_lines: list[str] = field(default_factory=list)
-    terminated: bool = False
-    stderr_output: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def wait_ready(self) -> RelayProcess:
-        deadline = time.monotonic() + START_DEADLINE
-        assert self.proc.stdout is not None
-        buffer = b""
-        while len(self.stdout_lines) < 2:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.proc.poll() is not None:
-                raise AssertionError(f"relay did not start: {self.stderr_text()}")
-            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    continue
-                buffer += chunk
-                *lines, rest = buffer.split(b"\n")
-                buffer = rest
-                self.stdout_lines.extend(line.decode() for line in lines)
-        match = _PORT_LINE.fullmatch(self.stdout_lines[0])
-        assert match, self.stdout_lines
-        self.port = int(match.group(1))
-        while True:
-            with contextlib.suppress(OSError):
-                if http_request(self.port, "GET", "/health")[0] == 200:
-                    return self
-            if time.monotonic() > deadline:
-                raise AssertionError("relay /health never answered")
-            time.sleep(0.02)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def health(self) -> dict[str, Any]:
-        status, _, _, body = http_request(self.port, "GET", "/health")
-        assert status == 200
-        result: dict[str, Any] = json.loads(body)
-        return result
-
-    def metrics(self) -> dict[str, float]:
-        """``/metrics`` samples as ``{'name{labels}': value}``."""
-        status, _, _, body = http_request(self.port, "GET", "/metrics")
-        assert status == 200
-        samples = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                samples[name] = float(value)
-        return samples
-
-    def stderr_text(self) -> str:
-        """What the relay wrote to stderr (available once it has exited)."""
-        stream = self.proc.stderr
-        if self.proc.poll() is not None and stream is not None and not stream.closed:
-            self.stderr_output += stream.read().decode(errors="replace")
-        return self.stderr_output
-
-    def terminate(self) -> None:
-        """Send SIGTERM (once) without waiting (see :meth:`stop`)."""
-        if self.proc.poll() is None and not self.terminated:
-            self.terminated = True
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit status."""
-        self.terminate()
-        if self.proc.poll() is None:
-            try:
-                self.proc.wait(timeout=START_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr_text()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return self.proc.returncode
-
-
-def start_relay(env: Mapping[str, str] | None = None) -> RelayProcess:
-    """Start (without waiting) a relay on a free loopback port with ``env`` added."""
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("AMESH_") and k not in ("PORT",)
-    }
-    full_env.update({"HOST": "127.0.0.1", "PORT": "0", "AMESH_LOG_LEVEL": "warning"})
-    full_env.update(env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "authmesh.relay"],
-        cwd=REPO,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    return RelayProcess(proc, dict(env or {}))
 
 
 class _Reaper:
@@ -192,7 +76,7 @@ def shared_relay() -> Iterator[RelayProcess]:
     Each scenario uses its own client address (``X-Forwarded-For``), so rate limits never
     leak between scenarios; :func:`wait_idle` checks that every scenario leaves nothing behind.
     """
-    process = start_relay(SHARED_ENV).wait_ready()
+    process = start_relay(SHARED_ENV)
     yield process
     assert process.alive()
     assert process.stop() == 0
@@ -220,9 +104,8 @@ def relay_factory(reaper: _Reaper) -> Iterator[Any]:
     started: list[RelayProcess] = []
 
     def factory(env: Mapping[str, str] | None = None) -> RelayProcess:
-        process = start_relay(env)
-        started.append(process)
-        return process.wait_ready()
+        started.append(start_relay(env))
+        return started[-1]
 
     yield factory
     for process in started:
