@@ -7,6 +7,7 @@ is not a dependency), and prints the machine it ran on next to the figures.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import multiprocessing
@@ -26,10 +27,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+from websockets.asyncio.client import ClientConnection
+
 __all__ = [
+    "FRAME_TIMEOUT_S",
     "CpuClock",
     "RelayProcess",
     "cpu_seconds",
+    "expect",
     "machine",
     "parallel_cpu_cores",
     "percentile",
@@ -43,6 +48,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 START_DEADLINE_S = 20.0
+FRAME_TIMEOUT_S = 10.0
 STOP_DEADLINE_S = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -169,6 +175,13 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     rank = max(1, round(fraction * len(sorted_values) + 0.5 - 1e-9))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+async def expect(ws: ClientConnection, frame_type: str) -> None:
+    """Receive one frame of ``frame_type`` within ``FRAME_TIMEOUT_S``, else raise."""
+    frame = json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT_S))
+    if frame.get("type") != frame_type:
+        raise RuntimeError(f"expected {frame_type}, relay sent {frame}")
 
 
 def run_clients(client: Callable[..., _T], jobs: Sequence[tuple[Any, ...]]) -> list[_T]:

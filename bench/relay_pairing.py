@@ -21,11 +21,13 @@ import json
 import time
 from dataclasses import dataclass
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from relay_harness import (
+    FRAME_TIMEOUT_S,
     CpuClock,
     cpu_seconds,
+    expect,
     parallel_cpu_cores,
     print_report,
     raise_fd_limit,
@@ -37,13 +39,6 @@ from relay_harness import (
 RELAY_SETTINGS = {"AMESH_MAX_CONNECTIONS_PER_IP": "100000"}
 PAYLOAD = "A" * 200
 DATA_FRAMES_EACH_WAY = 4
-FRAME_TIMEOUT_S = 10.0
-
-
-async def expect(ws: ClientConnection, frame_type: str) -> None:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT_S))
-    if frame.get("type") != frame_type:
-        raise RuntimeError(f"expected {frame_type}, relay sent {frame}")
 
 
 def open_socket(url: str) -> connect:

@@ -24,7 +24,9 @@ import time
 from websockets.asyncio.client import ClientConnection, connect
 
 from relay_harness import (
+    FRAME_TIMEOUT_S,
     CpuClock,
+    expect,
     parallel_cpu_cores,
     percentile,
     print_report,
@@ -39,13 +41,6 @@ RELAY_SETTINGS = {
 }
 FRAME = json.dumps({"type": "data", "payload": "x" * 1024})
 WARMUP_ROUND_TRIPS = 200
-FRAME_TIMEOUT_S = 10.0
-
-
-async def expect(ws: ClientConnection, frame_type: str) -> None:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT_S))
-    if frame.get("type") != frame_type:
-        raise RuntimeError(f"expected {frame_type}, relay sent {frame}")
 
 
 async def paired(url: str, otc: str) -> tuple[ClientConnection, ClientConnection]:

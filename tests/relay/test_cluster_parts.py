@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from authmesh.relay.config import ConfigError, RelayConfig, redacted_url
+from authmesh.relay import create_relay_server
+from authmesh.relay.config import ClusterUnavailable, ConfigError, RelayConfig, redacted_url
 from authmesh.relay.limits import FailureLimiter
 from authmesh.relay.protocol import RelayCore, Send
 
@@ -29,8 +30,12 @@ def test_redis_url_setting() -> None:
     assert config.redis_url == "redis://:pw@127.0.0.1:6379/0"
     assert RelayConfig.from_env({}).redis_url == ""  # embedded state, no Redis
     assert RelayConfig.from_env({"AMESH_INSTANCE_TTL": "1.5"}).instance_ttl == 1.5
-    with pytest.raises(ConfigError, match="AMESH_REDIS_URL"):
-        RelayConfig.from_env({"AMESH_REDIS_URL": "http://127.0.0.1:6379"})
+    for wrong in ("http://127.0.0.1:6379", "redis://127.0.0.1:port/0", "redis:///0", "unix://"):
+        with pytest.raises(ConfigError, match="AMESH_REDIS_URL"):
+            RelayConfig.from_env({"AMESH_REDIS_URL": wrong})
+    with pytest.raises(ConfigError) as refused:
+        RelayConfig.from_env({"AMESH_REDIS_URL": "redis://:s3cret@h:99999/0"})
+    assert "s3cret" not in str(refused.value) and ":***@h" in str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -120,3 +125,10 @@ def test_degraded_health_keeps_the_reference_fields() -> None:
         "sessions": 0,
         "agents": 0,
     }
+
+
+async def test_a_bad_redis_url_given_in_code_is_one_sentence() -> None:
+    relay = create_relay_server(port=0, env={}, redis_url="redis://:s3cret@h:x/0")
+    with pytest.raises(ClusterUnavailable, match="is not a Redis URL") as refused:
+        await relay.start()
+    assert "s3cret" not in str(refused.value)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from authmesh.cli.options import HelpedArgument
+from authmesh.cli.options import required_argument
 from authmesh.cli.output import out, printable, prompt_line
 from authmesh.cli.session import backend_label, open_context
 
@@ -91,14 +91,7 @@ def list_command(as_json: bool) -> None:
 
 
 @click.command("revoke")
-@click.argument(
-    "device_id",
-    cls=HelpedArgument,
-    required=True,
-    metavar="DEVICEID",
-    oclif_name="deviceId",
-    help_text="Device ID to revoke (e.g., am_1a2b3c4d5e6f7a8b)",
-)
+@required_argument("device_id", "deviceId", "Device ID to revoke (e.g., am_1a2b3c4d5e6f7a8b)")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 def revoke_command(device_id: str, assume_yes: bool) -> None:
     """Remove a device from the allow list (it loses access immediately)."""

@@ -75,6 +75,18 @@ class HelpedArgument(click.Argument):
         self.oclif_name = oclif_name
 
 
+def required_argument(name: str, oclif_name: str, help_text: str) -> Callable[[_F], _F]:
+    """A required positional argument shown as ``oclif_name`` upper-cased, with help text."""
+    return click.argument(
+        name,
+        cls=HelpedArgument,
+        required=True,
+        metavar=oclif_name.upper(),
+        oclif_name=oclif_name,
+        help_text=help_text,
+    )
+
+
 def relay_option(function: _F) -> _F:
     """``--relay/-r URL``: the relay to use (else ``AMESH_RELAY_URL``, else the public relay)."""
     decorator = click.option(

@@ -32,6 +32,7 @@ from authmesh.core.otc import is_valid_otc
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.identity import PairingResult, PeerIdentity
 from authmesh.pairing.interactive import CONFIRM_TIMEOUT_SECONDS, invite, listen
+from authmesh.store.keystore import Signer
 
 __all__ = ["LEGACY_WARNING", "invite_command", "listen_command", "run_exchange"]
 
@@ -92,6 +93,18 @@ def _record(view: DeviceView, result: PairingResult, *, replace_controllers: boo
         protocol=result.protocol,
         replace_controllers=replace_controllers,
     )
+
+
+def _prepare(
+    ctx: click.Context, relay: str | None, legacy: bool
+) -> tuple[str, DeviceView, Signer, Spinner]:
+    """What both sides of a pairing start with: relay URL, device, its signer, a spinner."""
+    relay_url = resolve_relay_url(ctx, relay)
+    view = open_context()
+    signer = view.signer()
+    if legacy:
+        print_warning(LEGACY_WARNING)
+    return relay_url, view, signer, Spinner()
 
 
 def _describe(peer: PeerIdentity) -> str:
@@ -161,12 +174,7 @@ class _TargetPrompts:
 @click.pass_context
 def listen_command(ctx: click.Context, relay: str | None, legacy: bool) -> None:
     """Show a pairing code and wait for a controller (`amesh invite`) to pair."""
-    relay_url = resolve_relay_url(ctx, relay)
-    view = open_context()
-    signer = view.signer()
-    if legacy:
-        print_warning(LEGACY_WARNING)
-    spinner = Spinner()
+    relay_url, view, signer, spinner = _prepare(ctx, relay, legacy)
     prompts = _TargetPrompts(view, spinner, legacy)
     result: PairingResult = run_exchange(
         lambda: listen(
@@ -211,12 +219,7 @@ def invite_command(
             "--confirm needs pairing v2 (legacy pairing never learns the target's verdict); "
             "drop --legacy or --confirm."
         )
-    relay_url = resolve_relay_url(ctx, relay)
-    view = open_context()
-    signer = view.signer()
-    if legacy:
-        print_warning(LEGACY_WARNING)
-    spinner = Spinner()
+    relay_url, view, signer, spinner = _prepare(ctx, relay, legacy)
 
     def show_sas(sas: str, peer: PeerIdentity) -> None:
         spinner.stop()

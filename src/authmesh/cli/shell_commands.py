@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from authmesh.cli.options import AtLeastOne, HelpedArgument, relay_option, resolve_relay_url
+from authmesh.cli.options import AtLeastOne, relay_option, required_argument, resolve_relay_url
 from authmesh.cli.output import CliError, out
 from authmesh.cli.session import open_context, store_errors
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
@@ -61,14 +61,7 @@ def resolve_target(allow_list: AllowList, name_or_id: str) -> Device:
 
 
 @click.command("grant")
-@click.argument(
-    "device_id",
-    cls=HelpedArgument,
-    required=True,
-    metavar="DEVICEID",
-    oclif_name="deviceId",
-    help_text="Device ID of the controller (see amesh list)",
-)
+@required_argument("device_id", "deviceId", "Device ID of the controller (see amesh list)")
 @click.option("--shell", "grant_shell", is_flag=True, help="Allow this controller to open shells.")
 @click.option(
     "--revoke-shell",
@@ -105,14 +98,7 @@ def grant_command(device_id: str, grant_shell: bool, revoke_shell: bool) -> None
 
 
 @click.command("shell")
-@click.argument(
-    "target",
-    cls=HelpedArgument,
-    required=True,
-    metavar="TARGET",
-    oclif_name="target",
-    help_text="Target device ID or friendly name",
-)
+@required_argument("target", "target", "Target device ID or friendly name")
 @click.option("-c", "--command", default=None, help="Run this command instead of a login shell.")
 @relay_option
 @click.option(

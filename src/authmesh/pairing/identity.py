@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +17,6 @@ __all__ = [
     "Role",
     "data_payload",
     "friendly_name",
-    "json_object",
     "peer_public_key",
 ]
 
@@ -72,17 +70,6 @@ def data_payload(message: dict[str, Any]) -> str:
     if kind != "data" or not isinstance(payload, str):
         raise PairingError("protocol_violation")
     return payload
-
-
-def json_object(text: str | bytes) -> dict[str, Any]:
-    """Parse a JSON object or fail with ``protocol_violation``."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise PairingError("protocol_violation") from exc
-    if not isinstance(value, dict):
-        raise PairingError("protocol_violation")
-    return value
 
 
 def peer_public_key(text: object, own_public_key: bytes) -> bytes:

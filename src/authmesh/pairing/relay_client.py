@@ -15,7 +15,14 @@ from typing import Any
 
 from authmesh.pairing.errors import PairingError
 
-__all__ = ["MAX_FRAME_BYTES", "Frame", "RelayConnection", "encode_frame", "relay_error"]
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "Frame",
+    "RelayConnection",
+    "encode_frame",
+    "json_object",
+    "relay_error",
+]
 
 MAX_FRAME_BYTES = 65_536
 Frame = dict[str, Any]  # one relay message, a JSON object
@@ -48,6 +55,17 @@ def relay_error(message: dict[str, Any]) -> PairingError:
     return PairingError(
         _RELAY_ERRORS.get(code, "relay_error") if isinstance(code, str) else "relay_error"
     )
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """Parse a JSON object or fail with ``protocol_violation``."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PairingError("protocol_violation") from exc
+    if not isinstance(value, dict):
+        raise PairingError("protocol_violation")
+    return value
 
 
 class RelayConnection:
@@ -104,13 +122,7 @@ class RelayConnection:
             raise PairingError("timeout") from exc
         except ConnectionClosed as exc:
             raise PairingError("relay_closed") from exc
-        try:
-            message = json.loads(frame)
-        except (ValueError, RecursionError) as exc:
-            raise PairingError("protocol_violation") from exc
-        if not isinstance(message, dict):
-            raise PairingError("protocol_violation")
-        return message
+        return json_object(frame)
 
     async def close(self) -> None:
         await self._socket.close()

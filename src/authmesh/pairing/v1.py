@@ -24,10 +24,9 @@ from authmesh.pairing.identity import (
     PeerIdentity,
     data_payload,
     friendly_name,
-    json_object,
     peer_public_key,
 )
-from authmesh.pairing.relay_client import Frame, encode_frame
+from authmesh.pairing.relay_client import Frame, encode_frame, json_object
 
 __all__ = ["PROTOCOL", "V1Controller", "V1Target", "identity_plaintext"]
 

@@ -39,10 +39,9 @@ from authmesh.pairing.identity import (
     PeerIdentity,
     data_payload,
     friendly_name,
-    json_object,
     peer_public_key,
 )
-from authmesh.pairing.relay_client import Frame, encode_frame
+from authmesh.pairing.relay_client import Frame, encode_frame, json_object
 
 __all__ = [
     "MAX_CLOCK_SKEW_SECONDS",

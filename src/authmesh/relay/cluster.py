@@ -176,15 +176,28 @@ class RedisCluster:
         self.redis_losses = 0
         self._deliver = deliver
         self._new_conn_id = new_conn_id
-        self._redis = redis.Redis.from_url(
-            config.redis_url,
-            decode_responses=True,
-            socket_timeout=_REDIS_TIMEOUT,
-            socket_connect_timeout=_REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 1),
-        )
+        try:
+            self._redis = redis.Redis.from_url(
+                config.redis_url,
+                decode_responses=True,
+                socket_timeout=_REDIS_TIMEOUT,
+                socket_connect_timeout=_REDIS_TIMEOUT,
+                retry=Retry(NoBackoff(), 1),
+            )
+        except ValueError as exc:  # a redis_url passed in code skips the settings' check
+            raise ClusterUnavailable(
+                f"{redacted_url(config.redis_url)} is not a Redis URL ({exc}); pass "
+                "redis://host:port/db, rediss://... or unix:///path."
+            ) from None
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
         self._owner = self._redis.register_script(_OWNER)
+        # How long each kind of route outlives its last claim, in ms.
+        self._route_ms = {
+            "otc": self._ms(max(config.pairing_ttl, config.sas_pairing_ttl)),
+            "watch": self._ms(config.watcher_ttl),
+            "agent": self._ms(_AGENT_ROUTE_TTL),
+            "pending": self._ms(config.handshake_timeout),
+        }
         self._homes: dict[int, str] = {}  # local socket -> instance that handles it
         self._guests: dict[str, int] = {}  # "instance:socket" handled here -> core conn id
         self._origins: dict[int, tuple[str, str]] = {}  # core conn id -> (instance, socket)
@@ -301,25 +314,15 @@ class RedisCluster:
         self, route: _Route, name: str, fact_keys: list[str]
     ) -> tuple[str, list[Any] | None]:
         """The live owner ('' for none) and the values and PTTLs of ``fact_keys``."""
-        ttl = self._route_ttl(route.kind)
         try:
             reply = await self._owner(
                 keys=[_route_key(route.kind, name), _INSTANCES, *fact_keys],
-                args=[self.instance, int(ttl * 1000), "1" if route.claims else "0"],
+                args=[self.instance, self._route_ms[route.kind], "1" if route.claims else "0"],
             )
         except (RedisError, OSError) as exc:
             self._lose(exc)
             return "", None
         return str(reply[0]), list(reply[1:])
-
-    def _route_ttl(self, kind: str) -> float:
-        config = self.config
-        return {
-            "otc": max(config.pairing_ttl, config.sas_pairing_ttl),
-            "watch": config.watcher_ttl,
-            "agent": _AGENT_ROUTE_TTL,
-            "pending": config.handshake_timeout,
-        }[kind]
 
     async def _hand_over(self, conn_id: int, owner: str, text: str) -> None:
         """Move a stateless socket to ``owner``: its slot here is freed, the owner counts it."""
@@ -345,12 +348,12 @@ class RedisCluster:
         when the caller has read them already) and written after."""
         actions: list[Action] = []
         if self.degraded is None and parsed is not None:
-            keys = self._fact_keys(conn_id, parsed)
-            if keys and facts is None:
-                facts = await self._read_facts(keys)
-            if keys and facts is not None:
+            if facts is None:
+                keys = self._fact_keys(conn_id, parsed)
+                facts = await self._read_facts(keys) if keys else None
+            if facts:
                 actions += self._adopt(conn_id, parsed, facts)
-        actions += self.core.receive(conn_id, text, time.monotonic())
+        actions += self.core.receive(conn_id, text, time.monotonic(), parsed)
         journal, self.core.journal = self.core.journal, []
         if journal and self.degraded is None:
             await self._write_shared(journal)
@@ -412,9 +415,8 @@ class RedisCluster:
                     elif kind == "jti":
                         pipe.set(_jti_key(name), self.instance, nx=True, px=jti_ms)
                     else:  # "watch" / "agent" / "pending": later requests for it come here
-                        ttl = self._ms(self._route_ttl(kind))
                         key = _route_key(kind, name)
-                        pipe.eval(_TAKE, 1, key, self.instance, ttl)
+                        pipe.eval(_TAKE, 1, key, self.instance, self._route_ms[kind])
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._lose(exc)
@@ -608,9 +610,9 @@ class RedisCluster:
         """Routes to what this instance still holds (Redis may have restarted empty)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for kind, names in self.core.routing_names().items():
-                ttl = self._ms(self._route_ttl(kind))
                 for name in names:
-                    pipe.set(_route_key(kind, name), self.instance, nx=True, px=ttl)
+                    px = self._route_ms[kind]
+                    pipe.set(_route_key(kind, name), self.instance, nx=True, px=px)
             await pipe.execute()
 
 

@@ -72,8 +72,15 @@ def _positive_float(text: str) -> float:
 
 def _redis_url(text: str) -> str:
     value = text.strip()
-    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs the socket's path")
+    elif parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("must be a redis://host:port, rediss://host:port or unix:// URL")
+    parts.port  # noqa: B018  # raises ValueError for a port that is not a number
     return value
 
 
@@ -109,6 +116,8 @@ class Setting:
     env: str
     parse: Callable[[str], Any]
     help: str
+    shown: Callable[[str], str] = str
+    """How a raw value may appear in an error message (without secrets)."""
 
     @property
     def flag(self) -> str:
@@ -176,7 +185,7 @@ def parse_setting(setting: Setting, raw: str) -> Any:
         raise
     except ValueError as exc:
         raise ConfigError(
-            f"{setting.env}={raw!r} is invalid ({exc}); fix the value or unset it "
+            f"{setting.env}={setting.shown(raw)!r} is invalid ({exc}); fix the value or unset it "
             f"to use the default."
         ) from None
 
@@ -324,6 +333,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AMESH_REDIS_URL",
         _redis_url,
         "share state with other instances through this Redis (default: none, state in memory)",
+        shown=lambda raw: redacted_url(raw.strip()),
     ),
     Setting(
         "instance_ttl",

@@ -344,8 +344,15 @@ class RelayCore:
         self.stats.connections_opened += 1
         return []
 
-    def receive(self, conn_id: int, message: str | bytes, now: float) -> list[Action]:
-        """One complete WebSocket message (text or binary) from ``conn_id``."""
+    def receive(
+        self,
+        conn_id: int,
+        message: str | bytes,
+        now: float,
+        parsed: dict[str, Any] | None = None,
+    ) -> list[Action]:
+        """One complete WebSocket message (text or binary) from ``conn_id``; ``parsed`` is
+        the message already parsed as a JSON object, when the caller had to read it."""
         conn = self._conns.get(conn_id)
         if conn is None or conn.closing:
             return []
@@ -359,11 +366,13 @@ class RelayCore:
             else:
                 text = message
                 size = len(text.encode("utf-8", "surrogatepass"))
-            try:
-                value = loads(text)
-            except JsonWireError:
-                self._error(conn, "invalid_message", out)
-                return out
+            value: Any = parsed
+            if value is None:
+                try:
+                    value = loads(text)
+                except JsonWireError:
+                    self._error(conn, "invalid_message", out)
+                    return out
             kind = value.get("type") if isinstance(value, dict) else None
             if kind == "data":
                 self._data(conn, value, now, out, size)
