@@ -7,6 +7,8 @@ put in a message.
 
 from __future__ import annotations
 
+from authmesh.errors import AuthMeshError
+
 __all__ = ["MESSAGES", "PairingError"]
 
 _RERUN = "run the pairing again"
@@ -86,9 +88,8 @@ MESSAGES: dict[str, str] = {
 }
 
 
-class PairingError(Exception):
+class PairingError(AuthMeshError):
     """A pairing or bootstrap step failed; ``code`` is stable, ``str()`` is the user sentence."""
 
     def __init__(self, code: str, message: str | None = None) -> None:
-        super().__init__(message or MESSAGES.get(code, f"Pairing failed ({code}); {_RERUN}."))
-        self.code = code
+        super().__init__(code, message or MESSAGES.get(code, f"Pairing failed ({code}); {_RERUN}."))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from authmesh.errors import AuthMeshError
+
 __all__ = ["ChannelClosed", "SessionEnded", "ShellError"]
 
 
-class ShellError(Exception):
+class ShellError(AuthMeshError):
     """A shell operation failed; ``str(error)`` names the problem and the fix."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class ChannelClosed(Exception):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from authmesh.errors import AuthMeshError
+
 __all__ = ["StoreError"]
 
 
-class StoreError(Exception):
+class StoreError(AuthMeshError):
     """A store operation failed.
 
     ``str(error)`` is one sentence naming the problem and the fix, fit to show a user
@@ -18,7 +20,3 @@ class StoreError(Exception):
     ``allow_list_tampered``, ``device_exists``, ``device_not_found``, ``invalid_argument``,
     ``io_error``, ``busy``.
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
