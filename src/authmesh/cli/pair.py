@@ -24,8 +24,8 @@ from typing import TypeVar
 import click
 
 from authmesh.cli.interaction import Spinner, ask
-from authmesh.cli.options import relay_option, resolve_relay_url
-from authmesh.cli.output import CliError, out, print_warning, printable
+from authmesh.cli.options import json_option, relay_option, resolve_relay_url
+from authmesh.cli.output import CliError, emit, out, print_warning, printable
 from authmesh.cli.session import DeviceView, open_context
 from authmesh.core.allowlist import ROLE_CONTROLLER
 from authmesh.core.otc import is_valid_otc
@@ -58,15 +58,16 @@ def _failure(error: PairingError, *, waiting_for_peer: bool) -> CliError:
     if waiting_for_peer and error.code in ("timeout", "session_expired"):
         return CliError(
             "The pairing code expired before a controller joined; run `amesh listen` again "
-            "for a new code."
+            "for a new code.",
+            "code_expired",
         )
-    return CliError(str(error))
+    return CliError(str(error), error.code)
 
 
 def run_exchange(
     exchange: Callable[[], Awaitable[_T]], spinner: Spinner, waiting: Callable[[], bool]
 ) -> _T:
-    """Run one relay exchange; every pairing failure becomes one sentence (exit 2).
+    """Run one relay exchange; every pairing failure becomes one sentence with its code.
 
     ``waiting()`` says whether no peer has joined yet (a timeout then means the code expired).
     """
@@ -111,6 +112,18 @@ def _describe(peer: PeerIdentity) -> str:
     return f"{printable(peer.friendly_name)} ({peer.device_id})"
 
 
+def emit_paired(result: PairingResult) -> None:
+    """The ``paired`` JSON event of ``listen`` and ``invite``."""
+    emit(
+        "paired",
+        deviceId=result.peer.device_id,
+        friendlyName=result.peer.friendly_name,
+        role=result.peer_role,
+        protocol=result.protocol,
+        confirmed=result.confirmed,
+    )
+
+
 class _TargetPrompts:
     """The target operator's side of ``listen``: code, countdown, questions, decisions."""
 
@@ -128,10 +141,12 @@ class _TargetPrompts:
         out()
         out(f"  On the controller, run:  amesh invite {code}")
         out()
+        emit("code", code=code, expiresIn=int(lifetime))
         self.spinner.show("Waiting for a controller to join", lifetime)
 
     def on_peer_found(self) -> None:
         self.peer_joined = True
+        emit("peer_joined")
         self.spinner.show("Controller joined; exchanging keys")
 
     async def _check_controller_limit(self, peer: PeerIdentity) -> None:
@@ -151,7 +166,8 @@ class _TargetPrompts:
         if answer is None or answer.strip().lower() not in ("y", "yes"):
             raise CliError(
                 f"This device already has the maximum number of controllers ({limit}); nothing "
-                "was saved. Revoke one with `amesh revoke <deviceId>` or answer y to replace."
+                "was saved. Revoke one with `amesh revoke <deviceId>` or answer y to replace.",
+                "operator_declined",
             )
         self.replace_controllers = True
 
@@ -162,7 +178,9 @@ class _TargetPrompts:
         await self._check_controller_limit(peer)
         answer = await ask("  Enter the verification code shown on the controller: ")
         if answer is None:
-            raise CliError("No verification code was entered; nothing was saved.")
+            raise CliError(
+                "No verification code was entered; nothing was saved.", "operator_declined"
+            )
         if not self.legacy:
             self.spinner.show("Confirming with the controller")
         return answer
@@ -171,8 +189,9 @@ class _TargetPrompts:
 @click.command("listen")
 @relay_option
 @click.option("--legacy", is_flag=True, help="Reference-compatible pairing v1 (weaker).")
+@json_option
 @click.pass_context
-def listen_command(ctx: click.Context, relay: str | None, legacy: bool) -> None:
+def listen_command(ctx: click.Context, relay: str | None, legacy: bool, as_json: bool) -> None:
     """Show a pairing code and wait for a controller (`amesh invite`) to pair."""
     relay_url, view, signer, spinner = _prepare(ctx, relay, legacy)
     prompts = _TargetPrompts(view, spinner, legacy)
@@ -195,6 +214,7 @@ def listen_command(ctx: click.Context, relay: str | None, legacy: bool) -> None:
         f"  Paired. {_describe(result.peer)} is now a trusted controller of this device"
         f" (pairing v{result.protocol})."
     )
+    emit_paired(result)
 
 
 @click.command("invite")
@@ -227,6 +247,12 @@ def invite_command(
         out(f"  Target: {_describe(peer)}")
         out(f"  Verification code: {sas}")
         out("  Type this code on the target when `amesh listen` asks for it.")
+        emit(
+            "verification_code",
+            code=sas,
+            deviceId=peer.device_id,
+            friendlyName=peer.friendly_name,
+        )
         if not legacy:
             spinner.show("Waiting for the target to confirm the code", CONFIRM_TIMEOUT_SECONDS)
 
@@ -239,6 +265,10 @@ def invite_command(
         )
         return (answer or "").strip().lower() in ("y", "yes")
 
+    def target_found() -> None:
+        emit("peer_joined")
+        spinner.show("Target found; exchanging keys")
+
     result: PairingResult = run_exchange(
         lambda: invite(
             code,
@@ -246,7 +276,7 @@ def invite_command(
             view.context.identity.friendly_name,
             relay_url=relay_url,
             show_sas=show_sas,
-            on_peer_found=lambda: spinner.show("Target found; exchanging keys"),
+            on_peer_found=target_found,
             confirm_on_controller=target_says_paired if confirm else None,
             legacy=legacy,
         ),
@@ -261,3 +291,4 @@ def invite_command(
             "  Legacy pairing cannot tell whether the target accepted the code: if it reports a "
             f"mismatch, run `amesh revoke {result.peer.device_id}` here."
         )
+    emit_paired(result)

@@ -2,14 +2,14 @@
 
 Store failures arrive as :class:`~authmesh.store.errors.StoreError` whose message is already
 the sentence to show; this module turns them into :class:`~authmesh.cli.output.CliError`
-(exit 2) and uses the reference's exact wording where the reference has one (a tampered allow
-list, in every command — the reference's ``revoke`` crashes on it instead, W20). Nothing here
+(keeping the code, which decides the exit status) and uses the reference's exact wording where
+the reference has one (a tampered allow list, in every command — the reference's ``revoke``
+crashes on it instead, W20). Nothing here
 re-implements the store: it only adapts results for printing.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,13 +49,12 @@ TAMPERED_MESSAGE = (
 
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """Turn a store failure into a one-sentence CLI error (exit 2)."""
+    """Turn a store failure into a one-sentence CLI error with the same code."""
     try:
         yield
     except StoreError as exc:
-        if exc.code == "allow_list_tampered":
-            raise CliError(TAMPERED_MESSAGE) from None
-        raise CliError(str(exc)) from None
+        message = TAMPERED_MESSAGE if exc.code == "allow_list_tampered" else str(exc)
+        raise CliError(message, exc.code) from None
 
 
 def identity_exists() -> bool:
@@ -113,7 +112,24 @@ class DeviceView:
         for device in self.devices():
             if device.get("deviceId") == device_id:
                 return device
-        raise CliError(f"Device {device_id} not found in allow list.")
+        raise CliError(f"Device {device_id} not found in allow list.", "device_not_found")
+
+    def find_device_or_name(self, name_or_id: str) -> dict[str, Any]:
+        """The entry with this device id, else the only one with this friendly name."""
+        devices = self.devices()
+        for device in devices:
+            if device.get("deviceId") == name_or_id:
+                return device
+        named = [device for device in devices if device.get("friendlyName") == name_or_id]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise CliError(
+                f'{len(named)} paired devices are named "{name_or_id}"; use the device id '
+                "instead (see amesh list).",
+                "usage",
+            )
+        raise CliError(f"Device {name_or_id} not found in allow list.", "device_not_found")
 
     def remove_device(self, device_id: str) -> None:
         with store_errors():
@@ -149,17 +165,14 @@ class DeviceView:
             else:
                 self.context.allow_list.upsert(device)
 
-    def as_json(self, devices: list[dict[str, Any]]) -> str:
+    def device_summary(self) -> dict[str, Any]:
+        """This device's public fields, as ``--json`` outputs show them."""
         identity = self.identity
-        document = {
-            "device": {
-                name: identity[name]
-                for name in ("deviceId", "publicKey", "friendlyName", "createdAt", "storageBackend")
-                if name in identity
-            },
-            "devices": devices,
+        return {
+            name: identity[name]
+            for name in ("deviceId", "publicKey", "friendlyName", "createdAt", "storageBackend")
+            if name in identity
         }
-        return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 def open_context() -> DeviceView:
