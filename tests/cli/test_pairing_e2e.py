@@ -17,6 +17,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from authmesh.cli.exit_codes import ExitCode
 from authmesh.pairing.errors import MESSAGES
 from tests.cli.conftest import AmeshRunner, Device, fails_with, unwrapped
 from tests.conftest import RelayFactory
@@ -114,7 +115,7 @@ def test_invite_confirm_asks_the_operator_before_saving(
         assert finish(inviter) == 0
         assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
     else:
-        fails_with(inviter, MESSAGES["operator_declined"])
+        fails_with(inviter, MESSAGES["operator_declined"], ExitCode.REFUSED)
         assert controller.entries() == []
     assert finish(listener) == 0
 
@@ -128,7 +129,7 @@ def test_invite_confirm_is_refused_with_legacy(
         controller.home,
         env={"AMESH_RELAY_URL": relay.url},
     )
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.USAGE
     assert "--confirm needs pairing v2" in unwrapped(result.stderr)
 
 
@@ -153,9 +154,9 @@ def test_wrong_sas_writes_nothing_on_either_side(
     listener, inviter, sas = start_pairing(target, controller, relay, children)
     wrong = f"{(int(sas) + 1) % 1_000_000:06d}"
     listener.sendline(wrong)
-    fails_with(listener, MESSAGES["sas_mismatch"])
+    fails_with(listener, MESSAGES["sas_mismatch"], ExitCode.REFUSED)
     # v2's explicit confirmation: the controller learns the target refused (pairing.md W7).
-    fails_with(inviter, MESSAGES["peer_rejected"])
+    fails_with(inviter, MESSAGES["peer_rejected"], ExitCode.REFUSED)
     assert target.entries() == []
     assert controller.entries() == []
 
@@ -165,11 +166,11 @@ def test_wrong_code_is_one_clear_sentence(
 ) -> None:
     _, controller = pair
     result = amesh(["invite", "123456"], controller.home, env={"AMESH_RELAY_URL": relay.url})
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.FAILED
     assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
     assert "Traceback" not in result.stderr
     malformed = amesh(["invite", "12345"], controller.home, env={"AMESH_RELAY_URL": relay.url})
-    assert malformed.returncode == 2
+    assert malformed.returncode == ExitCode.USAGE
     assert MESSAGES["invalid_code"] in unwrapped(malformed.stderr)
 
 
@@ -177,8 +178,8 @@ def test_relay_unreachable(amesh: AmeshRunner, pair: tuple[Device, Device]) -> N
     _, controller = pair
     url = f"ws://127.0.0.1:{free_port()}/ws"
     result = amesh(["invite", "123456"], controller.home, env={"AMESH_RELAY_URL": url})
-    assert result.returncode == 2
-    assert MESSAGES["relay_unreachable"] in unwrapped(result.stderr)
+    assert result.returncode == ExitCode.RELAY
+    assert f"Could not reach the relay at {url}: connection refused" in unwrapped(result.stderr)
     assert result.stderr.count("Error:") == 1
 
 
@@ -195,9 +196,9 @@ def test_expired_code(
     children.append(listener)
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
-    fails_with(listener, "The pairing code expired before a controller joined")
+    fails_with(listener, "The pairing code expired before a controller joined", ExitCode.TIMED_OUT)
     result = amesh(["invite", code], controller.home, env={"AMESH_RELAY_URL": short_lived.url})
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.FAILED
     assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
     assert target.entries() == []
 
@@ -210,7 +211,7 @@ def test_peer_killed_mid_handshake(
     os.kill(inviter.pid, signal.SIGKILL)
     inviter.expect(pexpect.EOF)
     listener.sendline(sas)
-    fails_with(listener, MESSAGES["peer_disconnected"])
+    fails_with(listener, MESSAGES["peer_disconnected"], ExitCode.FAILED)
     assert target.entries() == []
     assert controller.entries() == []
 
@@ -222,9 +223,9 @@ def test_relay_killed_mid_handshake(
     own_relay = relay_factory()
     listener, inviter, sas = start_pairing(target, controller, own_relay, children)
     own_relay.kill()
-    fails_with(inviter, MESSAGES["relay_closed"])
+    fails_with(inviter, MESSAGES["relay_closed"], ExitCode.FAILED)
     listener.sendline(sas)
-    fails_with(listener, MESSAGES["relay_closed"])
+    fails_with(listener, MESSAGES["relay_closed"], ExitCode.FAILED)
     assert target.entries() == []
     assert controller.entries() == []
 
@@ -263,15 +264,19 @@ def test_max_controllers_reached_is_refused_by_default(
         target, second, relay, children, target_asks=r"Replace it with Desktop\? \(y/N\)"
     )
     listener.sendline("")
-    fails_with(listener, "This device already has the maximum number of controllers (1)")
-    fails_with(inviter, MESSAGES["peer_disconnected"])
+    fails_with(
+        listener,
+        "This device already has the maximum number of controllers (1)",
+        ExitCode.REFUSED,
+    )
+    fails_with(inviter, MESSAGES["peer_disconnected"], ExitCode.FAILED)
     assert [d["deviceId"] for d in target.entries()] == [first.device_id]
     assert second.entries() == []
 
 
 def test_listen_without_identity(amesh: AmeshRunner, home: Path, relay: RelayProcess) -> None:
     result = amesh(["listen", "--relay", relay.url], home)
-    assert (result.returncode, result.stdout) == (2, "")
+    assert (result.returncode, result.stdout) == (ExitCode.FAILED, "")
     assert result.stderr == " ›   Error: No identity found. Run `amesh init` first.\n"
 
 
@@ -290,8 +295,12 @@ def test_tampered_allow_list_on_the_target_stops_pairing(
     listener.expect(PAIRING_CODE)
     inviter = controller.spawn("invite", listener.match.group(1).decode(), relay=relay)
     children.append(inviter)
-    fails_with(listener, "CRITICAL: Allow list integrity check failed — possible tampering.")
-    fails_with(inviter, MESSAGES["peer_disconnected"])
+    fails_with(
+        listener,
+        "CRITICAL: Allow list integrity check failed — possible tampering.",
+        ExitCode.FAILED,
+    )
+    fails_with(inviter, MESSAGES["peer_disconnected"], ExitCode.FAILED)
     assert '"Laptop (evil)"' in sealed.read_text()  # refused, never re-sealed
 
 
@@ -305,7 +314,7 @@ def test_legacy_wrong_sas_leaves_the_controller_entry_with_a_revoke_hint(
     inviter.expect(f"amesh revoke {target.device_id}")
     assert finish(inviter) == 0
     listener.sendline(f"{(int(sas) + 1) % 1_000_000:06d}")
-    fails_with(listener, MESSAGES["sas_mismatch"])
+    fails_with(listener, MESSAGES["sas_mismatch"], ExitCode.REFUSED)
     assert target.entries() == []
     assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
 
@@ -322,7 +331,7 @@ def test_no_silent_downgrade_between_legacy_and_v2(
     code = listener.match.group(1).decode()
     inviter = controller.spawn("invite", code, relay=relay)
     children.append(inviter)
-    fails_with(inviter, MESSAGES["peer_is_legacy"])
+    fails_with(inviter, MESSAGES["peer_is_legacy"], ExitCode.REFUSED)
     legacy_inviter = controller.spawn("invite", code, "--legacy", relay=relay)
     children.append(legacy_inviter)
     legacy_inviter.expect(SAS_LINE)

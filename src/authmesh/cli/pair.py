@@ -227,17 +227,19 @@ def listen_command(ctx: click.Context, relay: str | None, legacy: bool, as_json:
     help="Ask whether the target's screen says it paired before saving (defeats a relay "
     "forging the target's acceptance).",
 )
+@json_option
 @click.pass_context
 def invite_command(
-    ctx: click.Context, code: str, relay: str | None, legacy: bool, confirm: bool
+    ctx: click.Context, code: str, relay: str | None, legacy: bool, confirm: bool, as_json: bool
 ) -> None:
     """Pair with a target that shows CODE (from `amesh listen`)."""
     if not is_valid_otc(code):
-        raise CliError(str(PairingError("invalid_code")))
+        raise PairingError("invalid_code")
     if confirm and legacy:
         raise CliError(
             "--confirm needs pairing v2 (legacy pairing never learns the target's verdict); "
-            "drop --legacy or --confirm."
+            "drop --legacy or --confirm.",
+            "usage",
         )
     relay_url, view, signer, spinner = _prepare(ctx, relay, legacy)
 
