@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.keys import device_id, public_key_from_b64
 from authmesh.cli.exit_codes import ExitCode
+from authmesh.core.keys import device_id, public_key_from_b64
 from tests.cli.conftest import AmeshRunner, read_state, write_state
 from tests.conformance.ledger import record
 from tests.vectorfiles import section
