@@ -147,12 +147,14 @@ def _previous_identity(home: AmeshHome) -> Identity | None:
 
 
 def _release_hardware_key(home: AmeshHome, old: Identity, environ: Mapping[str, str]) -> None:
-    """``--force``: free the old TPM handle and ``.hmac`` file, which the new key may reuse."""
+    """``--force``: free the old hardware key (a TPM handle the new key may reuse) and its
+    ``.hmac`` file; a backend this platform cannot drive has nothing to free here."""
     with contextlib.suppress(StoreError):
         remove_file(home.hmac_file(old.key_alias))
-    if old.storage_backend == TPM2:
+    backend = KEYSTORE_BACKENDS.get(old.storage_backend)
+    if backend is not None and not backend.uses_passphrase:
         with contextlib.suppress(StoreError):
-            TpmKeyStore(home, TpmTools(environ)).delete(old.key_alias)
+            backend.open(home, None, environ).delete(old.key_alias)
 
 
 def create_identity(
