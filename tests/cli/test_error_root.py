@@ -12,6 +12,7 @@ from authmesh import sdk
 from authmesh.cli.exit_codes import ExitCode, exit_code_for
 from authmesh.errors import AuthMeshError, MissingExtraError
 from authmesh.pairing.errors import MESSAGES, PairingError
+from authmesh.pairing.relay_client import relay_error
 from authmesh.shell.errors import ShellError
 from authmesh.store.errors import StoreError
 
@@ -23,6 +24,12 @@ def test_every_family_sits_under_the_root_and_the_sdk_exports_them() -> None:
         assert name in sdk.__all__
         assert issubclass(getattr(sdk, name), AuthMeshError)
     assert sdk.StoreError is StoreError
+
+
+def test_a_relay_without_its_shared_state_is_relay_trouble_not_a_refusal() -> None:
+    error = relay_error({"type": "error", "code": "relay_unavailable"})
+    assert error.code == "relay_unavailable" and "try again later" in str(error)
+    assert exit_code_for(error.code) == ExitCode.RELAY
 
 
 def test_relay_trouble_timeouts_and_refusals_have_their_own_status() -> None:

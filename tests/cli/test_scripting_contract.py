@@ -112,6 +112,9 @@ def test_exit_5_relay_unreachable_names_url_and_cause(
     dns = amesh(["invite", "123456", "--relay", "ws://relay.invalid/ws"], device.home)
     assert dns.returncode == ExitCode.RELAY
     assert "DNS" in dns.stderr
+    tls = amesh(["invite", "123456", "--relay", relay.url.replace("ws://", "wss://")], device.home)
+    assert tls.returncode == ExitCode.RELAY
+    assert "TLS error" in unwrapped(tls.stderr)
 
 
 def test_shell_uses_the_table_before_its_session_starts(

@@ -60,6 +60,10 @@ def unreachable(url: str, exc: BaseException, timeout: float) -> PairingError:
         cause = "DNS lookup of its host name failed"
     elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
         cause = f"TLS error: {getattr(exc, 'reason', None) or exc}"
+    elif isinstance(exc, ConnectionResetError) and url.startswith("wss://"):
+        cause = "TLS error: the connection was reset in the handshake (a plain ws:// relay?)"
+    elif isinstance(exc, ConnectionResetError):
+        cause = "the connection was reset"
     elif isinstance(exc, ConnectionRefusedError):
         cause = "connection refused (nothing listens on that port)"
     elif isinstance(exc, TimeoutError):
