@@ -19,8 +19,9 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.keys import PrivateKey
-from authmesh.pairing import BootstrapResult, PairingError, bootstrap, issue_token, provision
+from authmesh.pairing import PairingError, bootstrap, issue_token
 from tests.cli.conftest import CLI, STEP_TIMEOUT, AmeshRunner, Device
+from tests.pairing.conftest import start_watching
 
 STEP = 10.0
 
@@ -149,20 +150,9 @@ def test_legacy_target_is_recorded_only_when_the_operator_confirms(
 async def test_v2_target_that_never_got_the_signature_is_not_recorded() -> None:
     """The v2 target fails on the stripped ack and sends no receipt: nothing is recorded."""
     controller_key = PrivateKey.generate()
-    accepted: list[BootstrapResult] = []
     with SignatureDroppingRelay(keep_proof=True) as relay:
         issued = issue_token(controller_key, name="edge", relay_url=relay.url, ttl_seconds=600)
-        watching = asyncio.Event()
-        watcher = asyncio.create_task(
-            provision(
-                controller_key,
-                issued,
-                accept_target=accepted.append,
-                on_watching=watching.set,
-                receipt_timeout=3,
-            )
-        )
-        await asyncio.wait_for(watching.wait(), STEP)
+        watcher, accepted = await start_watching(controller_key, issued, receipt_timeout=3)
         with pytest.raises(PairingError) as target_failed:
             await asyncio.wait_for(bootstrap(issued.token, PrivateKey.generate()), STEP)
         assert target_failed.value.code == "invalid_controller_signature"

@@ -11,10 +11,10 @@ re-implements the store: it only adapts results for printing.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from authmesh.cli.output import CliError
 from authmesh.core.allowlist import Device
@@ -32,6 +32,7 @@ __all__ = [
     "CreatedIdentity",
     "DeviceView",
     "backend_label",
+    "by_id_or_unique_name",
     "create_identity",
     "discard_identity",
     "identity_exists",
@@ -39,12 +40,36 @@ __all__ = [
     "store_errors",
 ]
 
+_Entry = TypeVar("_Entry")
+
 # The reference's `amesh list` wording for an allow list that fails its integrity check; we
 # use it for every such failure, a malformed file included (sdk-keystore.md W17).
 TAMPERED_MESSAGE = (
     "CRITICAL: Allow list integrity check failed — possible tampering.\n"
     "The file may have been modified outside of amesh."
 )
+
+
+def by_id_or_unique_name(
+    entries: Sequence[_Entry],
+    name_or_id: str,
+    id_of: Callable[[_Entry], object],
+    name_of: Callable[[_Entry], object],
+    kind: str = "devices",
+) -> _Entry | None:
+    """The entry with this device id, else the only one with this friendly name (None: no
+    such entry); a name several entries share is refused, as the SDK and ``shell`` do."""
+    for entry in entries:
+        if id_of(entry) == name_or_id:
+            return entry
+    named = [entry for entry in entries if name_of(entry) == name_or_id]
+    if len(named) > 1:
+        raise CliError(
+            f'{len(named)} paired {kind} are named "{name_or_id}"; use the device id instead '
+            "(see amesh list).",
+            "usage",
+        )
+    return named[0] if named else None
 
 
 @contextmanager
@@ -116,20 +141,15 @@ class DeviceView:
 
     def find_device_or_name(self, name_or_id: str) -> dict[str, Any]:
         """The entry with this device id, else the only one with this friendly name."""
-        devices = self.devices()
-        for device in devices:
-            if device.get("deviceId") == name_or_id:
-                return device
-        named = [device for device in devices if device.get("friendlyName") == name_or_id]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            raise CliError(
-                f'{len(named)} paired devices are named "{name_or_id}"; use the device id '
-                "instead (see amesh list).",
-                "usage",
-            )
-        raise CliError(f"Device {name_or_id} not found in allow list.", "device_not_found")
+        device = by_id_or_unique_name(
+            self.devices(),
+            name_or_id,
+            lambda entry: entry.get("deviceId"),
+            lambda entry: entry.get("friendlyName"),
+        )
+        if device is None:
+            raise CliError(f"Device {name_or_id} not found in allow list.", "device_not_found")
+        return device
 
     def remove_device(self, device_id: str) -> None:
         with store_errors():

@@ -28,7 +28,7 @@ from authmesh.cli.options import (
     resolve_relay_url,
 )
 from authmesh.cli.output import CliError, emit, out
-from authmesh.cli.session import open_context, store_errors
+from authmesh.cli.session import by_id_or_unique_name, open_context, store_errors
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
 from authmesh.shell.agent import Agent, AgentConfig, AgentIdentity, printable
 from authmesh.shell.controller import ShellRequest, run_shell
@@ -41,18 +41,11 @@ __all__ = ["agent_group", "grant_command", "resolve_target", "shell_command"]
 def resolve_target(allow_list: AllowList, name_or_id: str) -> Device:
     """The paired target with this device id, else the one with this friendly name."""
     targets = [d for d in allow_list.devices if d.role == ROLE_TARGET]
-    for device in targets:
-        if device.device_id == name_or_id:
-            return device
-    named = [d for d in targets if d.friendly_name == name_or_id]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        raise CliError(
-            f'{len(named)} paired targets are named "{name_or_id}"; use the device id instead '
-            "(see amesh list).",
-            "usage",
-        )
+    device = by_id_or_unique_name(
+        targets, name_or_id, lambda d: d.device_id, lambda d: d.friendly_name, "targets"
+    )
+    if device is not None:
+        return device
     raise CliError(
         f'Target "{name_or_id}" is not in the allow list as a target; run amesh list to see '
         "paired devices.",
