@@ -72,14 +72,21 @@ def test_rejection_is_reported() -> None:
     assert controller.on_confirm(target.confirm_frame(False)) is False
 
 
-def test_reveal_must_match_commitment() -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ephemeralKey": PrivateKey.generate().public_key_b64},
+        {"nonce": b64encode(bytes(32))},
+    ],
+)
+def test_reveal_must_match_commitment(change: dict[str, str]) -> None:
     """W1: a relay cannot swap its ephemeral key after seeing the target's."""
     controller, target, _, _ = _pair()
-    reveal, _ = controller.on_target_key(target.on_commit(controller.commit_frame()))
-    swapped = _with_body(reveal, ephemeralKey=PrivateKey.generate().public_key_b64)
-    _raises("commitment_mismatch", target.on_reveal, swapped)
-    other_nonce = _with_body(reveal, nonce=b64encode(bytes(32)))
-    _raises("commitment_mismatch", target.on_reveal, other_nonce)
+    reveal, identity = controller.on_target_key(target.on_commit(controller.commit_frame()))
+    _raises("commitment_mismatch", target.on_reveal, _with_body(reveal, **change))
+    # The object is finished after a failure: not even the genuine frames are taken now.
+    _raises("protocol_violation", target.on_reveal, reveal)
+    _raises("protocol_violation", target.on_controller_identity, identity)
 
 
 def test_reflected_messages_are_refused() -> None:
@@ -150,8 +157,23 @@ def test_out_of_order_messages_are_refused() -> None:
     commit = controller.commit_frame()
     _raises("protocol_violation", target.on_reveal, commit)
     _raises("protocol_violation", controller.on_target_key, commit)
+    _, target, _, _ = _pair()
     _raises("protocol_violation", target.on_commit, {"type": "data", "payload": "[]"})
+    _, target, _, _ = _pair()
     _raises("peer_disconnected", target.on_commit, {"type": "error", "code": "peer_disconnected"})
+
+
+def test_each_object_refuses_steps_out_of_turn() -> None:
+    """Issue 14: the order is the objects' own rule, not only the driver's."""
+    controller, target, _, _ = _pair()
+    _raises("protocol_violation", controller.receipt_frame)
+    _raises("protocol_violation", target.confirm_frame, True)
+    controller, target, _, _ = _pair()
+    _exchange(controller, target)
+    rejected = target.confirm_frame(False)
+    _raises("protocol_violation", target.confirm_frame, True)  # the verdict is sent once
+    assert controller.on_confirm(rejected) is False
+    _raises("protocol_violation", controller.commit_frame)  # a second commitment
 
 
 def test_identity_statement_is_delimited_and_role_bound() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from authmesh.core.b64 import b64encode
 from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64
-from authmesh.pairing.errors import PairingError
+from authmesh.pairing.errors import MAX_FRIENDLY_NAME_CHARS, PairingError
 from authmesh.pairing.relay_client import relay_error
 
 __all__ = [
@@ -15,13 +16,13 @@ __all__ = [
     "PairingResult",
     "PeerIdentity",
     "Role",
+    "check_own_name",
     "data_payload",
     "friendly_name",
+    "length_prefixed",
     "peer_public_key",
 ]
 
-# Reference peers send host names; the bound keeps a hostile name out of files and terminals.
-MAX_FRIENDLY_NAME_CHARS = 256
 Role = Literal["controller", "target"]
 
 
@@ -86,6 +87,21 @@ def peer_public_key(text: object, own_public_key: bytes) -> bytes:
 
 
 def friendly_name(value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_FRIENDLY_NAME_CHARS:
+    """A peer's name; one over the limit is named as such, not as a protocol error."""
+    if not isinstance(value, str):
         raise PairingError("protocol_violation")
+    if len(value) > MAX_FRIENDLY_NAME_CHARS:
+        raise PairingError("peer_name_too_long")
     return value
+
+
+def check_own_name(name: str) -> None:
+    """Refuse, before contacting the relay, a name the peer would refuse (issue 13)."""
+    if len(name) > MAX_FRIENDLY_NAME_CHARS:
+        raise PairingError("name_too_long")
+
+
+def length_prefixed(data: bytes) -> bytes:
+    """A 4-byte length then the bytes: signed statements stay unambiguous whatever the
+    contents (W4)."""
+    return struct.pack(">I", len(data)) + data
