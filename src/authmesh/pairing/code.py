@@ -44,7 +44,7 @@ class PairingCode:
 
     @classmethod
     def parse(cls, text: str) -> PairingCode:
-        """The code in ``text``, separators ignored; ``short_code`` / ``invalid_v3_code`` otherwise."""
+        """The code in ``text``, separators ignored; else ``short_code``/``invalid_v3_code``."""
         digits = _SEPARATORS.sub("", text)
         if len(digits) == ROUTING_DIGITS and _DIGITS.fullmatch(digits):
             raise PairingError("short_code")
@@ -59,4 +59,3 @@ class PairingCode:
             groups.append(digits[start : start + size])
             start += size
         return "-".join(groups)
-
