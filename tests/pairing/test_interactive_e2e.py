@@ -182,7 +182,8 @@ async def test_v3_happy_path(
     )
     assert isinstance(target_result, PairingResult), target_result
     assert isinstance(controller_result, PairingResult), controller_result
-    assert target_result.protocol == controller_result.protocol == 3
+    assert target_result.pairing == controller_result.pairing == 3
+    assert target_result.protocol == controller_result.protocol == 2
     assert target_result.peer.public_key == controller_key.public_key
     assert controller_result.peer.public_key == target_key.public_key
     assert target_result.peer_role == "controller" and controller_result.peer_role == "target"

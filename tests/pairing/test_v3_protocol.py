@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from authmesh.core.b64 import b64decode, b64encode
 from authmesh.core.keys import PrivateKey
-from authmesh.pairing import PairingCode, PairingError
+from authmesh.pairing import MAX_FRIENDLY_NAME_CHARS, PairingCode, PairingError
 from authmesh.pairing.code import PASSWORD_DIGITS, ROUTING_DIGITS
 from authmesh.pairing.v3 import PAKE_MESSAGE_BYTES, V3Controller, V3Target
 
@@ -283,3 +283,13 @@ def test_garbage_at_every_step_is_a_pairing_error(frame: Frame) -> None:
     target.receive(controller_identity)
     with contextlib.suppress(PairingError):
         target.receive(frame)
+
+
+def test_a_peer_name_over_the_limit_is_named_as_such() -> None:
+    """Issue 13: a long name used to end as "The peer sent an unexpected message"."""
+    controller = V3Controller(PrivateKey.generate(), "laptop", CODE, clock=lambda: NOW)
+    target = V3Target(
+        PrivateKey.generate(), "n" * (MAX_FRIENDLY_NAME_CHARS + 1), CODE, clock=lambda: NOW
+    )
+    _, target_identity = _identities(controller, target)
+    _raises("peer_name_too_long", controller.receive, target_identity)

@@ -244,7 +244,7 @@ def listen_command(ctx: click.Context, relay: str | None, v2_flag: bool, legacy:
     out()
     out(
         f"  Paired. {_describe(result.peer)} is now a trusted controller of this device"
-        f" (pairing v{result.protocol})."
+        f" (pairing v{result.pairing})."
     )
 
 

@@ -49,8 +49,10 @@ class PairingResult:
 
     ``peer_role`` is the role to record for the peer (``"controller"`` on the target,
     ``"target"`` on the controller). ``protocol`` is what the peer speaks (1 or 2), for the
-    allow-list entry's protocol field. ``confirmed`` says whether the target's operator
-    accepted the verification code; a legacy controller can never know (pairing.md W7).
+    allow-list entry's protocol field; ``pairing`` is the pairing version that ran (1, 2 or
+    3: a v3 peer is an authmesh peer, so it speaks protocol 2). ``confirmed`` says whether
+    the target accepted (for v1/v2, its operator's verdict on the verification code; a
+    legacy controller can never know, pairing.md W7). ``sas`` is empty for v3.
     """
 
     peer: PeerIdentity
@@ -58,6 +60,7 @@ class PairingResult:
     protocol: int
     sas: str
     confirmed: bool
+    pairing: int
 
 
 def data_payload(message: dict[str, Any]) -> str:

@@ -214,7 +214,7 @@ async def _run_v3(
     while not side.finished:
         await _receive_into(relay, side, options.confirm_timeout)
     peer_role: Role = "controller" if isinstance(side, v3.V3Target) else "target"
-    return PairingResult(peer, peer_role, v3.PROTOCOL, "", confirmed=True)
+    return PairingResult(peer, peer_role, v2.PROTOCOL, "", confirmed=True, pairing=v3.PROTOCOL)
 
 
 async def _accepted_by_operator(peer: PeerIdentity, sas: str, options: ListenOptions) -> bool:
@@ -243,7 +243,7 @@ async def _listen_v1(
     await relay.close()  # the reference prompts only after closing (§3.2 step 11)
     if not await _accepted_by_operator(peer, target.sas, options):
         raise PairingError("sas_mismatch")
-    return PairingResult(peer, "controller", v1.PROTOCOL, target.sas, confirmed=True)
+    return PairingResult(peer, "controller", v1.PROTOCOL, target.sas, confirmed=True, pairing=1)
 
 
 async def _listen_v2(
@@ -254,16 +254,12 @@ async def _listen_v2(
     target.on_reveal(await relay.receive(options.read_timeout))
     peer, identity = target.on_controller_identity(await relay.receive(options.read_timeout))
     await relay.send(identity)
-    try:
-        accepted = await _accepted_by_operator(peer, target.sas, options)
-    except PairingError:
-        await relay.send(target.confirm_frame(False))
-        raise
+    accepted = await _accepted_by_operator(peer, target.sas, options)
     await relay.send(target.confirm_frame(accepted))
     if not accepted:
         raise PairingError("sas_mismatch")
     target.on_receipt(await relay.receive(options.confirm_timeout))
-    return PairingResult(peer, "controller", v2.PROTOCOL, target.sas, confirmed=True)
+    return PairingResult(peer, "controller", v2.PROTOCOL, target.sas, confirmed=True, pairing=2)
 
 
 async def _invite_v1(
@@ -280,7 +276,7 @@ async def _invite_v1(
         await relay.send(frame)
     await relay.close()
     await call_hook(options.show_sas, controller.sas, peer)
-    return PairingResult(peer, "target", v1.PROTOCOL, controller.sas, confirmed=False)
+    return PairingResult(peer, "target", v1.PROTOCOL, controller.sas, confirmed=False, pairing=1)
 
 
 async def _invite_v2(
@@ -307,4 +303,4 @@ async def _invite_v2(
         raise PairingError("peer_rejected")
     await relay.send(controller.receipt_frame())
     await relay.send({"type": "done"})
-    return PairingResult(peer, "target", v2.PROTOCOL, controller.sas, confirmed=True)
+    return PairingResult(peer, "target", v2.PROTOCOL, controller.sas, confirmed=True, pairing=2)
