@@ -106,7 +106,7 @@ async def test_reference_like_relay_that_only_forwards_data() -> None:
         target, controller = await _pair(url)
     assert isinstance(target, PairingResult), target
     assert isinstance(controller, PairingResult), controller
-    assert target.protocol == controller.protocol == 3
+    assert target.pairing == controller.pairing == 3
 
 
 async def test_separate_exchanges_with_both_sides_fail_visibly() -> None:
