@@ -16,8 +16,8 @@ from authmesh.core.keys import PrivateKey
 from authmesh.pairing import MAX_FRIENDLY_NAME_CHARS, PairingCode, PairingError
 from authmesh.pairing.code import PASSWORD_DIGITS, ROUTING_DIGITS
 from authmesh.pairing.v3 import PAKE_MESSAGE_BYTES, V3Controller, V3Target
+from tests.pairing.frames import Frame, body, raises, with_body
 
-Frame = dict[str, Any]
 NOW = 1_775_476_800.0
 CODE = PairingCode("482913", "58312075")
 
@@ -37,21 +37,6 @@ def _identities(controller: V3Controller, target: V3Target) -> tuple[Frame, Fram
     [controller_identity] = controller.receive(target_pake)
     [target_identity] = target.receive(controller_pake)
     return controller_identity, target_identity
-
-
-def _body(frame: Frame) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(frame["payload"])
-    return body
-
-
-def _with_body(frame: Frame, **changes: Any) -> Frame:
-    return {"type": "data", "payload": json.dumps({**_body(frame), **changes})}
-
-
-def _raises(code: str, call: Any, *args: Any) -> None:
-    with pytest.raises(PairingError) as raised:
-        call(*args)
-    assert raised.value.code == code
 
 
 # ---------------------------------------------------------------- the code people type
@@ -99,7 +84,7 @@ def test_anything_else_is_one_clear_error(text: str) -> None:
 @pytest.mark.parametrize("text", ["482913", "482 913", "٤٨٢٩١٣-5831-2075", "482913-5831-207"])
 def test_short_and_foreign_codes_are_named(text: str) -> None:
     expected = "short_code" if text.replace(" ", "") == "482913" else "invalid_v3_code"
-    _raises(expected, PairingCode.parse, text)
+    raises(expected, PairingCode.parse, text)
 
 
 # ---------------------------------------------------------------- the exchange
@@ -141,8 +126,8 @@ def test_a_typo_fails_on_both_sides(side: str) -> None:
     )
     controller, target, _, _ = _sides(controller_code=typo)
     controller_identity, target_identity = _identities(controller, target)
-    _raises("code_mismatch", controller.receive, target_identity)
-    _raises("code_mismatch", target.receive, controller_identity)
+    raises("code_mismatch", controller.receive, target_identity)
+    raises("code_mismatch", target.receive, controller_identity)
     assert controller.peer is None and target.peer is None
 
 
@@ -152,55 +137,55 @@ def test_declining_reaches_the_peer() -> None:
     controller.receive(target_identity)
     target.receive(controller_identity)
     controller.accept()
-    _raises("peer_declined", controller.receive, target.decline())
+    raises("peer_declined", controller.receive, target.decline())
     assert not controller.finished
 
 
 def test_steps_out_of_turn_are_refused_by_the_object() -> None:
     controller, target, _, _ = _sides()
-    _raises("protocol_violation", controller.receive, target.start())  # before our start
+    raises("protocol_violation", controller.receive, target.start())  # before our start
     controller, target, _, _ = _sides()
-    _raises("protocol_violation", controller.accept)  # nothing verified yet
+    raises("protocol_violation", controller.accept)  # nothing verified yet
     controller, target, _, _ = _sides()
     _identities(controller, target)
-    _raises("protocol_violation", controller.start)  # a second PAKE message
+    raises("protocol_violation", controller.start)  # a second PAKE message
     controller, target, _, _ = _sides()
     controller_identity, _ = _identities(controller, target)
     # A finish before the identity, and an identity twice.
     target.receive(controller_identity)
     finish = target.accept()
-    _raises("protocol_violation", controller.receive, finish)
+    raises("protocol_violation", controller.receive, finish)
     controller, target, _, _ = _sides()
     controller_identity, _ = _identities(controller, target)
     target.receive(controller_identity)
-    _raises("protocol_violation", target.receive, controller_identity)
+    raises("protocol_violation", target.receive, controller_identity)
 
 
 def test_a_failed_object_takes_nothing_more() -> None:
     controller, target, _, _ = _sides()
     controller_identity, _ = _identities(controller, target)
-    _raises("code_mismatch", target.receive, _with_body(controller_identity, box="AAAA"))
-    _raises("protocol_violation", target.receive, controller_identity)
+    raises("code_mismatch", target.receive, with_body(controller_identity, box="AAAA"))
+    raises("protocol_violation", target.receive, controller_identity)
 
 
 def test_reflected_and_swapped_pake_messages_are_refused() -> None:
     """SPAKE2's side byte: a controller never accepts a controller's message."""
     controller, target, _, _ = _sides()
     own = controller.start()
-    _raises("role_mismatch", controller.receive, own)
+    raises("role_mismatch", controller.receive, own)
     other_controller, _, _, _ = _sides()
     controller, target, _, _ = _sides()
     controller.start()
-    _raises("role_mismatch", controller.receive, other_controller.start())
+    raises("role_mismatch", controller.receive, other_controller.start())
     # Side bytes rewritten: each side's own message relabelled as the other role's.
     controller, target, _, _ = _sides()
     controller_pake, target_pake = controller.start(), target.start()
-    relabelled = b"B" + b64decode(_body(controller_pake)["pake"])[1:]
-    _raises(
-        "role_mismatch", controller.receive, _with_body(controller_pake, pake=b64encode(relabelled))
+    relabelled = b"B" + b64decode(body(controller_pake)["pake"])[1:]
+    raises(
+        "role_mismatch", controller.receive, with_body(controller_pake, pake=b64encode(relabelled))
     )
-    relabelled = b"A" + b64decode(_body(target_pake)["pake"])[1:]
-    _raises("role_mismatch", target.receive, _with_body(target_pake, pake=b64encode(relabelled)))
+    relabelled = b"A" + b64decode(body(target_pake)["pake"])[1:]
+    raises("role_mismatch", target.receive, with_body(target_pake, pake=b64encode(relabelled)))
 
 
 def test_identity_fields_are_checked() -> None:
@@ -220,7 +205,7 @@ def test_identity_fields_are_checked() -> None:
     }
     controller._sent = 0  # a controller that sends this identity instead of its own
     forged = controller._sealed("identity", fields)
-    _raises("role_mismatch", target.receive, forged)
+    raises("role_mismatch", target.receive, forged)
 
 
 @pytest.mark.parametrize(
@@ -234,7 +219,7 @@ def test_identity_fields_are_checked() -> None:
 def test_other_versions_are_named(payload: str, expected: str) -> None:
     target = _sides()[1]
     target.start()
-    _raises(expected, target.receive, {"type": "data", "payload": payload})
+    raises(expected, target.receive, {"type": "data", "payload": payload})
 
 
 @pytest.mark.parametrize(
@@ -252,7 +237,7 @@ def test_malformed_pake_messages_are_refused(change: dict[str, Any]) -> None:
     controller, target, _, _ = _sides()
     target.start()
     with pytest.raises(PairingError):
-        target.receive(_with_body(controller.start(), **change))
+        target.receive(with_body(controller.start(), **change))
 
 
 json_values = st.recursive(
@@ -292,4 +277,4 @@ def test_a_peer_name_over_the_limit_is_named_as_such() -> None:
         PrivateKey.generate(), "n" * (MAX_FRIENDLY_NAME_CHARS + 1), CODE, clock=lambda: NOW
     )
     _, target_identity = _identities(controller, target)
-    _raises("peer_name_too_long", controller.receive, target_identity)
+    raises("peer_name_too_long", controller.receive, target_identity)

@@ -6,8 +6,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from authmesh.core.b64 import b64encode
-from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64
+from authmesh.core.b64 import B64Error, b64decode, b64encode
+from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64, verify
 from authmesh.pairing.errors import MAX_FRIENDLY_NAME_CHARS, PairingError
 from authmesh.pairing.relay_client import relay_error
 
@@ -16,9 +16,11 @@ __all__ = [
     "PairingResult",
     "PeerIdentity",
     "Role",
+    "check_identity_signature",
     "check_own_name",
     "data_payload",
     "friendly_name",
+    "identity_statement",
     "length_prefixed",
     "peer_public_key",
 ]
@@ -108,3 +110,29 @@ def length_prefixed(data: bytes) -> bytes:
     """A 4-byte length then the bytes: signed statements stay unambiguous whatever the
     contents (W4)."""
     return struct.pack(">I", len(data)) + data
+
+
+def identity_statement(
+    domain: bytes, role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
+) -> bytes:
+    """What a v2/v3 identity signature covers: the protocol's domain, the signer's role, the
+    transcript hash, its key, name and timestamp, each length-delimited."""
+    return (
+        domain
+        + b"/identity\x00"
+        + length_prefixed(role.encode("ascii"))
+        + length_prefixed(transcript)
+        + length_prefixed(public_key)
+        + length_prefixed(name.encode("utf-8"))
+        + length_prefixed(timestamp.encode("utf-8"))
+    )
+
+
+def check_identity_signature(public_key: bytes, signature: str, statement: bytes) -> None:
+    """``bad_peer_signature`` unless ``signature`` (base64) signs ``statement`` under the key."""
+    try:
+        valid = verify(public_key, b64decode(signature), statement)
+    except B64Error:
+        valid = False
+    if not valid:
+        raise PairingError("bad_peer_signature")

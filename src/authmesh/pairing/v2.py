@@ -31,18 +31,20 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from authmesh.core.b64 import B64Error, b64decode, b64encode
-from authmesh.core.keys import PrivateKey, verify
+from authmesh.core.keys import PrivateKey
 from authmesh.core.sas import format_sas
 from authmesh.core.selfsig import Signer, iso_timestamp
 from authmesh.core.tunnel import NONCE_LENGTH, TunnelError, hkdf_sha256, open_blob, seal_b64
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.identity import (
     PeerIdentity,
+    check_identity_signature,
     data_payload,
     friendly_name,
     length_prefixed,
     peer_public_key,
 )
+from authmesh.pairing.identity import identity_statement as signed_identity
 from authmesh.pairing.relay_client import Frame, encode_frame, json_object
 
 __all__ = [
@@ -104,15 +106,7 @@ def identity_statement(
     role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
 ) -> bytes:
     """What an identity signature covers: domain, role, transcript, key, name, timestamp."""
-    return (
-        _DOMAIN
-        + b"/identity\x00"
-        + length_prefixed(role.encode("ascii"))
-        + length_prefixed(transcript)
-        + length_prefixed(public_key)
-        + length_prefixed(name.encode("utf-8"))
-        + length_prefixed(timestamp.encode("utf-8"))
-    )
+    return signed_identity(_DOMAIN, role, transcript, public_key, name, timestamp)
 
 
 def _parse_timestamp(text: str) -> float:
@@ -261,12 +255,7 @@ class _Side:
         if abs(_parse_timestamp(timestamp) - self._clock()) > MAX_CLOCK_SKEW_SECONDS:
             raise PairingError("clock_skew")
         statement = identity_statement(self.peer_role, self.transcript, public_key, name, timestamp)
-        try:
-            valid = verify(public_key, b64decode(signature), statement)
-        except B64Error:
-            valid = False
-        if not valid:
-            raise PairingError("bad_peer_signature")
+        check_identity_signature(public_key, signature, statement)
         return PeerIdentity(public_key, name, timestamp)
 
 

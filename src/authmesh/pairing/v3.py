@@ -34,18 +34,20 @@ from spake2.ed25519_basic import NotOnCurve  # type: ignore[import-untyped]
 from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 
 from authmesh.core.b64 import B64Error, b64decode, b64encode
-from authmesh.core.keys import device_id, verify
+from authmesh.core.keys import device_id
 from authmesh.core.selfsig import Signer, iso_timestamp
 from authmesh.core.tunnel import NONCE_LENGTH, hkdf_sha256
 from authmesh.pairing.code import PairingCode
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.identity import (
     PeerIdentity,
+    check_identity_signature,
     data_payload,
     friendly_name,
     length_prefixed,
     peer_public_key,
 )
+from authmesh.pairing.identity import identity_statement as signed_identity
 from authmesh.pairing.relay_client import Frame, encode_frame, json_object
 
 __all__ = [
@@ -101,15 +103,7 @@ def identity_statement(
     role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
 ) -> bytes:
     """What an identity signature covers: domain, role, transcript, key, name, timestamp."""
-    return (
-        _DOMAIN
-        + b"/identity\x00"
-        + length_prefixed(role.encode("ascii"))
-        + length_prefixed(transcript)
-        + length_prefixed(public_key)
-        + length_prefixed(name.encode("utf-8"))
-        + length_prefixed(timestamp.encode("utf-8"))
-    )
+    return signed_identity(_DOMAIN, role, transcript, public_key, name, timestamp)
 
 
 def _clear_body(message: Frame) -> dict[str, Any]:
@@ -322,12 +316,7 @@ class _Side:
         if not isinstance(timestamp, str) or len(timestamp) > 64 or not isinstance(signature, str):
             raise PairingError("protocol_violation")
         statement = identity_statement(self.peer_role, self.transcript, public_key, name, timestamp)
-        try:
-            valid = verify(public_key, b64decode(signature), statement)
-        except B64Error:
-            valid = False
-        if not valid:
-            raise PairingError("bad_peer_signature")
+        check_identity_signature(public_key, signature, statement)
         self.peer = PeerIdentity(public_key, name, timestamp)
         self._stage = "decide"
 
