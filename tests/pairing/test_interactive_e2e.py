@@ -77,18 +77,15 @@ async def pair(
     controller_key: PrivateKey,
     operator: Operator,
     *,
-    target_protocol: int = 2,
-    controller_protocol: int = 2,
+    protocol: int = 2,
 ) -> tuple[Any, Any]:
-    listening, code = await start_listening(relay, target_key, operator, protocol=target_protocol)
+    listening, code = await start_listening(relay, target_key, operator, protocol=protocol)
     inviting = asyncio.create_task(
         invite(
             code,
             controller_key,
             "controller-laptop",
-            InviteOptions(
-                relay_url=relay.url, show_sas=operator.show_sas, protocol=controller_protocol
-            ),
+            InviteOptions(relay_url=relay.url, show_sas=operator.show_sas, protocol=protocol),
         )
     )
     results = await asyncio.wait_for(
@@ -103,12 +100,7 @@ async def test_happy_path(
 ) -> None:
     operator = Operator()
     target_result, controller_result = await pair(
-        relay,
-        target_key,
-        controller_key,
-        operator,
-        target_protocol=pairing,
-        controller_protocol=pairing,
+        relay, target_key, controller_key, operator, protocol=pairing
     )
     assert isinstance(target_result, PairingResult), target_result
     assert isinstance(controller_result, PairingResult), controller_result
@@ -131,7 +123,7 @@ async def test_v1_legacy_happy_path(
 ) -> None:
     operator = Operator()
     target_result, controller_result = await pair(
-        relay, target_key, controller_key, operator, target_protocol=1, controller_protocol=1
+        relay, target_key, controller_key, operator, protocol=1
     )
     assert isinstance(target_result, PairingResult), target_result
     assert isinstance(controller_result, PairingResult), controller_result
@@ -148,12 +140,7 @@ async def test_wrong_sas_saves_nothing(
     operator = Operator(typos=SAS_ATTEMPTS)
     protocol = 1 if legacy else 2
     target_result, controller_result = await pair(
-        relay,
-        target_key,
-        controller_key,
-        operator,
-        target_protocol=protocol,
-        controller_protocol=protocol,
+        relay, target_key, controller_key, operator, protocol=protocol
     )
     assert isinstance(target_result, PairingError) and target_result.code == "sas_mismatch"
     if legacy:
@@ -172,12 +159,7 @@ async def test_a_typo_in_the_sas_can_be_retyped(
     operator = Operator(typos=SAS_ATTEMPTS - 1)
     protocol = 1 if legacy else 2
     target_result, controller_result = await pair(
-        relay,
-        target_key,
-        controller_key,
-        operator,
-        target_protocol=protocol,
-        controller_protocol=protocol,
+        relay, target_key, controller_key, operator, protocol=protocol
     )
     assert isinstance(target_result, PairingResult), target_result
     assert isinstance(controller_result, PairingResult), controller_result
