@@ -204,3 +204,42 @@ async def test_no_silent_downgrade(
         )
     assert raised.value.code == expected
     listening.cancel()
+
+
+async def test_v3_controller_meeting_a_legacy_target(
+    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
+) -> None:
+    """The legacy target speaks first with a bare key; the v3 side names it, runs nothing."""
+    operator = Operator()
+    listening, code = await start_listening(relay, target_key, operator, protocol=1)
+    with pytest.raises(PairingError) as raised:
+        await invite(
+            f"{code}-0000-0000",
+            controller_key,
+            "controller-laptop",
+            InviteOptions(relay_url=relay.url),
+        )
+    assert raised.value.code == "peer_is_legacy"
+    assert "hostile relay" in str(raised.value)
+    with pytest.raises(PairingError):
+        await asyncio.wait_for(listening, STEP)
+
+
+async def test_v3_target_meeting_a_legacy_controller(
+    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
+) -> None:
+    """A legacy controller (as the reference's) gives up on the v3 message and leaves."""
+    operator = Operator()
+    listening, code = await start_listening(relay, target_key, operator, protocol=3)
+    inviting = invite(
+        code.split("-")[0],
+        controller_key,
+        "controller-laptop",
+        InviteOptions(relay_url=relay.url, protocol=1, show_sas=operator.show_sas),
+    )
+    target_result, controller_result = await asyncio.wait_for(
+        asyncio.gather(listening, inviting, return_exceptions=True), 3 * STEP
+    )
+    assert isinstance(controller_result, PairingError), controller_result
+    assert isinstance(target_result, PairingError), target_result
+    assert target_result.code == "peer_left_before_v3"
