@@ -144,6 +144,17 @@ _LEGACY_OPTION = click.option(
 )
 
 
+def _checked_code(text: str, protocol: int) -> str:
+    """The code as typed (parts joined, separators tolerated), checked before any I/O."""
+    try:
+        code = str(PairingCode.parse(text)) if protocol == 3 else text.strip()
+    except PairingError as error:
+        raise CliError(str(error)) from None
+    if protocol != 3 and not is_valid_otc(code):
+        raise CliError(str(PairingError("invalid_code")))
+    return code
+
+
 def _describe(peer: PeerIdentity) -> str:
     return f"{printable(peer.friendly_name)} ({peer.device_id})"
 
@@ -271,13 +282,7 @@ def invite_command(
 ) -> None:
     """Pair with a target that shows CODE (from `amesh listen`; spaces and dashes ignored)."""
     protocol = _protocol(v2_flag, legacy)
-    text = " ".join(code)
-    try:
-        code_text = str(PairingCode.parse(text)) if protocol == 3 else text.strip()
-    except PairingError as error:
-        raise CliError(str(error)) from None
-    if protocol != 3 and not is_valid_otc(code_text):
-        raise CliError(str(PairingError("invalid_code")))
+    code_text = _checked_code(" ".join(code), protocol)
     if confirm is not None and protocol != 2:
         raise CliError(
             "--confirm and --no-confirm apply to --v2 only: pairing v3 needs no confirmation "
