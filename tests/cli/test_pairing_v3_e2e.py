@@ -24,7 +24,14 @@ from tests.cli.conftest import Device, fails_with
 from tests.cli.test_pairing_e2e import PAIRING_CODE as SHORT_CODE
 from tests.cli.test_pairing_e2e import SAS_LINE, finish
 from tests.cluster.conftest import running_cluster
-from tests.pairing.relays import forwarding_relay, in_thread, receive, send
+from tests.pairing.relays import (
+    forwarding_relay,
+    hostile_relay,
+    in_thread,
+    pake_impostor,
+    receive,
+    send,
+)
 from tests.redisproc import RedisServer
 from tests.relayproc import RelayProcess
 
@@ -158,6 +165,21 @@ def test_a_declined_controller_is_told_and_nothing_is_saved(
     fails_with(inviter, MESSAGES["peer_declined"])
     assert [d["deviceId"] for d in target.entries()] == [first.device_id]
     assert second.entries() == []
+
+
+def test_a_relay_running_its_own_exchanges_fails_on_both_screens(
+    pair: tuple[Device, Device], children: list
+) -> None:
+    target, controller = pair
+    learnt: dict[str, object] = {}
+    with in_thread(lambda: hostile_relay(pake_impostor(learnt), protocol=None)) as url:
+        listener, code = _listen(target, url, children)
+        inviter = controller.spawn("invite", code, relay=url)
+        children.append(inviter)
+        fails_with(inviter, MESSAGES["code_mismatch"])
+        fails_with(listener, MESSAGES["code_mismatch"])
+    assert target.entries() == [] and controller.entries() == []
+    assert learnt == {"toward_target": "code_mismatch", "toward_controller": "code_mismatch"}
 
 
 # ---------------------------------------------------------------- v2 under a hostile relay

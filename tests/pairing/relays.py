@@ -6,6 +6,8 @@
   ``peer_found`` without any protocol field, ``data`` re-serialised with only ``type`` and
   ``payload``, ``done`` forwarded, ``peer_disconnected`` when a socket closes — and nothing
   else, so a protocol that runs over it runs over any relay that forwards ``data`` frames.
+* :func:`pake_impostor` is the one attack on pairing v3 with any chance: the relay runs its
+  own exchange with each side, guessing the password.
 * :func:`in_thread` runs either on its own event loop for tests driving the CLI (pexpect).
 """
 
@@ -25,6 +27,11 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+from authmesh.core.keys import PrivateKey
+from authmesh.pairing import PairingCode, PairingError
+from authmesh.pairing.code import PASSWORD_DIGITS
+from authmesh.pairing.v3 import V3Controller, V3Target
 
 STEP = 15.0
 Attack = Callable[[ServerConnection, ServerConnection, str], Awaitable[None]]
@@ -75,6 +82,32 @@ async def hostile_relay(attack: Attack, *, protocol: int | None) -> AsyncIterato
         yield f"ws://127.0.0.1:{port}/ws"
         finished.set()
         runner.cancel()
+
+
+def pake_impostor(results: dict[str, object]) -> Attack:
+    """Run a pairing v3 exchange of the relay's own with each side, guessing the password
+    (it knows only the routing code); ``results`` records what each of its legs learnt."""
+
+    async def attack(target: ServerConnection, controller: ServerConnection, code: str) -> None:
+        guess = PairingCode(code, "0" * PASSWORD_DIGITS)
+        as_controller = V3Controller(PrivateKey.generate(), "laptop", guess)
+        as_target = V3Target(PrivateKey.generate(), "server", guess)
+        await send(target, as_controller.start())
+        await send(controller, as_target.start())
+        for side, socket in ((as_controller, target), (as_target, controller)):
+            for frame in side.receive(await receive(socket)):  # the honest PAKE message
+                await send(socket, frame)
+        for name, side, socket in (
+            ("toward_target", as_controller, target),
+            ("toward_controller", as_target, controller),
+        ):
+            try:
+                side.receive(await receive(socket))  # the honest sealed identity
+                results[name] = side.peer
+            except PairingError as error:
+                results[name] = error.code
+
+    return attack
 
 
 @asynccontextmanager

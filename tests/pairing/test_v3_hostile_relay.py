@@ -28,8 +28,15 @@ from authmesh.pairing import (
     listen,
 )
 from authmesh.pairing.code import PASSWORD_DIGITS
-from authmesh.pairing.v3 import V3Controller, V3Target
-from tests.pairing.relays import STEP, Attack, forwarding_relay, hostile_relay, receive, send
+from tests.pairing.relays import (
+    STEP,
+    Attack,
+    forwarding_relay,
+    hostile_relay,
+    pake_impostor,
+    receive,
+    send,
+)
 
 Frame = dict[str, Any]
 Outcomes = tuple[object, object]
@@ -113,25 +120,7 @@ async def test_separate_exchanges_with_both_sides_fail_visibly() -> None:
     """The relay runs its own PAKE with each side, guessing the password: both operators
     see a failed pairing; the guess is right with probability 10^-8 <= 2^-20."""
     relay_results: dict[str, object] = {}
-
-    async def attack(target: ServerConnection, controller: ServerConnection, code: str) -> None:
-        guess = PairingCode(code, "0" * PASSWORD_DIGITS)
-        as_controller = V3Controller(PrivateKey.generate(), "laptop", guess)
-        as_target = V3Target(PrivateKey.generate(), "server", guess)
-        await send(target, as_controller.start())
-        await send(controller, as_target.start())
-        for side, socket in ((as_controller, target), (as_target, controller)):
-            for frame in side.receive(await receive(socket)):  # the honest PAKE message
-                await send(socket, frame)
-        for name, side, socket in (
-            ("toward_target", as_controller, target),
-            ("toward_controller", as_target, controller),
-        ):
-            try:
-                side.receive(await receive(socket))  # the honest sealed identity
-                relay_results[name] = side.peer
-            except PairingError as error:
-                relay_results[name] = error.code
+    attack = pake_impostor(relay_results)
 
     async with hostile_relay(attack, protocol=None) as url:
         target, controller = await _pair(url)
