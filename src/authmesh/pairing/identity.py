@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from authmesh.core.b64 import B64Error, b64decode, b64encode
 from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64, verify
+from authmesh.core.selfsig import Signer
 from authmesh.pairing.errors import MAX_FRIENDLY_NAME_CHARS, PairingError
 from authmesh.pairing.relay_client import relay_error
 
@@ -16,13 +17,14 @@ __all__ = [
     "PairingResult",
     "PeerIdentity",
     "Role",
-    "check_identity_signature",
     "check_own_name",
     "data_payload",
     "friendly_name",
     "identity_statement",
     "length_prefixed",
     "peer_public_key",
+    "signed_identity",
+    "verified_identity",
 ]
 
 Role = Literal["controller", "target"]
@@ -128,11 +130,36 @@ def identity_statement(
     )
 
 
-def check_identity_signature(public_key: bytes, signature: str, statement: bytes) -> None:
-    """``bad_peer_signature`` unless ``signature`` (base64) signs ``statement`` under the key."""
+def signed_identity(
+    signer: Signer, domain: bytes, role: str, transcript: bytes, name: str, timestamp: str
+) -> dict[str, str]:
+    """The identity fields a v2/v3 side seals: its key, name, timestamp and the signature of
+    :func:`identity_statement` for its role and the transcript."""
+    public_key = signer.public_key
+    statement = identity_statement(domain, role, transcript, public_key, name, timestamp)
+    return {
+        "publicKey": b64encode(public_key),
+        "friendlyName": name,
+        "timestamp": timestamp,
+        "sig": b64encode(signer.sign(statement)),
+    }
+
+
+def verified_identity(
+    fields: dict[str, Any], domain: bytes, role: str, transcript: bytes, own_public_key: bytes
+) -> PeerIdentity:
+    """The peer of ``role`` from its opened identity fields, once its signature over the
+    transcript verifies; ``bad_peer_signature`` / ``protocol_violation`` otherwise."""
+    public_key = peer_public_key(fields.get("publicKey"), own_public_key)
+    name = friendly_name(fields.get("friendlyName"))
+    timestamp, signature = fields.get("timestamp"), fields.get("sig")
+    if not isinstance(timestamp, str) or len(timestamp) > 64 or not isinstance(signature, str):
+        raise PairingError("protocol_violation")
+    statement = identity_statement(domain, role, transcript, public_key, name, timestamp)
     try:
         valid = verify(public_key, b64decode(signature), statement)
     except B64Error:
         valid = False
     if not valid:
         raise PairingError("bad_peer_signature")
+    return PeerIdentity(public_key, name, timestamp)

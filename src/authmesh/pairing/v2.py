@@ -38,13 +38,13 @@ from authmesh.core.tunnel import NONCE_LENGTH, TunnelError, hkdf_sha256, open_bl
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.identity import (
     PeerIdentity,
-    check_identity_signature,
     data_payload,
-    friendly_name,
     length_prefixed,
     peer_public_key,
+    signed_identity,
+    verified_identity,
 )
-from authmesh.pairing.identity import identity_statement as signed_identity
+from authmesh.pairing.identity import identity_statement as statement
 from authmesh.pairing.relay_client import Frame, encode_frame, json_object
 
 __all__ = [
@@ -106,7 +106,7 @@ def identity_statement(
     role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
 ) -> bytes:
     """What an identity signature covers: domain, role, transcript, key, name, timestamp."""
-    return signed_identity(_DOMAIN, role, transcript, public_key, name, timestamp)
+    return statement(_DOMAIN, role, transcript, public_key, name, timestamp)
 
 
 def _parse_timestamp(text: str) -> float:
@@ -231,32 +231,19 @@ class _Side:
 
     def _identity_frame(self) -> Frame:
         timestamp = iso_timestamp(self._clock())
-        public_key = self._signer.public_key
-        statement = identity_statement(
-            self.role, self.transcript, public_key, self._name, timestamp
+        fields = signed_identity(
+            self._signer, _DOMAIN, self.role, self.transcript, self._name, timestamp
         )
-        return self._sealed(
-            "identity",
-            {
-                "publicKey": b64encode(public_key),
-                "friendlyName": self._name,
-                "timestamp": timestamp,
-                "sig": b64encode(self._signer.sign(statement)),
-            },
-        )
+        return self._sealed("identity", fields)
 
     def _peer_identity(self, message: Frame) -> PeerIdentity:
         fields = self._open(message, "identity")
-        public_key = peer_public_key(fields.get("publicKey"), self._signer.public_key)
-        name = friendly_name(fields.get("friendlyName"))
-        timestamp, signature = fields.get("timestamp"), fields.get("sig")
-        if not isinstance(timestamp, str) or not isinstance(signature, str):
-            raise PairingError("protocol_violation")
-        if abs(_parse_timestamp(timestamp) - self._clock()) > MAX_CLOCK_SKEW_SECONDS:
+        peer = verified_identity(
+            fields, _DOMAIN, self.peer_role, self.transcript, self._signer.public_key
+        )
+        if abs(_parse_timestamp(peer.timestamp) - self._clock()) > MAX_CLOCK_SKEW_SECONDS:
             raise PairingError("clock_skew")
-        statement = identity_statement(self.peer_role, self.transcript, public_key, name, timestamp)
-        check_identity_signature(public_key, signature, statement)
-        return PeerIdentity(public_key, name, timestamp)
+        return peer
 
 
 class V2Controller(_Side):

@@ -41,13 +41,11 @@ from authmesh.pairing.code import PairingCode
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.identity import (
     PeerIdentity,
-    check_identity_signature,
     data_payload,
-    friendly_name,
     length_prefixed,
-    peer_public_key,
+    signed_identity,
+    verified_identity,
 )
-from authmesh.pairing.identity import identity_statement as signed_identity
 from authmesh.pairing.relay_client import Frame, encode_frame, json_object
 
 __all__ = [
@@ -56,7 +54,6 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "V3Controller",
     "V3Target",
-    "identity_statement",
     "transcript_hash",
 ]
 
@@ -97,13 +94,6 @@ def transcript_hash(
         + length_prefixed(controller_pake)
         + length_prefixed(target_pake)
     ).digest()
-
-
-def identity_statement(
-    role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
-) -> bytes:
-    """What an identity signature covers: domain, role, transcript, key, name, timestamp."""
-    return signed_identity(_DOMAIN, role, transcript, public_key, name, timestamp)
 
 
 def _clear_body(message: Frame) -> dict[str, Any]:
@@ -285,9 +275,8 @@ class _Side:
 
     def _identity_frame(self) -> Frame:
         timestamp = iso_timestamp(self._clock())
-        public_key = self._signer.public_key
-        statement = identity_statement(
-            self.role, self.transcript, public_key, self._name, timestamp
+        fields = signed_identity(
+            self._signer, _DOMAIN, self.role, self.transcript, self._name, timestamp
         )
         return self._sealed(
             "identity",
@@ -295,11 +284,8 @@ class _Side:
                 "protocol": PROTOCOL,
                 "versions": list(SUPPORTED_VERSIONS),
                 "role": self.role,
-                "deviceId": device_id(public_key),
-                "publicKey": b64encode(public_key),
-                "friendlyName": self._name,
-                "timestamp": timestamp,
-                "sig": b64encode(self._signer.sign(statement)),
+                "deviceId": device_id(self._signer.public_key),
+                **fields,
             },
         )
 
@@ -308,16 +294,12 @@ class _Side:
         if fields.get("protocol") != PROTOCOL or fields.get("role") != self.peer_role:
             raise PairingError("role_mismatch" if "role" in fields else "protocol_violation")
         _int_list(fields.get("versions"))
-        public_key = peer_public_key(fields.get("publicKey"), self._signer.public_key)
-        if fields.get("deviceId") != device_id(public_key):
+        peer = verified_identity(
+            fields, _DOMAIN, self.peer_role, self.transcript, self._signer.public_key
+        )
+        if fields.get("deviceId") != peer.device_id:
             raise PairingError("protocol_violation")
-        name = friendly_name(fields.get("friendlyName"))
-        timestamp, signature = fields.get("timestamp"), fields.get("sig")
-        if not isinstance(timestamp, str) or len(timestamp) > 64 or not isinstance(signature, str):
-            raise PairingError("protocol_violation")
-        statement = identity_statement(self.peer_role, self.transcript, public_key, name, timestamp)
-        check_identity_signature(public_key, signature, statement)
-        self.peer = PeerIdentity(public_key, name, timestamp)
+        self.peer = peer
         self._stage = "decide"
 
     def _on_finish(self, message: Frame) -> None:
