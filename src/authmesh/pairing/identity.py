@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from authmesh.core.b64 import B64Error, b64decode, b64encode
 from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64, verify
-from authmesh.core.selfsig import Signer
+from authmesh.core.selfsig import Signer, iso_timestamp
 from authmesh.pairing.errors import MAX_FRIENDLY_NAME_CHARS, PairingError
 from authmesh.pairing.relay_client import relay_error
 
@@ -131,10 +131,11 @@ def identity_statement(
 
 
 def signed_identity(
-    signer: Signer, domain: bytes, role: str, transcript: bytes, name: str, timestamp: str
+    signer: Signer, domain: bytes, role: str, transcript: bytes, name: str, now: float
 ) -> dict[str, str]:
-    """The identity fields a v2/v3 side seals: its key, name, timestamp and the signature of
-    :func:`identity_statement` for its role and the transcript."""
+    """The identity fields a v2/v3 side seals: its key, name, timestamp (``now``) and the
+    signature of :func:`identity_statement` for its role and the transcript."""
+    timestamp = iso_timestamp(now)
     public_key = signer.public_key
     statement = identity_statement(domain, role, transcript, public_key, name, timestamp)
     return {

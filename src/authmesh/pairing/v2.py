@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from authmesh.core.b64 import B64Error, b64decode, b64encode
 from authmesh.core.keys import PrivateKey
 from authmesh.core.sas import format_sas
-from authmesh.core.selfsig import Signer, iso_timestamp
+from authmesh.core.selfsig import Signer
 from authmesh.core.tunnel import NONCE_LENGTH, TunnelError, hkdf_sha256, open_blob, seal_b64
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.identity import (
@@ -230,9 +230,8 @@ class _Side:
         return json_object(plaintext)
 
     def _identity_frame(self) -> Frame:
-        timestamp = iso_timestamp(self._clock())
         fields = signed_identity(
-            self._signer, _DOMAIN, self.role, self.transcript, self._name, timestamp
+            self._signer, _DOMAIN, self.role, self.transcript, self._name, self._clock()
         )
         return self._sealed("identity", fields)
 

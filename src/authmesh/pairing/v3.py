@@ -35,7 +35,7 @@ from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 
 from authmesh.core.b64 import B64Error, b64decode, b64encode
 from authmesh.core.keys import device_id
-from authmesh.core.selfsig import Signer, iso_timestamp
+from authmesh.core.selfsig import Signer
 from authmesh.core.tunnel import NONCE_LENGTH, hkdf_sha256
 from authmesh.pairing.code import PairingCode
 from authmesh.pairing.errors import PairingError
@@ -274,9 +274,8 @@ class _Side:
         return json_object(plaintext)
 
     def _identity_frame(self) -> Frame:
-        timestamp = iso_timestamp(self._clock())
         fields = signed_identity(
-            self._signer, _DOMAIN, self.role, self.transcript, self._name, timestamp
+            self._signer, _DOMAIN, self.role, self.transcript, self._name, self._clock()
         )
         return self._sealed(
             "identity",
