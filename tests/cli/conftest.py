@@ -16,6 +16,8 @@ from typing import Any
 import pexpect
 import pytest
 
+from authmesh.cli.exit_codes import exit_code_for
+from authmesh.pairing.errors import MESSAGES
 from tests.relayproc import RelayProcess, start_relay
 
 # The reference transcripts were recorded with an amesh dir whose path is 27..30 characters
@@ -251,8 +253,12 @@ def unwrapped(text: str | bytes) -> str:
     return text.replace("\r\n", "\n").replace("\n ›   ", "")
 
 
-def fails_with(child: pexpect.spawn, message: str, status: int) -> None:
-    """The child ends with exit ``status`` after printing ``message`` as its one error."""
+def fails_with(child: pexpect.spawn, message: str, status: int | None = None) -> None:
+    """The child ends with exit ``status`` after printing ``message`` as its one error; for a
+    pairing message (:data:`MESSAGES`) the status defaults to the table's for its code."""
+    if status is None:
+        (code,) = [code for code, text in MESSAGES.items() if text == message]
+        status = exit_code_for(code)
     child.expect(pexpect.EOF)
     output = unwrapped(child.before or b"")
     child.close()

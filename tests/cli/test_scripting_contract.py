@@ -75,7 +75,7 @@ def test_exit_2_usage_errors_change_nothing(
         ["provision", "--name", "y" * 300, "--relay", "ws://127.0.0.1:9/ws"], device.home
     )
     assert provision.returncode == ExitCode.USAGE
-    bad_code = amesh(["invite", "12ab56"], device.home)
+    bad_code = amesh(["invite", "12ab56-1234-5678"], device.home)
     assert bad_code.returncode == ExitCode.USAGE
     agent = amesh(["agent", "start", "--shell", "/nonexistent/shell"], device.home)
     assert agent.returncode == ExitCode.USAGE
@@ -102,17 +102,18 @@ def test_exit_5_relay_unreachable_names_url_and_cause(
 ) -> None:
     device = make_device("Laptop")
     dead = f"ws://127.0.0.1:{free_port()}/ws"
-    refused = amesh(["invite", "123456", "--relay", dead], device.home)
+    refused = amesh(["invite", "123456-1234-5678", "--relay", dead], device.home)
     assert refused.returncode == ExitCode.RELAY
     assert f"Could not reach the relay at {dead}: connection refused" in unwrapped(refused.stderr)
     wrong_path = relay.url.replace("/ws", "/wrong")
-    not_found = amesh(["invite", "123456", "--relay", wrong_path], device.home)
+    not_found = amesh(["invite", "123456-1234-5678", "--relay", wrong_path], device.home)
     assert not_found.returncode == ExitCode.RELAY
     assert "HTTP 404" in unwrapped(not_found.stderr) and "/ws" in not_found.stderr
-    dns = amesh(["invite", "123456", "--relay", "ws://relay.invalid/ws"], device.home)
+    dns = amesh(["invite", "123456-1234-5678", "--relay", "ws://relay.invalid/ws"], device.home)
     assert dns.returncode == ExitCode.RELAY
     assert "DNS" in dns.stderr
-    tls = amesh(["invite", "123456", "--relay", relay.url.replace("ws://", "wss://")], device.home)
+    tls_url = relay.url.replace("ws://", "wss://")
+    tls = amesh(["invite", "123456-1234-5678", "--relay", tls_url], device.home)
     assert tls.returncode == ExitCode.RELAY
     assert "TLS error" in unwrapped(tls.stderr)
 
@@ -257,14 +258,41 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     return status, process.stderr.read()
 
 
-def test_listen_and_invite_json_events(
+def test_listen_and_invite_json_events_v3(
     make_device: Callable[..., Device], relay: RelayProcess, processes: list
 ) -> None:
     target, controller = make_device("Server"), make_device("Worker")
     listener, target_out = start(processes, target, relay, "listen", "--json")
     code = target_out.event()
-    assert code["event"] == "code" and len(code["code"]) == 6 and code["expiresIn"] > 0
+    assert code["event"] == "code" and code["expiresIn"] > 0
     inviter, controller_out = start(processes, controller, relay, "invite", code["code"], "--json")
+    assert controller_out.event() == {"event": "peer_joined"}
+    assert target_out.event() == {"event": "peer_joined"}
+    peer = controller_out.event()
+    assert (peer["event"], peer["deviceId"]) == ("peer", target.device_id)
+    on_target, on_controller = target_out.event(), controller_out.event()
+    assert on_target["event"] == on_controller["event"] == "paired"
+    assert (on_target["deviceId"], on_target["role"]) == (controller.device_id, "controller")
+    assert (on_controller["deviceId"], on_controller["role"]) == (target.device_id, "target")
+    assert on_target["protocol"] == on_controller["protocol"] == 3
+    for process in (listener, inviter):
+        status, stderr = finish(process)
+        assert status == 0, stderr
+        assert "Paired." in stderr
+
+
+def test_listen_and_invite_json_events_v2(
+    make_device: Callable[..., Device], relay: RelayProcess, processes: list
+) -> None:
+    """v2 adds the verification code: the controller's event carries it, the target's
+    operator types it on stdin (its question is on stderr)."""
+    target, controller = make_device("Server"), make_device("Worker")
+    listener, target_out = start(processes, target, relay, "listen", "--v2", "--json")
+    code = target_out.event()
+    assert code["event"] == "code" and len(code["code"]) == 6
+    inviter, controller_out = start(
+        processes, controller, relay, "invite", "--v2", "--no-confirm", code["code"], "--json"
+    )
     assert controller_out.event() == {"event": "peer_joined"}
     sas = controller_out.event()
     assert sas["event"] == "verification_code" and sas["deviceId"] == target.device_id
@@ -274,13 +302,11 @@ def test_listen_and_invite_json_events(
     listener.stdin.flush()
     on_target, on_controller = target_out.event(), controller_out.event()
     assert on_target["event"] == on_controller["event"] == "paired"
-    assert (on_target["deviceId"], on_target["role"]) == (controller.device_id, "controller")
-    assert (on_controller["deviceId"], on_controller["role"]) == (target.device_id, "target")
+    assert on_target["protocol"] == on_controller["protocol"] == 2
     assert on_target["confirmed"] is on_controller["confirmed"] is True
     for process in (listener, inviter):
         status, stderr = finish(process)
         assert status == 0, stderr
-        assert "Paired." in stderr
 
 
 def test_provision_and_bootstrap_json_events(
