@@ -342,35 +342,35 @@ async def test_w6_failures_count_and_invalid_codes_do_not(clients: Any) -> None:
     client = await clients()
     for _ in range(5):
         assert await client.request({"type": "connect", "otc": "12345"}) == err("invalid_otc")
-    for otc in ("910001", "910002", "910003"):
+    for otc in ("910001", "910002", "910003", "910004", "910005"):
         assert await client.request({"type": "connect", "otc": otc}) == err("otc_not_found")
-    assert await client.request({"type": "connect", "otc": "910004"}) == err("rate_limited")
+    assert await client.request({"type": "connect", "otc": "910006"}) == err("rate_limited")
     # another address is unaffected
     other = await clients("10.96.250.1")
-    assert await other.request({"type": "connect", "otc": "910005"}) == err("otc_not_found")
+    assert await other.request({"type": "connect", "otc": "910007"}) == err("otc_not_found")
 
 
 async def test_w6_right_most_forwarded_entry_is_the_client(clients: Any) -> None:
     """W6: with one trusted hop, the entry our proxy appended counts — not a client's claim."""
     real = "10.96.251.7"
-    for n in range(4):
+    for n in range(6):
         spoofer = await clients(f"198.51.100.{n}, {real}")
         reply = await spoofer.request({"type": "connect", "otc": f"92000{n}"})
-        assert reply == (err("otc_not_found") if n < 3 else err("rate_limited"))
+        assert reply == (err("otc_not_found") if n < 5 else err("rate_limited"))
 
 
 async def test_w6_trusted_hops_and_unset_trust(relay_factory: Any, dial: Any) -> None:
     two_hops = relay_factory({"AMESH_TRUST_PROXY": "2"})
-    for n in range(4):
+    for n in range(6):
         client = await dial(two_hops, {"X-Forwarded-For": f"1.1.1.{n}, 10.0.0.9, 10.0.0.1"})
         reply = await client.request({"type": "connect", "otc": f"93000{n}"})
-        assert reply == (err("otc_not_found") if n < 3 else err("rate_limited"))
+        assert reply == (err("otc_not_found") if n < 5 else err("rate_limited"))
         await client.close()
     direct = relay_factory({})
-    for n in range(4):
+    for n in range(6):
         client = await dial(direct, {"X-Forwarded-For": f"1.1.1.{n}"})
         reply = await client.request({"type": "connect", "otc": f"94000{n}"})
-        assert reply == (err("otc_not_found") if n < 3 else err("rate_limited"))
+        assert reply == (err("otc_not_found") if n < 5 else err("rate_limited"))
         await client.close()
 
 
@@ -384,22 +384,6 @@ async def test_w6_a_live_code_burns_after_its_failure_budget(clients: Any) -> No
     for peer in (target, controller):
         assert await peer.recv_json() == err("otc_burned")
         assert (await peer.closed())[0] == 1000
-
-
-async def test_w6_global_failure_budget_burns_waiting_codes(relay_factory: Any, dial: Any) -> None:
-    relay = relay_factory({"AMESH_TRUST_PROXY": "1", "AMESH_GLOBAL_FAILURE_BUDGET": "20"})
-    target = await dial(relay)
-    assert await target.request({"type": "listen", "otc": "500050"}) == ACK
-    guesses = []
-    for n in range(25):
-        attacker = await dial(relay, {"X-Forwarded-For": f"192.0.2.{n}"})
-        guesses.append(await attacker.request({"type": "connect", "otc": f"5000{n:02d}"}))
-        await attacker.close()
-    assert guesses[:20] == [err("otc_not_found")] * 20
-    assert guesses[20:] == [err("rate_limited")] * 5  # lockdown for the rest of the window
-    assert await target.recv_json() == err("otc_burned")
-    assert (await target.closed())[0] == 1000
-    assert PEER_FOUND not in guesses
 
 
 async def test_w6_connections_per_ip_are_capped(relay_factory: Any, dial: Any) -> None:
@@ -529,23 +513,6 @@ async def test_contract_v2_peer_found_text(clients: Any) -> None:
     await controller.send({"type": "connect", "otc": "482951", "protocol": 2})
     assert await controller.recv() == '{"type":"peer_found","protocol":2}'
     assert await target.recv() == '{"type":"peer_found","protocol":2}'
-
-
-async def test_contract_protocol_mismatch_leaves_the_session_alone(clients: Any) -> None:
-    target = await clients()
-    assert await target.request({"type": "listen", "otc": "482952", "protocol": 2}) == ACK
-    legacy = await clients()
-    for _ in range(5):  # never counted as failures, never burns the code
-        assert await legacy.request({"type": "connect", "otc": "482952"}) == {
-            "type": "error",
-            "code": "protocol_mismatch",
-            "protocol": 2,
-        }
-    await target.sync()
-    modern = await clients()
-    await modern.send({"type": "connect", "otc": "482952", "protocol": 2})
-    assert await target.recv() == '{"type":"peer_found","protocol":2}'
-    assert await modern.recv() == '{"type":"peer_found","protocol":2}'
 
 
 async def test_contract_v1_peer_found_is_byte_identical(clients: Any) -> None:
