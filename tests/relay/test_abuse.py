@@ -104,13 +104,7 @@ async def test_bruteforce_live_code_from_spoofed_addresses(relay_factory: Any) -
     """W6: each spoofed address is fresh (ten networks), yet the global budget stops the attack
     before it reaches the live code: once it is used up, networks that failed get no further
     guess. The waiting code is not burned (H1) and pairs afterwards."""
-    relay = relay_factory(
-        {
-            "AMESH_TRUST_PROXY": "1",
-            "AMESH_GLOBAL_FAILURE_BUDGET": "100",
-            "AMESH_RATE_WINDOW": "1",
-        }
-    )
+    relay = relay_factory({"AMESH_TRUST_PROXY": "1", "AMESH_GLOBAL_FAILURE_BUDGET": "100"})
     baseline = rss_kb(relay)
     live = 150
     target = await open_client(relay)
@@ -135,15 +129,6 @@ async def test_bruteforce_live_code_from_spoofed_addresses(relay_factory: Any) -
     await target.close()
     await controller.close()
 
-    async def window_over() -> bool:
-        probe = await open_client(relay, {"X-Forwarded-For": "10.3.0.99"})  # a network that failed
-        try:
-            reply = await probe.request({"type": "connect", "otc": "999999"})
-            return bool(reply["code"] == "otc_not_found")
-        finally:
-            await probe.close()
-
-    await wait_for(window_over, timeout=5, interval=0.2)
     await recovered(relay, baseline)
 
 

@@ -8,58 +8,13 @@ attack once against a real relay process.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from authmesh.core.b64 import b64url_encode
 from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
 from authmesh.relay.config import RelayConfig
-from authmesh.relay.protocol import Close, RelayCore, Send
+from tests.relay.fakerelay import ACK, PEER_FOUND, FakeRelay, error
 
 WAITING_CODE = "482916"
-
-
-class FakeRelay:
-    """A core with numbered sockets, each opened from a chosen address, and a fake clock."""
-
-    def __init__(self, config: RelayConfig | None = None) -> None:
-        self.core = RelayCore(config or RelayConfig())
-        self.now = 0.0
-        self._next = 0
-        self.frames: dict[int, list[dict[str, Any]]] = {}
-        self.closed: set[int] = set()
-
-    def open(self, ip: str) -> int:
-        self._next += 1
-        self.frames[self._next] = []
-        self._apply(self.core.open(self._next, ip, self.now))
-        return self._next
-
-    def send(self, conn: int, **message: Any) -> list[dict[str, Any]]:
-        """Send one message; the frames ``conn`` itself received in answer."""
-        before = len(self.frames[conn])
-        self._apply(self.core.receive(conn, json.dumps(message), self.now))
-        return self.frames[conn][before:]
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
-        self._apply(self.core.tick(self.now))
-
-    def _apply(self, actions: list[Send | Close]) -> None:
-        for action in actions:
-            if isinstance(action, Send):
-                self.frames[action.conn].append(json.loads(action.text))
-            else:
-                self.closed.add(action.conn)
-
-
-def error(code: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "error", "code": code, **extra}
-
-
-ACK = {"type": "ack", "message": "session_open"}
-PEER_FOUND = {"type": "peer_found"}
 
 
 def spread_addresses(count: int) -> list[str]:
@@ -211,16 +166,8 @@ def test_a_hit_found_by_listen_cannot_be_used_to_connect_first() -> None:
 
 
 def register_agent(relay: FakeRelay, key: PrivateKey) -> int:
-    agent = relay.open("192.0.2.200")
-    hello = {"deviceId": key.device_id, "publicKey": key.public_key_b64, "protocol": 2}
-    [challenge] = relay.send(agent, type="agent", **hello)
-    signed = challenge_message(
-        challenge["challenge"], ChallengeScheme.V2, agent_device_id=key.device_id
-    )
-    sig = b64url_encode(key.sign(signed))
-    assert relay.send(agent, type="agent_challenge_response", sig=sig) == [
-        {"type": "agent_registered"}
-    ]
+    agent, answer = relay.register_agent(key, protocol=2)
+    assert answer == {"type": "agent_registered"}
     return agent
 
 
