@@ -313,8 +313,8 @@ def test_legacy_wrong_sas_leaves_the_controller_entry_with_a_revoke_hint(
 def test_no_silent_downgrade_between_legacy_and_v2(
     pair: tuple[Device, Device], relay: RelayProcess, children: list
 ) -> None:
-    """A v2 controller meeting a --legacy target stops with a sentence naming the flag; the
-    target's session survives (the relay refuses the mismatched connect without harm)."""
+    """A v2 controller meeting a --legacy target stops with a sentence naming the flag, and so
+    does the target (the relay tells both sides); a legacy invite then pairs."""
     target, controller = pair
     listener = target.spawn("listen", "--legacy", relay=relay)
     children.append(listener)
@@ -323,6 +323,11 @@ def test_no_silent_downgrade_between_legacy_and_v2(
     inviter = controller.spawn("invite", code, relay=relay)
     children.append(inviter)
     fails_with(inviter, MESSAGES["peer_is_legacy"])
+    fails_with(listener, MESSAGES["peer_requires_v2"])
+    listener = target.spawn("listen", "--legacy", relay=relay)
+    children.append(listener)
+    listener.expect(PAIRING_CODE)
+    code = listener.match.group(1).decode()
     legacy_inviter = controller.spawn("invite", code, "--legacy", relay=relay)
     children.append(legacy_inviter)
     legacy_inviter.expect(SAS_LINE)

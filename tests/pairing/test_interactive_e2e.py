@@ -156,4 +156,8 @@ async def test_no_silent_downgrade(
             legacy=not legacy_target,
         )
     assert raised.value.code == expected
-    listening.cancel()
+    # The relay tells the waiting target too, which stops at once with the opposite advice.
+    with pytest.raises(PairingError) as told:
+        await asyncio.wait_for(listening, STEP)
+    opposite = {"peer_is_legacy": "peer_requires_v2", "peer_requires_v2": "peer_is_legacy"}
+    assert told.value.code == opposite[expected]
