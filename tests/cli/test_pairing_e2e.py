@@ -349,8 +349,8 @@ def test_no_silent_downgrade_between_legacy_and_v2(
     pair: tuple[Device, Device], relay: RelayProcess, children: list
 ) -> None:
     """A v2 controller meeting a --legacy target stops with a sentence that says what legacy
-    pairing costs (issue 10 item 8: never just "rerun with --legacy"); the target's session
-    survives (the relay refuses the mismatched connect without harm)."""
+    pairing costs (issue 10 item 8: never just "rerun with --legacy"), and so does the target
+    (the relay tells both sides); a legacy invite then pairs."""
     target, controller = pair
     listener = target.spawn("listen", "--legacy", relay=relay)
     children.append(listener)
@@ -361,6 +361,11 @@ def test_no_silent_downgrade_between_legacy_and_v2(
     fails_with(inviter, MESSAGES["peer_not_v2"])
     assert "hostile relay" in MESSAGES["peer_not_v2"]
     assert "a relay you run yourself" in MESSAGES["peer_not_v2"]
+    fails_with(listener, MESSAGES["peer_requires_v2"])
+    listener = target.spawn("listen", "--legacy", relay=relay)
+    children.append(listener)
+    listener.expect(PAIRING_CODE)
+    code = listener.match.group(1).decode()
     legacy_inviter = controller.spawn("invite", code, "--legacy", relay=relay)
     children.append(legacy_inviter)
     legacy_inviter.expect(SAS_LINE)
