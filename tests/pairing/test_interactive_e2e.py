@@ -203,7 +203,11 @@ async def test_no_silent_downgrade(
             ),
         )
     assert raised.value.code == expected
-    listening.cancel()
+    # The relay tells the waiting target too, which stops at once with the opposite advice.
+    with pytest.raises(PairingError) as told:
+        await asyncio.wait_for(listening, STEP)
+    opposite = {"peer_not_v2": "peer_requires_v2", "peer_requires_v2": "peer_not_v2"}
+    assert told.value.code == opposite[expected]
 
 
 async def test_v3_controller_meeting_a_legacy_target(
