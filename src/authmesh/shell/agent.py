@@ -10,8 +10,13 @@ Registration (spec shell §1) is the reference's ``agent`` → ``agent_challenge
   UUID (weakness S1). Only the one challenge that follows our own ``agent`` message is signed.
 * a protocol-2 relay announces each shell request with ``shell_request`` and a one-time session
   token; the agent opens a dedicated socket for it (``agent_session``), so sessions are
-  independent and concurrent (up to ``max_sessions``) and a request can never divert a live
-  session (S3). On a legacy relay the registration socket carries one session at a time.
+  independent and concurrent and a request can never divert a live session (S3). On a legacy
+  relay the registration socket carries one session at a time.
+* only authenticated sessions count against ``max_sessions``; handshakes still pending have
+  their own small budget and a short deadline
+  (:class:`~authmesh.core.shell.admission.SessionSlots`), and the lines such unauthenticated
+  requests make the agent log are rate-limited, so requesters that never answer can neither
+  lock out a granted controller nor flood the log.
 * any registration error is logged and answered by reconnecting with backoff (W7); so is a
   heartbeat without ``pong`` for two intervals. The backoff doubles from 1 s to 30 s, with
   jitter (W11), and resets once registered.
@@ -39,6 +44,11 @@ from authmesh.core.allowlist import AllowList, Device
 from authmesh.core.b64 import b64encode
 from authmesh.core.keys import device_id
 from authmesh.core.selfsig import Signer
+from authmesh.core.shell.admission import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_PENDING_TIMEOUT,
+    SessionSlots,
+)
 from authmesh.core.shell.challenge import ChallengeError, ChallengeScheme, sign_challenge
 from authmesh.core.shell.cipher import ShellCipher, ShellCipherError
 from authmesh.core.shell.frames import (
@@ -62,6 +72,7 @@ from authmesh.shell.channel import (
 )
 from authmesh.shell.errors import ChannelClosed, SessionEnded
 from authmesh.shell.handshake import HANDSHAKE_TIMEOUT, run_target_handshake
+from authmesh.shell.log_limit import LimitedLog
 from authmesh.shell.pty_process import PtyProcess, login_environment
 from authmesh.shell.recording import SessionRecorder
 from authmesh.store.errors import StoreError
@@ -105,6 +116,11 @@ class AgentConfig:
 
     relay_url: str
     max_sessions: int = 4
+    """Concurrent authenticated sessions."""
+    max_pending: int = DEFAULT_MAX_PENDING
+    """Concurrent handshakes not yet authenticated; the oldest makes room for a new one."""
+    pending_timeout: float = DEFAULT_PENDING_TIMEOUT
+    """Seconds from a shell request to an authenticated controller."""
     idle_timeout: float = 30 * 60.0
     """Seconds without controller input or shell output before a session ends; 0 disables."""
     heartbeat_interval: float = 30.0
@@ -189,28 +205,34 @@ class ShellSession:
             await self._send_done()
 
     async def _run(self) -> None:
+        agent = self._agent
+        loop = asyncio.get_running_loop()
         try:
-            established = await run_target_handshake(
-                self._channel,
-                signer=self._agent.identity.signer,
-                friendly_name=self._agent.identity.friendly_name,
-                allow_list=self._agent.identity.allow_list,
-                timeout=self._config.handshake_timeout,
-            )
+            async with asyncio.timeout_at(agent.slots.deadline(self.number) or loop.time()):
+                established = await run_target_handshake(
+                    self._channel,
+                    signer=agent.identity.signer,
+                    friendly_name=agent.identity.friendly_name,
+                    allow_list=agent.identity.allow_list,
+                    timeout=self._config.handshake_timeout,
+                    admit=lambda: agent.slots.authenticate(self.number, loop.time()),
+                )
         except ShellHandshakeError as exc:
-            self._log.warning("Session %d refused: %s", self.number, exc)
+            agent.limited_log.warning("Session %d refused: %s", self.number, exc)
             # Not a wire message of the reference, but `done` exists: our controller stops
             # waiting at once; a reference controller ignores it and times out as before.
             await self._send_done()
             return
         except TimeoutError:
-            self._log.warning(
-                "Session %d: the controller stopped answering the handshake.", self.number
+            agent.limited_log.warning(
+                "Session %d: the controller did not complete the handshake in time.", self.number
             )
             await self._send_done()
             return
         except (SessionEnded, ChannelClosed):
-            self._log.info("Session %d: the controller left during the handshake.", self.number)
+            agent.limited_log.info(
+                "Session %d: the controller left during the handshake.", self.number
+            )
             return
         self._cipher = established.cipher
         try:
@@ -425,15 +447,16 @@ class Agent:
         self.config = config
         self.identity = identity
         self.log = log or logging.getLogger("authmesh.shell.agent")
-        self._sessions: set[asyncio.Task[None]] = set()
-        self._refusals: set[asyncio.Task[None]] = set()
+        self.limited_log = LimitedLog(self.log)
+        self.slots = SessionSlots(config.max_sessions, config.max_pending, config.pending_timeout)
+        self._sessions: dict[int, asyncio.Task[None]] = {}
         self._session_numbers = 0
         self._legacy_pipe: SessionPipe | None = None
         self._dedicated_sockets = False
 
     @property
     def active_sessions(self) -> int:
-        return len(self._sessions)
+        return self.slots.active
 
     def still_granted(self, peer: Device) -> bool:
         """Whether ``peer`` still holds the shell grant (checked during sessions, S5)."""
@@ -460,16 +483,32 @@ class Agent:
             await self.close_sessions()
 
     async def close_sessions(self) -> None:
-        tasks = [*self._sessions, *self._refusals]
+        tasks = list(self._sessions.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _start_session(self, work: Callable[[int], Any]) -> None:
+    def _start_session(self, work: Callable[[int], Any]) -> int:
+        """Run ``work`` as a pending session; the oldest pending one may make room."""
         self._session_numbers += 1
-        task = asyncio.create_task(work(self._session_numbers))
-        self._sessions.add(task)
-        task.add_done_callback(self._sessions.discard)
+        number = self._session_numbers
+        evicted = self.slots.request(number, asyncio.get_running_loop().time())
+        if evicted is not None:
+            self.limited_log.warning(
+                "Session %s dropped: %d handshakes were pending; a newer request took its place.",
+                evicted,
+                self.config.max_pending,
+            )
+            self._sessions[evicted].cancel()
+        task = asyncio.create_task(work(number))
+        self._sessions[number] = task
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self.slots.release(number)
+            self._sessions.pop(number, None)
+
+        task.add_done_callback(finished)
+        return number
 
     async def _connect_once(self, stop: asyncio.Event) -> bool:
         """One socket's life; True if it got registered (the backoff then starts over)."""
@@ -598,16 +637,9 @@ class Agent:
         elif kind == "error":
             self.log.warning("Relay error: %s", printable(str(message.get("code")), 40))
         elif kind == "agent_challenge":
-            self.log.warning("Ignoring an unrequested registration challenge from the relay (S1).")
-
-    def _at_capacity(self) -> bool:
-        if len(self._sessions) >= self.config.max_sessions:
-            self.log.warning(
-                "Shell request refused: %d sessions already running (--max-sessions).",
-                len(self._sessions),
+            self.limited_log.warning(
+                "Ignoring an unrequested registration challenge from the relay (S1)."
             )
-            return True
-        return False
 
     async def _accept_legacy(self, socket: RelaySocket) -> None:
         """A session on the registration socket (relays without dedicated session sockets)."""
@@ -617,9 +649,6 @@ class Agent:
             self.log.warning("The relay re-routed the running session; ending it (S3).")
             self._legacy_pipe.end()
             self._legacy_pipe = None
-            return
-        if self._at_capacity():
-            await socket.send(encode_message({"type": "done"}))
             return
         pipe = SessionPipe(socket)
         self._legacy_pipe = pipe
@@ -635,47 +664,39 @@ class Agent:
         self._start_session(work)
 
     def _accept_dedicated(self, token: str) -> None:
-        """Protocol 2: open a socket for this session alone and claim it with ``token``.
-
-        At capacity the session is still claimed, only to be ended at once with ``done``, so
-        the controller hears "refused" instead of waiting for its timeout (at most
-        ``max_sessions`` such refusals at a time; beyond that requests are ignored).
-        """
-        refuse = self._at_capacity()
-        if refuse and len(self._refusals) >= self.config.max_sessions:
-            return
+        """Protocol 2: open a socket for this session alone and claim it with ``token``."""
 
         async def work(number: int) -> None:
+            deadline = self.slots.deadline(number) or asyncio.get_running_loop().time()
             try:
-                socket = await RelaySocket.connect(self.config.relay_url)
+                async with asyncio.timeout_at(deadline):
+                    socket = await RelaySocket.connect(self.config.relay_url)
             except Exception as exc:
-                self.log.warning("Session %d: %s", number, exc)
+                self.limited_log.warning("Session %d: %s", number, exc)
                 return
             try:
-                await socket.send(encode_message({"type": "agent_session", "session": token}))
-                while True:
-                    message = await socket.receive(self.config.handshake_timeout)
-                    if message.get("type") == "peer_found":
-                        break
-                    if message.get("type") == "error":
-                        self.log.warning(
-                            "Session %d: the relay dropped the request (%s).",
-                            number,
-                            printable(str(message.get("code")), 40),
-                        )
-                        return
-                if refuse:
-                    await socket.send(encode_message({"type": "done"}))
-                    return
-                await ShellSession(self, socket, number).run()
+                async with asyncio.timeout_at(deadline):
+                    claimed = await self._claim(socket, token, number)
+                if claimed:
+                    await ShellSession(self, socket, number).run()
             except (TimeoutError, ChannelClosed):
-                self.log.warning("Session %d: the relay did not open the session.", number)
+                self.limited_log.warning("Session %d: the relay did not open the session.", number)
             finally:
                 await socket.close()
 
-        if refuse:  # a claim-and-close task, not a session: it does not count against the cap
-            task = asyncio.create_task(work(0))
-            self._refusals.add(task)
-            task.add_done_callback(self._refusals.discard)
-        else:
-            self._start_session(work)
+        self._start_session(work)
+
+    async def _claim(self, socket: RelaySocket, token: str, number: int) -> bool:
+        """Claim the announced session on ``socket``; False if the relay dropped it."""
+        await socket.send(encode_message({"type": "agent_session", "session": token}))
+        while True:
+            message = await socket.receive(self.config.handshake_timeout)
+            if message.get("type") == "peer_found":
+                return True
+            if message.get("type") == "error":
+                self.limited_log.warning(
+                    "Session %d: the relay dropped the request (%s).",
+                    number,
+                    printable(str(message.get("code")), 40),
+                )
+                return False

@@ -116,8 +116,12 @@ async def run_target_handshake(
     clock: Callable[[], datetime] = _now,
     ephemeral: PrivateKey | None = None,
     envelope_nonce: bytes | None = None,
+    admit: Callable[[], bool] = lambda: True,
 ) -> Established:
     """The agent's side, started when the relay reports ``peer_found``.
+
+    ``admit`` is asked once the controller is authorized, before the agent reveals its own
+    identity; False refuses the session (the agent is at its session limit).
 
     ``clock``, ``ephemeral`` and ``envelope_nonce`` are fresh per call unless given (tests
     replaying the reference's recorded transcripts pin them). Raises
@@ -140,6 +144,11 @@ async def run_target_handshake(
     entry = _entry_for(allow_list(), peer.public_key_b64, peer.device_id)
     authorize_peer(Role.TARGET, entry)
     assert entry is not None
+    if not admit():
+        raise ShellHandshakeError(
+            HandshakeErrorCode.AT_CAPACITY,
+            "Every session slot is taken (--max-sessions); the controller may retry when one ends.",
+        )
     own = create_identity(
         signer,
         friendly_name,
