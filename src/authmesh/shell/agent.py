@@ -63,14 +63,10 @@ from authmesh.core.shell.frames import (
 )
 from authmesh.core.shell.handshake import ShellHandshakeError
 from authmesh.core.shell.wire import challenge_response_message, data_message
-from authmesh.shell.channel import (
-    Channel,
-    RelaySocket,
-    SessionPipe,
-    encode_message,
-    receive_data,
-)
-from authmesh.shell.errors import ChannelClosed, SessionEnded
+from authmesh.pairing.errors import PairingError
+from authmesh.pairing.relay_client import RelayClosed, RelayConnection, encode_frame
+from authmesh.shell.channel import Channel, SessionPipe, connect, receive_data
+from authmesh.shell.errors import SessionEnded
 from authmesh.shell.handshake import HANDSHAKE_TIMEOUT, run_target_handshake
 from authmesh.shell.log_limit import LimitedLog
 from authmesh.shell.pty_process import PtyProcess, login_environment
@@ -175,13 +171,13 @@ class ShellSession:
         # One lock for encrypt + send: counters go out in the order they were spent.
         async with self._send_lock:
             assert self._cipher is not None
-            await self._channel.send(data_message(self._cipher.encrypt(frame)))
+            await self._channel.send_text(data_message(self._cipher.encrypt(frame)))
 
     async def _send_done(self) -> None:
         # Ends the relay session at once (the registration socket is free for the next one)
         # and tells our controller the target ended it; reference controllers ignore `done`.
-        with contextlib.suppress(ChannelClosed):
-            await self._channel.send(encode_message({"type": "done"}))
+        with contextlib.suppress(RelayClosed):
+            await self._channel.send_text(encode_frame({"type": "done"}))
 
     async def _next_frame(self, timeout: float | None) -> Frame:
         payload = await receive_data(self._channel, timeout)
@@ -229,7 +225,7 @@ class ShellSession:
             )
             await self._send_done()
             return
-        except (SessionEnded, ChannelClosed):
+        except (SessionEnded, RelayClosed):
             agent.limited_log.info(
                 "Session %d: the controller left during the handshake.", self.number
             )
@@ -273,7 +269,7 @@ class ShellSession:
         started = time.monotonic()
         try:
             (cols, rows), command, first_input = await self._first_frames()
-        except (_Tampered, SessionEnded, ChannelClosed) as exc:
+        except (_Tampered, SessionEnded, RelayClosed) as exc:
             self._log.warning(
                 "Session %d with %s ended before it started (%s).", self.number, name, exc
             )
@@ -311,7 +307,7 @@ class ShellSession:
             )
         except OSError as exc:
             self._log.error("Session %d: could not start %s (%s).", self.number, shell, exc)
-            with contextlib.suppress(ChannelClosed):
+            with contextlib.suppress(RelayClosed):
                 await self._send_frame(encode_exit(127))
             await self._send_done()
             if recorder is not None:
@@ -405,7 +401,7 @@ class ShellSession:
                 status = await process.terminate()
                 await self._send_exit(status)
                 return str(exc), status
-            if isinstance(exc, SessionEnded | ChannelClosed):
+            if isinstance(exc, SessionEnded | RelayClosed):
                 reason = exc.reason if isinstance(exc, SessionEnded) else "relay connection lost"
                 return f"controller gone: {reason}", await process.terminate()
             raise exc
@@ -425,7 +421,7 @@ class ShellSession:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await output
         # Anything still buffered after a background job kept the terminal open.
-        with contextlib.suppress(ChannelClosed):
+        with contextlib.suppress(RelayClosed):
             while data := process.read_available(DATA_CHUNK_SIZE):
                 await self._send_frame(encode_data(data))
         status = await process.terminate()
@@ -433,7 +429,7 @@ class ShellSession:
         return "shell exited", status
 
     async def _send_exit(self, status: int) -> None:
-        with contextlib.suppress(ChannelClosed):
+        with contextlib.suppress(RelayClosed):
             await self._send_frame(encode_exit(status))
         await self._send_done()
 
@@ -514,7 +510,7 @@ class Agent:
         """One socket's life; True if it got registered (the backoff then starts over)."""
         self.log.info("Connecting to relay: %s", self.config.relay_url)
         try:
-            socket = await RelaySocket.connect(self.config.relay_url)
+            socket = await connect(self.config.relay_url)
         except Exception as exc:
             self.log.warning("%s", exc)
             return False
@@ -534,7 +530,7 @@ class Agent:
                 self._legacy_pipe = None
             await socket.close()
 
-    async def _register(self, socket: RelaySocket) -> bool:
+    async def _register(self, socket: RelayConnection) -> bool:
         identity = self.identity
         timeout = self.config.handshake_timeout
         challenged = False
@@ -547,7 +543,7 @@ class Agent:
             }
             if self.config.protocol == PROTOCOL_VERSION:
                 request["protocol"] = PROTOCOL_VERSION
-            await socket.send(encode_message(request))
+            await socket.send(request)
             while True:
                 message = await socket.receive(timeout)
                 kind = message.get("type")
@@ -562,7 +558,7 @@ class Agent:
                     signature = sign_challenge(
                         identity.signer, challenge if isinstance(challenge, str) else "", scheme
                     )
-                    await socket.send(challenge_response_message(signature))
+                    await socket.send_text(challenge_response_message(signature))
                 elif kind == "agent_registered":
                     self._dedicated_sockets = scheme is ChallengeScheme.V2
                     self.log.info(
@@ -580,11 +576,13 @@ class Agent:
             self.log.error("%s", exc)
         except TimeoutError:
             self.log.error("The relay did not complete the registration within %.0f s.", timeout)
-        except ChannelClosed:
+        except RelayClosed:
             self.log.warning("The relay closed the connection during registration.")
+        except PairingError as exc:  # a frame that is not a JSON object
+            self.log.warning("The relay broke the registration protocol (%s).", exc.code)
         return False
 
-    async def _serve(self, socket: RelaySocket) -> None:
+    async def _serve(self, socket: RelayConnection) -> None:
         interval = self.config.heartbeat_interval
         loop = asyncio.get_running_loop()
         last_pong = loop.time()
@@ -595,7 +593,7 @@ class Agent:
                 if loop.time() - last_pong > 2 * interval:
                     self.log.warning("The relay stopped answering heartbeats; reconnecting.")
                     return
-                await socket.send(encode_message({"type": "ping"}))
+                await socket.send({"type": "ping"})
 
         beat = asyncio.create_task(heartbeat())
         try:
@@ -607,9 +605,12 @@ class Agent:
                     break
                 try:
                     message = receiving.result()
-                except ChannelClosed:
+                except RelayClosed:
                     reason = printable(socket.close_reason, 80)
                     self.log.warning("Relay connection closed%s.", f" ({reason})" if reason else "")
+                    return
+                except PairingError as exc:
+                    self.log.warning("The relay broke the protocol (%s); reconnecting.", exc.code)
                     return
                 kind = message.get("type")
                 if kind == "pong":
@@ -618,10 +619,10 @@ class Agent:
                     await self._dispatch(socket, kind, message)
         finally:
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ChannelClosed):
+            with contextlib.suppress(asyncio.CancelledError, RelayClosed):
                 await beat
 
-    async def _dispatch(self, socket: RelaySocket, kind: Any, message: dict[str, Any]) -> None:
+    async def _dispatch(self, socket: RelayConnection, kind: Any, message: dict[str, Any]) -> None:
         pipe = self._legacy_pipe
         if kind == "shell_request" and self._dedicated_sockets:
             token = message.get("session")
@@ -641,7 +642,7 @@ class Agent:
                 "Ignoring an unrequested registration challenge from the relay (S1)."
             )
 
-    async def _accept_legacy(self, socket: RelaySocket) -> None:
+    async def _accept_legacy(self, socket: RelayConnection) -> None:
         """A session on the registration socket (relays without dedicated session sockets)."""
         if self._legacy_pipe is not None:
             # Only a relay that re-binds busy agents does this (the reference, S3): the running
@@ -670,7 +671,7 @@ class Agent:
             deadline = self.slots.deadline(number) or asyncio.get_running_loop().time()
             try:
                 async with asyncio.timeout_at(deadline):
-                    socket = await RelaySocket.connect(self.config.relay_url)
+                    socket = await connect(self.config.relay_url)
             except Exception as exc:
                 self.limited_log.warning("Session %d: %s", number, exc)
                 return
@@ -679,16 +680,16 @@ class Agent:
                     claimed = await self._claim(socket, token, number)
                 if claimed:
                     await ShellSession(self, socket, number).run()
-            except (TimeoutError, ChannelClosed):
+            except (TimeoutError, RelayClosed):
                 self.limited_log.warning("Session %d: the relay did not open the session.", number)
             finally:
                 await socket.close()
 
         self._start_session(work)
 
-    async def _claim(self, socket: RelaySocket, token: str, number: int) -> bool:
+    async def _claim(self, socket: RelayConnection, token: str, number: int) -> bool:
         """Claim the announced session on ``socket``; False if the relay dropped it."""
-        await socket.send(encode_message({"type": "agent_session", "session": token}))
+        await socket.send({"type": "agent_session", "session": token})
         while True:
             message = await socket.receive(self.config.handshake_timeout)
             if message.get("type") == "peer_found":

@@ -42,8 +42,9 @@ from authmesh.core.shell.frames import (
 )
 from authmesh.core.shell.handshake import ShellHandshakeError
 from authmesh.core.shell.wire import data_message
-from authmesh.shell.channel import RelaySocket, encode_message, receive_data
-from authmesh.shell.errors import ChannelClosed, SessionEnded, ShellError
+from authmesh.pairing.relay_client import RelayClosed, RelayConnection
+from authmesh.shell.channel import connect, receive_data
+from authmesh.shell.errors import SessionEnded, ShellError
 from authmesh.shell.handshake import HANDSHAKE_TIMEOUT, run_controller_handshake
 
 __all__ = ["KEEPALIVE_INTERVAL", "ShellRequest", "run_shell"]
@@ -126,7 +127,7 @@ def _handshake_failure(exc: BaseException, request: ShellRequest, own_id: str) -
             "relay_ended",
             f"The relay ended the session before it started ({exc.reason}); try again.",
         )
-    if isinstance(exc, ChannelClosed):
+    if isinstance(exc, RelayClosed):
         return ShellError(
             "relay_closed",
             "The relay closed the connection before the session started; try again.",
@@ -177,16 +178,14 @@ async def run_shell(
     say = notice or (lambda line: print(line, file=sys.stderr, flush=True))
     own_id = device_id(signer.public_key)
     target = request.target
-    socket = await RelaySocket.connect(request.relay_url)
+    socket = await connect(request.relay_url)
     try:
         await socket.send(
-            encode_message(
-                {
-                    "type": "shell",
-                    "targetDeviceId": target.device_id,
-                    "targetPublicKey": target.public_key,
-                }
-            )
+            {
+                "type": "shell",
+                "targetDeviceId": target.device_id,
+                "targetPublicKey": target.public_key,
+            }
         )
         try:
             first = await socket.receive(request.handshake_timeout)
@@ -210,7 +209,7 @@ async def run_shell(
                 term=os.environ.get("TERM"),
                 timeout=request.handshake_timeout,
             )
-        except (TimeoutError, SessionEnded, ChannelClosed, ShellHandshakeError) as exc:
+        except (TimeoutError, SessionEnded, RelayClosed, ShellHandshakeError) as exc:
             raise _handshake_failure(exc, request, own_id) from None
         terminal = _Terminal(stdin_fd, out.fileno() if hasattr(out, "fileno") else 1)
         try:
@@ -224,7 +223,7 @@ async def run_shell(
 
 async def _session(
     request: ShellRequest,
-    socket: RelaySocket,
+    socket: RelayConnection,
     cipher: ShellCipher,
     terminal: _Terminal,
     out: BinaryIO,
@@ -237,7 +236,7 @@ async def _session(
 
     async def send(frame: bytes) -> None:
         async with send_lock:  # counters leave in the order they were spent
-            await socket.send(data_message(cipher.encrypt(frame)))
+            await socket.send_text(data_message(cipher.encrypt(frame)))
 
     async def receive() -> int:
         nonlocal last_heard
@@ -246,7 +245,7 @@ async def _session(
                 payload = await receive_data(socket, None)
             except SessionEnded as exc:
                 raise _Lost(_END_REASONS.get(exc.reason, f"relay: {exc.reason}")) from None
-            except ChannelClosed:
+            except RelayClosed:
                 raise _Lost("the relay connection closed") from None
             try:
                 frame = decode_frame(cipher.decrypt(payload))
@@ -338,7 +337,7 @@ async def _session(
             watched -= done  # stdin ended: keep showing output until the remote shell exits
         try:
             status = int((receiver if receiver.done() else failed[0]).result())
-        except (_Lost, ChannelClosed) as exc:
+        except (_Lost, RelayClosed) as exc:
             detail = f" ({exc})" if isinstance(exc, _Lost) else ""
             raise ShellError(
                 "connection_lost",

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from authmesh.errors import AuthMeshError
 
-__all__ = ["ChannelClosed", "SessionEnded", "ShellError"]
+__all__ = ["SessionEnded", "ShellError"]
 
 
 class ShellError(AuthMeshError):
     """A shell operation failed; ``str(error)`` names the problem and the fix."""
-
-
-class ChannelClosed(Exception):
-    """The relay socket carrying a session is gone."""
 
 
 class SessionEnded(Exception):

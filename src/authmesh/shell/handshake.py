@@ -128,10 +128,10 @@ async def run_target_handshake(
     :class:`ShellHandshakeError` when the controller is refused (nothing of ours has
     been revealed beyond the ephemeral key), :class:`TimeoutError`,
     :class:`~authmesh.shell.errors.SessionEnded` or
-    :class:`~authmesh.shell.errors.ChannelClosed`.
+    :class:`~authmesh.pairing.relay_client.RelayClosed`.
     """
     ephemeral = ephemeral or PrivateKey.generate()
-    await channel.send(data_message(ephemeral.public_key))
+    await channel.send_text(data_message(ephemeral.public_key))
     peer_ephemeral = await receive_data(channel, timeout)
     secret = shared_secret(ephemeral, peer_ephemeral)
     temp_key = derive_temp_key(secret)
@@ -156,7 +156,7 @@ async def run_target_handshake(
         own_ephemeral=ephemeral.public_key,
         peer_ephemeral=peer_ephemeral,
     )
-    await channel.send(data_message(seal_identity(temp_key, own, nonce=envelope_nonce)))
+    await channel.send_text(data_message(seal_identity(temp_key, own, nonce=envelope_nonce)))
     key = derive_session_key(
         secret, target_device_id=device_id(signer.public_key), controller_device_id=entry.device_id
     )
@@ -186,7 +186,7 @@ async def run_controller_handshake(
     ephemeral = ephemeral or PrivateKey.generate()
     secret = shared_secret(ephemeral, target_ephemeral)
     temp_key = derive_temp_key(secret)
-    await channel.send(data_message(ephemeral.public_key))
+    await channel.send_text(data_message(ephemeral.public_key))
     own = create_identity(
         signer,
         friendly_name,
@@ -194,7 +194,7 @@ async def run_controller_handshake(
         own_ephemeral=ephemeral.public_key,
         peer_ephemeral=target_ephemeral,
     )
-    await channel.send(data_message(_seal_envelope(temp_key, own, term, envelope_nonce)))
+    await channel.send_text(data_message(_seal_envelope(temp_key, own, term, envelope_nonce)))
     identity = open_identity(temp_key, await receive_data(channel, timeout))
     peer = verify_identity(
         identity, peer_ephemeral=target_ephemeral, own_ephemeral=ephemeral.public_key, now=clock()
