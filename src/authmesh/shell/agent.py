@@ -34,8 +34,7 @@ import logging
 import os
 import pwd
 import secrets
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,24 +49,26 @@ from authmesh.core.shell.admission import (
     SessionSlots,
 )
 from authmesh.core.shell.challenge import ChallengeError, ChallengeScheme, sign_challenge
-from authmesh.core.shell.cipher import ShellCipher, ShellCipherError
-from authmesh.core.shell.frames import (
-    DATA_CHUNK_SIZE,
-    Frame,
-    FrameError,
-    FrameType,
-    decode_frame,
-    encode_data,
-    encode_exit,
-    encode_pong,
-)
+from authmesh.core.shell.frames import DATA_CHUNK_SIZE
 from authmesh.core.shell.handshake import ShellHandshakeError
-from authmesh.core.shell.wire import challenge_response_message, data_message
+from authmesh.core.shell.session import (
+    AgentAction,
+    AgentSession,
+    CheckGrant,
+    Close,
+    Note,
+    Outcome,
+    ResizePty,
+    StartShell,
+    Stop,
+    WritePty,
+)
+from authmesh.core.shell.wire import challenge_response_message, done_message
 from authmesh.pairing.errors import PairingError
-from authmesh.pairing.relay_client import RelayClosed, RelayConnection, encode_frame
-from authmesh.shell.channel import Channel, SessionPipe, connect, receive_data
+from authmesh.pairing.relay_client import RelayClosed, RelayConnection
+from authmesh.shell.channel import Channel, SessionPipe, connect
 from authmesh.shell.errors import SessionEnded
-from authmesh.shell.handshake import HANDSHAKE_TIMEOUT, run_target_handshake
+from authmesh.shell.handshake import HANDSHAKE_TIMEOUT, Established, run_target_handshake
 from authmesh.shell.log_limit import LimitedLog
 from authmesh.shell.pty_process import PtyProcess, login_environment
 from authmesh.shell.recording import SessionRecorder
@@ -91,9 +92,7 @@ _FIRST_FRAME_WAIT = 2.0
 _AFTER_RESIZE_WAIT = 0.25
 # After the shell exits, how long its output may take to drain before leftovers are killed.
 _DRAIN_WAIT = 0.5
-_WATCHDOG_INTERVAL = 1.0
 _REVOCATION_CHECK = 2.0
-_DEFAULT_SIZE = (80, 24)
 # Relay errors that end the session riding on the registration socket.
 _SESSION_ERRORS = frozenset({"peer_disconnected", "session_expired", "session_data_limit"})
 
@@ -141,51 +140,39 @@ class AgentIdentity:
         return device_id(self.signer.public_key)
 
 
-class _Tampered(Exception):
-    """A frame failed authentication or could not be parsed: end the session."""
+class _End(Exception):
+    """Raised inside a session's task group when the session is over."""
 
-
-class _Stop(Exception):
-    """A watchdog reason to end the session (idle, revoked)."""
+    def __init__(self, *, shell_exited: bool = False, status: int | None = None) -> None:
+        super().__init__("session over")
+        self.shell_exited = shell_exited
+        self.status = status
 
 
 class ShellSession:
-    """One controller's shell, from ``peer_found`` to teardown."""
+    """One controller's shell, from ``peer_found`` to teardown.
 
-    def __init__(
-        self,
-        agent: Agent,
-        channel: Channel,
-        number: int,
-    ) -> None:
+    The handshake decides whether the controller gets a session at all; then one
+    :class:`asyncio.TaskGroup` feeds an :class:`~authmesh.core.shell.session.AgentSession`
+    with relay messages, shell output and ticks, and carries out what it answers. The first
+    task that sees the end raises :class:`_End`, which cancels and awaits all the others.
+    """
+
+    def __init__(self, agent: Agent, channel: Channel, number: int) -> None:
         self._agent = agent
         self._config = agent.config
         self._channel = channel
         self.number = number
         self._log = agent.log
         self._send_lock = asyncio.Lock()
-        self._cipher: ShellCipher | None = None
-        self._last_activity = time.monotonic()
-
-    async def _send_frame(self, frame: bytes) -> None:
-        # One lock for encrypt + send: counters go out in the order they were spent.
-        async with self._send_lock:
-            assert self._cipher is not None
-            await self._channel.send_text(data_message(self._cipher.encrypt(frame)))
-
-    async def _send_done(self) -> None:
-        # Ends the relay session at once (the registration socket is free for the next one)
-        # and tells our controller the target ended it; reference controllers ignore `done`.
-        with contextlib.suppress(RelayClosed):
-            await self._channel.send_text(encode_frame({"type": "done"}))
-
-    async def _next_frame(self, timeout: float | None) -> Frame:
-        payload = await receive_data(self._channel, timeout)
-        assert self._cipher is not None
-        try:
-            return decode_frame(self._cipher.decrypt(payload))
-        except (ShellCipherError, FrameError) as exc:
-            raise _Tampered(str(exc)) from None
+        self._core: AgentSession | None = None
+        self._process: PtyProcess | None = None
+        self._recorder: SessionRecorder | None = None
+        self._peer: Device | None = None
+        self._peer_name = ""
+        self._term: str | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._wake = asyncio.Event()
 
     async def run(self) -> None:
         """Handshake, then serve; never raises (every outcome is logged)."""
@@ -200,12 +187,19 @@ class ShellSession:
             )
             await self._send_done()
 
-    async def _run(self) -> None:
+    async def _send_done(self) -> None:
+        # Ends the relay session at once (the registration socket is free for the next one)
+        # and tells our controller the target ended it; reference controllers ignore `done`.
+        with contextlib.suppress(RelayClosed):
+            await self._channel.send_text(done_message())
+
+    async def _handshake(self) -> Established | None:
+        """The handshake within the pending deadline; None (logged) if it did not succeed."""
         agent = self._agent
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(agent.slots.deadline(self.number) or loop.time()):
-                established = await run_target_handshake(
+                return await run_target_handshake(
                     self._channel,
                     signer=agent.identity.signer,
                     friendly_name=agent.identity.friendly_name,
@@ -215,223 +209,264 @@ class ShellSession:
                 )
         except ShellHandshakeError as exc:
             agent.limited_log.warning("Session %d refused: %s", self.number, exc)
-            # Not a wire message of the reference, but `done` exists: our controller stops
-            # waiting at once; a reference controller ignores it and times out as before.
-            await self._send_done()
-            return
         except TimeoutError:
             agent.limited_log.warning(
                 "Session %d: the controller did not complete the handshake in time.", self.number
             )
-            await self._send_done()
-            return
         except (SessionEnded, RelayClosed):
             agent.limited_log.info(
                 "Session %d: the controller left during the handshake.", self.number
             )
-            return
-        self._cipher = established.cipher
-        try:
-            await self._serve(established.peer, established.term)
-        finally:
-            self._cipher.close()
+            return None
+        # Not a wire message of the reference, but `done` exists: our controller stops
+        # waiting at once; a reference controller ignores it and times out as before.
+        await self._send_done()
+        return None
 
-    async def _first_frames(self) -> tuple[tuple[int, int], str | None, bytes]:
-        """Wait for the controller's first frame: size, ``-c`` command, first input (W2, W9)."""
+    async def _run(self) -> None:
+        established = await self._handshake()
+        if established is None:
+            return
         loop = asyncio.get_running_loop()
-        size, command, first_input = _DEFAULT_SIZE, None, b""
-        deadline = loop.time() + _FIRST_FRAME_WAIT
-        while True:
-            try:
-                frame = await self._next_frame(max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                break
-            if frame.type is FrameType.RESIZE:
-                dims = frame.terminal_size()
-                if dims.cols > 0 and dims.rows > 0:
-                    size = (dims.cols, dims.rows)
-                deadline = min(deadline, loop.time() + _AFTER_RESIZE_WAIT)
-            elif frame.type is FrameType.PING:
-                await self._send_frame(encode_pong())
-            elif frame.type is FrameType.COMMAND:
-                try:
-                    command = frame.command()
-                except FrameError as exc:
-                    raise _Tampered(str(exc)) from None
-                break
-            elif frame.type is FrameType.DATA:
-                first_input = frame.payload
-                break
-        return size, command, first_input
-
-    async def _serve(self, peer: Device, term: str | None) -> None:
-        name = printable(peer.friendly_name)
-        started = time.monotonic()
+        started = loop.time()
+        self._peer = established.peer
+        self._peer_name = printable(established.peer.friendly_name)
+        self._term = established.term
+        self._core = AgentSession(
+            established.cipher,
+            now=started,
+            idle_timeout=self._config.idle_timeout,
+            first_frame_wait=_FIRST_FRAME_WAIT,
+            after_resize_wait=_AFTER_RESIZE_WAIT,
+            grant_check_interval=_REVOCATION_CHECK,
+        )
+        end = _End()
         try:
-            (cols, rows), command, first_input = await self._first_frames()
-        except (_Tampered, SessionEnded, RelayClosed) as exc:
-            self._log.warning(
-                "Session %d with %s ended before it started (%s).", self.number, name, exc
-            )
-            await self._send_done()
-            return
-        user = pwd.getpwuid(os.getuid())
-        shell = self._config.shell or user.pw_shell or "/bin/sh"
-        env = login_environment(os.environ, user, shell, term)
-        if command is None:
-            argv0, args = "-" + os.path.basename(shell), []
-            mode = f"interactive, {cols}x{rows}"
-        else:
-            argv0, args = shell, ["-c", command]
-            mode = f"command {printable(command, 200)!r}"
-        cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
-        self._log.info("Session %d opened by %s (%s).", self.number, name, mode)
-        recorder = None
-        if self._config.record_dir is not None:
-            try:
-                recorder = SessionRecorder(
-                    self._config.record_dir,
-                    session_number=self.number,
-                    cols=cols,
-                    rows=rows,
-                    title=f"session {self.number} by {name}",
-                    env={"TERM": env["TERM"], "SHELL": shell},
-                )
-            except OSError as exc:
-                self._log.error(
-                    "Session %d: cannot record (%s); recording skipped.", self.number, exc
-                )
-        try:
-            process = await PtyProcess.spawn(
-                shell, args, argv0=argv0, env=env, cwd=cwd, cols=cols, rows=rows
-            )
-        except OSError as exc:
-            self._log.error("Session %d: could not start %s (%s).", self.number, shell, exc)
-            with contextlib.suppress(RelayClosed):
-                await self._send_frame(encode_exit(127))
-            await self._send_done()
-            if recorder is not None:
-                recorder.close()
-            return
-        try:
-            reason, status = await self._pump(process, peer, first_input, recorder)
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._receive())
+                tasks.create_task(self._ticks())
+        except BaseExceptionGroup as group:
+            end = self._session_end(group)
+        except asyncio.CancelledError:  # the agent is stopping: no goodbye, but no leftovers
+            if self._process is not None:
+                await self._process.terminate()
+            if self._recorder is not None:
+                self._recorder.close()
+            raise
         finally:
-            await process.terminate()
-            if recorder is not None:
-                recorder.close()
+            self._tasks = None
+        close = await self._finish(end)
+        if close.status is None:
+            self._log.warning(
+                "Session %d with %s ended before it started (%s).",
+                self.number,
+                self._peer_name,
+                close.reason,
+            )
+            return
+        reason = close.reason
+        if close.outcome is Outcome.LOST:
+            reason = f"controller gone: {reason}"
         self._log.info(
             "Session %d closed (%s, exit %d, %.1f s).",
             self.number,
-            reason,
-            status,
-            time.monotonic() - started,
+            printable(reason, 120),
+            close.status,
+            loop.time() - started,
         )
 
-    async def _pump(
-        self,
-        process: PtyProcess,
-        peer: Device,
-        first_input: bytes,
-        recorder: SessionRecorder | None,
-    ) -> tuple[str, int]:
-        """Move bytes until the session ends; returns the reason and the shell's status."""
-
-        async def output() -> None:
-            while data := await process.read(DATA_CHUNK_SIZE):
-                # Output is activity too: a long `-c` job or a watched `top` is not abandoned.
-                self._last_activity = time.monotonic()
-                if recorder is not None:
-                    recorder.output(data)
-                # Shielded: a cancelled pump never leaves a spent counter unsent.
-                await asyncio.shield(self._send_frame(encode_data(data)))
-
-        async def input_() -> None:
-            if first_input:
-                await process.write(first_input)
-            while True:
-                frame = await self._next_frame(None)
-                if frame.type is FrameType.DATA:
-                    self._last_activity = time.monotonic()
-                    await process.write(frame.payload)
-                elif frame.type is FrameType.RESIZE:
-                    self._last_activity = time.monotonic()
-                    size = frame.terminal_size()
-                    process.resize(size.cols, size.rows)
-                    if recorder is not None:
-                        recorder.resize(size.cols, size.rows)
-                elif frame.type is FrameType.PING:
-                    await self._send_frame(encode_pong())
-                elif frame.type is FrameType.COMMAND:
-                    self._log.warning(
-                        "Session %d: ignoring a COMMAND after the start (W9).", self.number
-                    )
-
-        async def watchdog() -> None:
-            next_revocation_check = 0.0
-            while True:
-                await asyncio.sleep(_WATCHDOG_INTERVAL)
-                now = time.monotonic()
-                idle = self._config.idle_timeout
-                if idle > 0 and now - self._last_activity > idle:
-                    raise _Stop("idle timeout")
-                if now >= next_revocation_check:
-                    next_revocation_check = now + _REVOCATION_CHECK
-                    if not self._agent.still_granted(peer):
-                        raise _Stop("shell access revoked")
-
-        tasks = {
-            asyncio.create_task(output(), name="output"): "output",
-            asyncio.create_task(input_(), name="input"): "input",
-            asyncio.create_task(watchdog(), name="watchdog"): "watchdog",
-            asyncio.create_task(process.wait(), name="exit"): "exit",
-        }
+    async def _finish(self, end: _End) -> Close:
+        """End the shell, let the core say goodbye, send it, close the recording."""
+        core = self._core
+        assert core is not None
+        process, status = self._process, end.status
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            failures = [error for task in done if (error := task.exception()) is not None]
-            if not failures:  # the shell exited, or its terminal closed (end of output)
-                return await self._finish_normally(process, tasks)
-            exc = failures[0]
-            if isinstance(exc, _Tampered):
-                self._log.warning(
-                    "Session %d: a frame failed authentication (%s).", self.number, exc
-                )
-                await self._send_done()
-                return "integrity failure", await process.terminate()
-            if isinstance(exc, _Stop):
+            if process is not None:
+                if end.shell_exited:
+                    await self._drain(process)
                 status = await process.terminate()
-                await self._send_exit(status)
-                return str(exc), status
-            if isinstance(exc, SessionEnded | RelayClosed):
-                reason = exc.reason if isinstance(exc, SessionEnded) else "relay connection lost"
-                return f"controller gone: {reason}", await process.terminate()
-            raise exc
+            close = core.finish(status)
+            if close.outcome is Outcome.TAMPERED:
+                self._log.warning("Session %d: %s.", self.number, close.reason)
+            with contextlib.suppress(RelayClosed):
+                await self._flush()
+            return close
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._recorder is not None:
+                self._recorder.close()
 
-    async def _finish_normally(
-        self, process: PtyProcess, tasks: dict[asyncio.Task[Any], str]
-    ) -> tuple[str, int]:
-        """The shell exited: let its output drain, end leftover jobs, then send EXIT."""
-        output = next(task for task, name in tasks.items() if name == "output")
-        with contextlib.suppress(TimeoutError, Exception):
-            await asyncio.wait_for(asyncio.shield(output), _DRAIN_WAIT)
-        output.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await output
+    async def _drain(self, process: PtyProcess) -> None:
+        """The shell exited: output still in the terminal goes out before EXIT."""
+        core = self._core
+        assert core is not None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_WAIT):
+                while data := await process.read(DATA_CHUNK_SIZE):
+                    self._output(data, loop.time())
         # Anything still buffered after a background job kept the terminal open.
-        with contextlib.suppress(RelayClosed):
-            while data := process.read_available(DATA_CHUNK_SIZE):
-                await self._send_frame(encode_data(data))
-        status = await process.terminate()
-        await self._send_exit(status)
-        return "shell exited", status
+        while data := process.read_available(DATA_CHUNK_SIZE):
+            self._output(data, loop.time())
 
-    async def _send_exit(self, status: int) -> None:
-        with contextlib.suppress(RelayClosed):
-            await self._send_frame(encode_exit(status))
-        await self._send_done()
+    def _output(self, data: bytes, now: float) -> None:
+        assert self._core is not None
+        if self._recorder is not None:
+            self._recorder.output(data)
+        self._core.output(data, now)
+
+    async def _flush(self) -> None:
+        """Send what the core queued, in counter order."""
+        assert self._core is not None
+        async with self._send_lock:
+            for message in self._core.messages_to_send():
+                # Shielded: a cancelled task never leaves a spent counter half sent.
+                await asyncio.shield(self._channel.send_text(message))
+
+    async def _send_queued(self) -> None:
+        try:
+            await self._flush()
+        except RelayClosed:
+            assert self._core is not None
+            await self._apply(self._core.relay_closed())
+
+    async def _receive(self) -> None:
+        core = self._core
+        assert core is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await self._channel.receive(None)
+            except RelayClosed:
+                await self._apply(core.relay_closed())
+                return
+            except PairingError:  # not a JSON object: no conforming relay sends that
+                await self._apply(core.relay_closed())
+                return
+            await self._apply(core.receive(message, loop.time()))
+            self._wake.set()  # the ticker re-reads the deadline the frame may have moved
+            await self._send_queued()
+
+    async def _ticks(self) -> None:
+        core = self._core
+        assert core is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = core.next_deadline()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._wake.wait()  # a frame may have moved the deadline
+            actions = core.tick(loop.time())
+            for action in actions:
+                if isinstance(action, CheckGrant) and not self._still_granted():
+                    actions = core.revoked()
+                    break
+            await self._apply(actions)
+            await self._send_queued()
+
+    def _still_granted(self) -> bool:
+        return self._peer is not None and self._agent.still_granted(self._peer)
+
+    async def _apply(self, actions: list[AgentAction]) -> None:
+        """Carry out what the core asked for."""
+        for action in actions:
+            if isinstance(action, StartShell):
+                await self._start(action)
+            elif isinstance(action, WritePty) and self._process is not None:
+                await self._process.write(action.data)
+            elif isinstance(action, ResizePty) and self._process is not None:
+                self._process.resize(action.cols, action.rows)
+                if self._recorder is not None:
+                    self._recorder.resize(action.cols, action.rows)
+            elif isinstance(action, Note):
+                self._log.warning("Session %d: %s.", self.number, action.text)
+            elif isinstance(action, Stop):
+                raise _End()
+
+    async def _start(self, start: StartShell) -> None:
+        user = pwd.getpwuid(os.getuid())
+        shell = self._config.shell or user.pw_shell or "/bin/sh"
+        env = login_environment(os.environ, user, shell, self._term)
+        if start.command is None:
+            argv0, args = "-" + os.path.basename(shell), []
+            mode = f"interactive, {start.cols}x{start.rows}"
+        else:
+            argv0, args = shell, ["-c", start.command]
+            mode = f"command {printable(start.command, 200)!r}"
+        cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
+        self._log.info("Session %d opened by %s (%s).", self.number, self._peer_name, mode)
+        self._recorder = self._open_recording(start, env["TERM"], shell)
+        try:
+            process = await PtyProcess.spawn(
+                shell, args, argv0=argv0, env=env, cwd=cwd, cols=start.cols, rows=start.rows
+            )
+        except OSError as exc:
+            self._log.error("Session %d: could not start %s (%s).", self.number, shell, exc)
+            raise _End(status=127) from None
+        self._process = process
+        if start.first_input:
+            await process.write(start.first_input)
+        assert self._tasks is not None
+        self._tasks.create_task(self._pump_output(process))
+        self._tasks.create_task(self._watch_exit(process))
+
+    def _open_recording(self, start: StartShell, term: str, shell: str) -> SessionRecorder | None:
+        if self._config.record_dir is None:
+            return None
+        try:
+            return SessionRecorder(
+                self._config.record_dir,
+                session_number=self.number,
+                cols=start.cols,
+                rows=start.rows,
+                title=f"session {self.number} by {self._peer_name}",
+                env={"TERM": term, "SHELL": shell},
+            )
+        except OSError as exc:
+            self._log.error("Session %d: cannot record (%s); recording skipped.", self.number, exc)
+            return None
+
+    async def _pump_output(self, process: PtyProcess) -> None:
+        loop = asyncio.get_running_loop()
+        while data := await process.read(DATA_CHUNK_SIZE):
+            self._output(data, loop.time())
+            await self._send_queued()
+        raise _End(shell_exited=True)  # the terminal closed: the shell is over
+
+    async def _watch_exit(self, process: PtyProcess) -> None:
+        await process.wait()
+        raise _End(shell_exited=True)
+
+    def _session_end(self, group: BaseExceptionGroup[BaseException]) -> _End:
+        """The :class:`_End` that closed the task group; any other failure is logged."""
+        ends: list[_End] = []
+        for exc in _leaves(group):
+            if isinstance(exc, _End):
+                ends.append(exc)
+            else:
+                self._log.error(
+                    "Session %d failed unexpectedly (%s: %s).",
+                    self.number,
+                    type(exc).__name__,
+                    exc,
+                )
+        return ends[0] if ends else _End()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
+class _Disconnect(Exception):
+    """Raised inside the registration socket's task group: this socket's life is over."""
+
+    def __init__(self, registered: bool) -> None:
+        super().__init__("disconnect")
+        self.registered = registered
 
 
 class Agent:
@@ -446,9 +481,11 @@ class Agent:
         self.limited_log = LimitedLog(self.log)
         self.slots = SessionSlots(config.max_sessions, config.max_pending, config.pending_timeout)
         self._sessions: dict[int, asyncio.Task[None]] = {}
+        self._session_group: asyncio.TaskGroup | None = None
         self._session_numbers = 0
         self._legacy_pipe: SessionPipe | None = None
         self._dedicated_sockets = False
+        self._last_pong = 0.0
 
     @property
     def active_sessions(self) -> int:
@@ -463,28 +500,32 @@ class Agent:
         return entry is not None and entry.device_id == peer.device_id and entry.shell_allowed
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stay registered until ``stop`` is set, then end every session."""
+        """Stay registered until ``stop`` is set, then end every session.
+
+        Sessions run in one task group, so when this returns every one of them has ended.
+        """
+        async with asyncio.TaskGroup() as sessions:
+            self._session_group = sessions
+            try:
+                await self._stay_registered(stop)
+            finally:
+                self._session_group = None
+                for task in self._sessions.values():
+                    task.cancel()
+
+    async def _stay_registered(self, stop: asyncio.Event) -> None:
         delay = _BACKOFF_START
-        try:
-            while not stop.is_set():
-                registered = await self._connect_once(stop)
-                if stop.is_set():
-                    break
-                delay = _BACKOFF_START if registered else min(delay * 2, _BACKOFF_MAX)
-                wait = delay * _random.uniform(0.8, 1.2)
-                self.log.info("Disconnected. Reconnecting in %.1fs...", wait)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait)
-        finally:
-            await self.close_sessions()
+        while not stop.is_set():
+            registered = await self._connect_once(stop)
+            if stop.is_set():
+                return
+            delay = _BACKOFF_START if registered else min(delay * 2, _BACKOFF_MAX)
+            wait = delay * _random.uniform(0.8, 1.2)
+            self.log.info("Disconnected. Reconnecting in %.1fs...", wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
 
-    async def close_sessions(self) -> None:
-        tasks = list(self._sessions.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _start_session(self, work: Callable[[int], Any]) -> int:
+    def _start_session(self, work: Callable[[int], Coroutine[Any, Any, None]]) -> int:
         """Run ``work`` as a pending session; the oldest pending one may make room."""
         self._session_numbers += 1
         number = self._session_numbers
@@ -496,7 +537,8 @@ class Agent:
                 self.config.max_pending,
             )
             self._sessions[evicted].cancel()
-        task = asyncio.create_task(work(number))
+        assert self._session_group is not None
+        task = self._session_group.create_task(work(number))
         self._sessions[number] = task
 
         def finished(_: asyncio.Task[None]) -> None:
@@ -514,21 +556,36 @@ class Agent:
         except Exception as exc:
             self.log.warning("%s", exc)
             return False
+        registered = asyncio.Event()
         try:
-            if not await self._register(socket):
-                return False
-            stopper = asyncio.create_task(stop.wait())
-            serving = asyncio.create_task(self._serve(socket))
-            await asyncio.wait({stopper, serving}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (stopper, serving):
-                task.cancel()
-            await asyncio.gather(stopper, serving, return_exceptions=True)
-            return True
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._until(stop, registered))
+                tasks.create_task(self._registration(socket, registered))
+        except BaseExceptionGroup as group:
+            disconnects, rest = group.split(_Disconnect)
+            if rest is not None:
+                raise rest from None
+            assert disconnects is not None
         finally:
             if self._legacy_pipe is not None:
                 self._legacy_pipe.end()
                 self._legacy_pipe = None
             await socket.close()
+        return registered.is_set()
+
+    @staticmethod
+    async def _until(stop: asyncio.Event, registered: asyncio.Event) -> None:
+        await stop.wait()
+        raise _Disconnect(registered.is_set())
+
+    async def _registration(self, socket: RelayConnection, registered: asyncio.Event) -> None:
+        if not await self._register(socket):
+            raise _Disconnect(False)
+        registered.set()
+        self._last_pong = asyncio.get_running_loop().time()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._heartbeat(socket))
+            tasks.create_task(self._serve(socket))
 
     async def _register(self, socket: RelayConnection) -> bool:
         identity = self.identity
@@ -582,45 +639,40 @@ class Agent:
             self.log.warning("The relay broke the registration protocol (%s).", exc.code)
         return False
 
-    async def _serve(self, socket: RelayConnection) -> None:
+    async def _heartbeat(self, socket: RelayConnection) -> None:
+        """Ping every interval; two intervals without ``pong`` and the socket is given up."""
         interval = self.config.heartbeat_interval
         loop = asyncio.get_running_loop()
-        last_pong = loop.time()
-
-        async def heartbeat() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                if loop.time() - last_pong > 2 * interval:
-                    self.log.warning("The relay stopped answering heartbeats; reconnecting.")
-                    return
+        while True:
+            await asyncio.sleep(interval)
+            if loop.time() - self._last_pong > 2 * interval:
+                self.log.warning("The relay stopped answering heartbeats; reconnecting.")
+                raise _Disconnect(True)
+            try:
                 await socket.send({"type": "ping"})
+            except RelayClosed:
+                raise _Disconnect(True) from None
 
-        beat = asyncio.create_task(heartbeat())
-        try:
-            while not beat.done():
-                receiving = asyncio.create_task(socket.receive(None))
-                await asyncio.wait({receiving, beat}, return_when=asyncio.FIRST_COMPLETED)
-                if not receiving.done():
-                    receiving.cancel()
-                    break
+    async def _serve(self, socket: RelayConnection) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await socket.receive(None)
+            except RelayClosed:
+                reason = printable(socket.close_reason, 80)
+                self.log.warning("Relay connection closed%s.", f" ({reason})" if reason else "")
+                raise _Disconnect(True) from None
+            except PairingError as exc:
+                self.log.warning("The relay broke the protocol (%s); reconnecting.", exc.code)
+                raise _Disconnect(True) from None
+            kind = message.get("type")
+            if kind == "pong":
+                self._last_pong = loop.time()
+            else:
                 try:
-                    message = receiving.result()
-                except RelayClosed:
-                    reason = printable(socket.close_reason, 80)
-                    self.log.warning("Relay connection closed%s.", f" ({reason})" if reason else "")
-                    return
-                except PairingError as exc:
-                    self.log.warning("The relay broke the protocol (%s); reconnecting.", exc.code)
-                    return
-                kind = message.get("type")
-                if kind == "pong":
-                    last_pong = loop.time()
-                else:
                     await self._dispatch(socket, kind, message)
-        finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RelayClosed):
-                await beat
+                except RelayClosed:
+                    raise _Disconnect(True) from None
 
     async def _dispatch(self, socket: RelayConnection, kind: Any, message: dict[str, Any]) -> None:
         pipe = self._legacy_pipe
@@ -680,7 +732,7 @@ class Agent:
                     claimed = await self._claim(socket, token, number)
                 if claimed:
                     await ShellSession(self, socket, number).run()
-            except (TimeoutError, RelayClosed):
+            except (TimeoutError, PairingError):  # a session task must never fail its group
                 self.limited_log.warning("Session %d: the relay did not open the session.", number)
             finally:
                 await socket.close()
