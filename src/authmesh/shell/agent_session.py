@@ -37,7 +37,7 @@ from authmesh.core.shell.wire import done_message
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.relay_client import RelayClosed
 from authmesh.shell.channel import Channel
-from authmesh.shell.errors import SessionEnded
+from authmesh.shell.errors import SessionEnded, leaves
 from authmesh.shell.handshake import Established, run_target_handshake
 from authmesh.shell.log_limit import printable
 from authmesh.shell.pty_process import PtyProcess, login_environment
@@ -359,7 +359,7 @@ class ShellSession:
     def _session_end(self, group: BaseExceptionGroup[BaseException]) -> _End:
         """The :class:`_End` that closed the task group; any other failure is logged."""
         ends: list[_End] = []
-        for exc in _leaves(group):
+        for exc in leaves(group):
             if isinstance(exc, _End):
                 ends.append(exc)
             else:
@@ -370,10 +370,3 @@ class ShellSession:
                     exc,
                 )
         return ends[0] if ends else _End()
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return leaves

@@ -36,7 +36,7 @@ from authmesh.core.shell.session import Close, ControllerAction, ControllerSessi
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.relay_client import RelayClosed, RelayConnection
 from authmesh.shell.channel import connect
-from authmesh.shell.errors import SessionEnded, ShellError
+from authmesh.shell.errors import SessionEnded, ShellError, leaves
 from authmesh.shell.handshake import HANDSHAKE_TIMEOUT, run_controller_handshake
 
 __all__ = ["KEEPALIVE_INTERVAL", "ShellRequest", "run_shell"]
@@ -329,14 +329,7 @@ class _Driver:
 
 def _first_reason(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The exception that ended the task group: the session's end first, then a ShellError."""
-    flat: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            flat.append(exc)
+    flat = leaves(group)
     for kind in (ShellError, _Ended):
         for exc in flat:
             if isinstance(exc, kind):
