@@ -215,15 +215,9 @@ class ShellSession:
                 self._recorder.close()
 
     async def _drain(self, process: PtyProcess) -> None:
-        """The shell exited: output still in the terminal goes out before EXIT."""
-        core = self._core
-        assert core is not None
+        """The shell exited: output still buffered (a background job kept the terminal
+        open, so the output task never saw its end) goes out before EXIT."""
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_DRAIN_WAIT):
-                while data := await process.read(DATA_CHUNK_SIZE):
-                    self._output(data, loop.time())
-        # Anything still buffered after a background job kept the terminal open.
         while data := process.read_available(DATA_CHUNK_SIZE):
             self._output(data, loop.time())
 
@@ -354,6 +348,9 @@ class ShellSession:
 
     async def _watch_exit(self, process: PtyProcess) -> None:
         await process.wait()
+        # The output task ends the session when the terminal closes; give it time to send
+        # what the shell wrote last. A background job may keep the terminal open: then stop.
+        await asyncio.sleep(_DRAIN_WAIT)
         raise _End(shell_exited=True)
 
     def _session_end(self, group: BaseExceptionGroup[BaseException]) -> _End:
