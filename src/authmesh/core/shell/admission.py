@@ -5,8 +5,9 @@ and found in the allow list, and anyone who knows an agent's device id and publi
 is secret) can make one. So pending handshakes never count against ``max_sessions``; they have
 their own small budget, each may last at most ``pending_timeout``, and when the budget is full
 the oldest pending handshake makes room for the new request. An honest controller answers
-within a round trip, so pushing it out takes ``max_pending`` new requests in that time (a rate
-the relay bounds per requester address and prefix), while requesters that never answer hold nothing for long.
+within a round trip, so pushing it out takes ``max_pending`` new requests in that time (a
+rate the relay bounds per requester address and prefix), while requesters that never answer
+hold nothing for long.
 
 :class:`SessionSlots` is pure bookkeeping with the clock passed in; the agent cancels what it
 is told to evict and ends a handshake at its :meth:`~SessionSlots.deadline`.
