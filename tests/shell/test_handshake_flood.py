@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.relayproc import RelayProcess, wait_until
-from tests.shell.conftest import AgentProcess, Homes, home_context, paired_box, run_shell
+from tests.shell.conftest import AgentProcess, Homes, box_agent, home_context, run_shell
 
 TARGET = "flooded-box"
 ATTACKERS = 6
@@ -78,11 +78,11 @@ class ShellFlood:
 
 @pytest.fixture(scope="module")
 def flooded(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
-    box = paired_box(homes, scratch, TARGET)
-    agent = AgentProcess(box, relay, scratch, "flooded-agent", "--max-sessions", "2")
-    agent.wait_for("Registered with relay (identity verified, protocol 2)")
-    yield agent
-    agent.stop()
+    registered = "Registered with relay (identity verified, protocol 2)"
+    with box_agent(
+        homes, relay, scratch, TARGET, "--max-sessions", "2", registered=registered
+    ) as agent:
+        yield agent
 
 
 def test_unanswered_shell_requests_do_not_lock_out_the_granted_controller(
