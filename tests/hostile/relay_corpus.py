@@ -117,7 +117,7 @@ def _raw_frames() -> Iterator[Frame]:
         '{"type":"ping"',
         '{"type":"ping"}}',
         '{"type":"ping"} {"type":"ping"}',
-        "\ufeff{\"type\":\"ping\"}",
+        '\ufeff{"type":"ping"}',
         '{"type":"ping","x":NaN}',
         '{"type":"ping","x":Infinity}',
         '{"type":"ping","x":-Infinity}',
