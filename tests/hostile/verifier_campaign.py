@@ -67,6 +67,7 @@ def _judge(name: str, port: int, request: bytes, tally: Tally) -> None:
 
 def probe_server(name: str, port: int, examples: int, tally: Tally) -> None:
     """``examples`` generated requests to the server ``name`` on ``port``."""
+
     @settings(
         max_examples=examples,
         deadline=None,
