@@ -22,7 +22,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk.rotation import ACK_HEADER
+from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
 
 __all__ = ["BODY_TIMEOUT_SECONDS", "AuthMeshMiddleware", "request_target"]
 
@@ -40,7 +41,10 @@ class _ClientDisconnected(Exception):
     """The client went away while we were reading its body."""
 
 
-_HEADERS_READ = frozenset((b"authorization", b"host", b"content-length", b"transfer-encoding"))
+_ROTATION = b"x-authmesh-rotation"
+_HEADERS_READ = frozenset(
+    (b"authorization", b"host", b"content-length", b"transfer-encoding", _ROTATION)
+)
 
 
 def _wanted_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
@@ -88,6 +92,20 @@ async def _read_body(receive: Receive, verifier: Verifier) -> bytes:
             return b"".join(chunks)
 
 
+def _acknowledging(send: Send, device: VerifiedDevice) -> Send:
+    """``send`` adding the key-rotation acknowledgement to the response head, if any."""
+    if device.rotation_ack is None:
+        return send
+    ack = (ACK_HEADER.lower().encode("latin-1"), device.rotation_ack.encode("ascii"))
+
+    async def send_with_ack(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), ack]}
+        await send(message)
+
+    return send_with_ack
+
+
 class AuthMeshMiddleware:
     """``app.add_middleware(AuthMeshMiddleware, verifier=Verifier(...))``.
 
@@ -122,6 +140,7 @@ class AuthMeshMiddleware:
                 request_target(scope),
                 headers.get(b"authorization"),
                 headers.get(b"host"),
+                headers.get(_ROTATION),
             )
             content_length = headers.get(b"content-length")
             verifier.check_content_length(content_length)
@@ -153,7 +172,7 @@ class AuthMeshMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay_body, send)
+        await self.app(scope, replay_body, _acknowledging(send, device))
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket handshake is a bodiless GET: verified the same way, or refused (403)."""

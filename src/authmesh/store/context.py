@@ -49,6 +49,7 @@ from authmesh.store.passphrase import (
     resolve_passphrase,
     save_passphrase,
 )
+from authmesh.store.rotation import finish_rotation, prune_retired_keys
 from authmesh.store.tpm import TpmKeyStore, TpmTools
 
 __all__ = ["Context", "InitResult", "create_identity", "load_context", "open_keystore"]
@@ -227,6 +228,8 @@ def load_context(
             if resolved.source == "legacy":
                 notices = (MIGRATION_NOTICE,)
     keystore = open_keystore(identity.storage_backend, home, passphrase, env)
+    identity = finish_rotation(home, keystore, identity)  # an interrupted `amesh rotate`
+    prune_retired_keys(home, keystore, identity)
     material = keystore.hmac_material(identity.key_alias)
     if isinstance(keystore, EncryptedFileKeyStore):
         signer = keystore.signer(identity.key_alias)
