@@ -21,6 +21,7 @@ entry keeps its name, role, permissions, protocol and position.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,7 +175,9 @@ class RotationStatement:
         if device_id(old_raw) != self.device_id:
             raise _malformed("deviceId is not the old key's")
         message = self.message
-        if not (verify(old_raw, signatures[0], message) and verify(new_raw, signatures[1], message)):
+        if not (
+            verify(old_raw, signatures[0], message) and verify(new_raw, signatures[1], message)
+        ):
             raise RotationError(
                 "bad_signature", "The rotation statement's signatures do not verify."
             )
@@ -198,15 +201,20 @@ def create_statement(old: Signer, new: Signer, seq: int, ts: int) -> RotationSta
     return statement
 
 
-def check_chain(chain: Sequence[RotationStatement]) -> None:
-    """1..MAX_CHAIN verified statements, each continuing the previous one."""
+def _check_links(chain: Sequence[RotationStatement]) -> None:
+    """1..MAX_CHAIN statements, each continuing the previous one (no signature checked)."""
     if not chain or len(chain) > MAX_CHAIN:
         raise _malformed(f"a chain holds 1 to {MAX_CHAIN} statements")
-    for previous, statement in zip(chain, chain[1:], strict=False):
+    for previous, statement in itertools.pairwise(chain):
         if statement.old_key != previous.new_key or statement.seq != previous.seq + 1:
             raise RotationError("gap", "The rotation chain has a gap or is out of order.")
         if statement.ts < previous.ts:
             raise RotationError("gap", "The rotation chain goes back in time.")
+
+
+def check_chain(chain: Sequence[RotationStatement]) -> None:
+    """1..MAX_CHAIN verified statements, each continuing the previous one."""
+    _check_links(chain)
     for statement in chain:
         statement.verify()
 
@@ -299,10 +307,14 @@ def apply_chain(
     the verifier's clock; it also dates the new ``updatedAt``. Raises
     :class:`RotationError`.
     """
-    check_chain(chain)
+    _check_links(chain)
     if chain[-1].ts > now + FUTURE_SKEW_SECONDS:
         raise RotationError("future", "The rotation statement is dated in the future.")
+    # Trust is looked up before any signature is checked, and only the links from the
+    # trusted key on are verified: a chain about unknown keys costs no ECDSA at all.
     entry, first = _start(allow_list, chain)
+    for statement in chain[first:]:
+        statement.verify()
     if first == len(chain):
         return allow_list, entry
     if allow_list.find_by_public_key(chain[-1].new_key) is not None:

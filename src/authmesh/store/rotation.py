@@ -84,7 +84,11 @@ class RetiredKey:
     destroy_after: int
 
     def as_json(self) -> dict[str, JsonValue]:
-        return {"alias": self.alias, "publicKey": self.public_key, "destroyAfter": self.destroy_after}
+        return {
+            "alias": self.alias,
+            "publicKey": self.public_key,
+            "destroyAfter": self.destroy_after,
+        }
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,4 @@ def accept_rotation(
 
 def set_max_key_age(store: AllowListStore, device_id: str, seconds: int | None) -> None:
     """Set (or with ``None`` remove) an entry's maximum key age."""
-    store.update(
-        lambda current, now: current.with_fields(device_id, {MAX_AGE_FIELD: seconds}, now)
-    )
+    store.update(lambda current, now: current.with_fields(device_id, {MAX_AGE_FIELD: seconds}, now))

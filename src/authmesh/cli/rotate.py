@@ -1,0 +1,175 @@
+"""``amesh rotate``, ``amesh accept-rotation`` and ``amesh trust --max-age``.
+
+``rotate`` replaces this device's key without pairing again (:mod:`authmesh.store.rotation`):
+servers called through the SDK switch on the next request (:mod:`authmesh.sdk.rotation`),
+other peers take the exported chain with ``accept-rotation``. TypeScript amesh peers know
+nothing of rotations; the command says how to re-pair them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from authmesh.cli.options import required_argument
+from authmesh.cli.output import CliError, out, printable
+from authmesh.cli.session import open_context, store_errors
+from authmesh.core.jsoncanon import JsonError, parse, pretty_stringify
+from authmesh.core.rotation import MAX_CHAIN, RotationError, RotationStatement
+from authmesh.store.files import atomic_write, read_text
+from authmesh.store.rotation import (
+    DEFAULT_GRACE_SECONDS,
+    accept_rotation,
+    load_state,
+    rotate_identity,
+    set_max_key_age,
+)
+
+__all__ = [
+    "accept_rotation_command",
+    "format_age",
+    "parse_duration",
+    "rotate_command",
+    "trust_command",
+]
+
+_EXPORT_TYPE = "authmesh-rotation-chain"
+_MAX_EXPORT_CHARS = 64 * 1024
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
+
+
+def parse_duration(text: str, option: str) -> int:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` as seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise CliError(f"{option} {text!r} is not a duration; write it like 90d, 12h or 30m.")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_age(seconds: int) -> str:
+    """A short age: ``45s``, ``12m``, ``5h``, ``3d``."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _when(unix_seconds: int) -> str:
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _export(path: Path, chain: tuple[RotationStatement, ...]) -> None:
+    document = {"type": _EXPORT_TYPE, "statements": [s.as_json() for s in chain]}
+    with store_errors():
+        atomic_write(path, pretty_stringify(document).encode("utf-8"), 0o644)
+
+
+@click.command("rotate")
+@click.option(
+    "--grace",
+    default=f"{DEFAULT_GRACE_SECONDS // 86_400}d",
+    show_default=True,
+    help="How long the old key is kept before it is destroyed (e.g. 7d, 12h, 0s).",
+)
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the rotation chain to FILE for `amesh accept-rotation` on peers.",
+)
+def rotate_command(grace: str, export_path: Path | None) -> None:
+    """Replace this device's key; peers keep trusting it without pairing again."""
+    grace_seconds = parse_duration(grace, "--grace")
+    view = open_context()
+    context = view.context
+    old_id = context.identity.device_id
+    with store_errors():
+        identity, statement = rotate_identity(
+            context.home, context.keystore, grace_seconds=grace_seconds
+        )
+        chain = load_state(context.home).chain
+    out()
+    out("  Key rotated.")
+    out(f"  Old Device ID : {old_id}")
+    out(f"  New Device ID : {identity.device_id}")
+    out(f"  Rotation      : {statement.seq}")
+    if grace_seconds:
+        out(f"  Old key kept until {_when(statement.ts + grace_seconds)}, then destroyed.")
+    else:
+        out("  Old key destroyed.")
+    if export_path is not None:
+        _export(export_path, chain)
+        out(f"  Rotation chain written to {export_path}.")
+    out()
+    out("  Servers you call with the authmesh SDK switch to the new key on your next")
+    out("  request to them. Other peers (targets, shell agents): copy the chain there and run")
+    out("    amesh accept-rotation FILE      (write it with `amesh rotate --export FILE`)")
+    out("  Peers running TypeScript amesh cannot follow a rotation: on each, run")
+    out(f"    amesh revoke {old_id}")
+    out("  and pair again (`amesh listen` there, `amesh invite` here).")
+    out()
+
+
+def _read_chain(path: Path) -> tuple[RotationStatement, ...]:
+    with store_errors():
+        text = read_text(path)
+    if text is None:
+        raise CliError(f"{path} does not exist; give the file `amesh rotate --export` wrote.")
+    try:
+        if len(text) > _MAX_EXPORT_CHARS:
+            raise JsonError("too long")
+        document = parse(text)
+        if not isinstance(document, dict) or document.get("type") != _EXPORT_TYPE:
+            raise JsonError("not a rotation chain")
+        items = document.get("statements")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN:
+            raise JsonError("no statements")
+        return tuple(RotationStatement.from_json(item) for item in items)
+    except (JsonError, RotationError):
+        raise CliError(
+            f"{path} is not a rotation chain; give the file `amesh rotate --export` wrote."
+        ) from None
+
+
+@click.command("accept-rotation")
+@required_argument("file", "file", "Rotation chain written by `amesh rotate --export`")
+def accept_rotation_command(file: str) -> None:
+    """Trust a paired device's new key, vouched for by its old one."""
+    chain = _read_chain(Path(file))
+    view = open_context()
+    with store_errors():
+        entry = accept_rotation(view.context.allow_list, chain)
+    out()
+    out(
+        f"  {printable(entry.friendly_name)} now uses key {entry.device_id} (rotation "
+        f"{chain[-1].seq})."
+    )
+    out("  Allow list resealed; its old key is no longer trusted here.")
+    out()
+
+
+@click.command("trust")
+@required_argument("device_id", "deviceId", "Device ID in the allow list")
+@click.option(
+    "--max-age",
+    "max_age",
+    required=True,
+    help="Refuse the device's key once it is older than this (e.g. 90d); `none` removes it.",
+)
+def trust_command(device_id: str, max_age: str) -> None:
+    """Set how old a trusted device's key may get before it must be rotated."""
+    seconds = None if max_age.strip().lower() == "none" else parse_duration(max_age, "--max-age")
+    view = open_context()
+    with store_errors():
+        set_max_key_age(view.context.allow_list, device_id, seconds)
+    out()
+    if seconds is None:
+        out(f"  {device_id}: no maximum key age.")
+    else:
+        out(f"  {device_id}: key refused (key_expired) once older than {format_age(seconds)}.")
+    out()
