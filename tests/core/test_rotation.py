@@ -189,3 +189,10 @@ def test_key_age_and_expiry_follow_the_clock() -> None:
     assert key_age_seconds(rotated, NOW) == 100
     assert not key_expired(rotated, NOW + 89 * DAY)
     assert key_expired(Device({**entry.fields, "addedAt": "garbage"}), NOW)
+
+
+def test_an_expired_key_cannot_vouch_for_a_successor() -> None:
+    expired = _entry(K0, maxKeyAge=DAY, addedAt="2020-01-01T00:00:00.000Z")
+    with pytest.raises(RotationError) as error:
+        apply_chain(_list(expired), [S1], NOW)
+    assert error.value.reason == "expired"

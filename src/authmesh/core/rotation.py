@@ -317,6 +317,10 @@ def apply_chain(
         statement.verify()
     if first == len(chain):
         return allow_list, entry
+    if key_expired(entry, now):
+        # Checked now, not at the statement's self-declared date, which a thief of an
+        # expired key could backdate.
+        raise RotationError("expired", "The trusted key expired before it was rotated.")
     if allow_list.find_by_public_key(chain[-1].new_key) is not None:
         raise RotationError("conflict", "The new key is already trusted for another entry.")
     successor = entry

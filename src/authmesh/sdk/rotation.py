@@ -143,29 +143,38 @@ class RotationAnnouncer:
         self._checked_until = -math.inf
         self._chain = load_state(home).chain[-MAX_CHAIN:]
         self._acked: dict[str, int] = {}
+        self._signer: RequestSigner | None = None
 
     @property
     def seq(self) -> int:
         return self._chain[-1].seq if self._chain else 0
 
     def current(self, signer: RequestSigner) -> RequestSigner:
-        """``signer``, or a signer for the home's new key once the identity rotated."""
-        if self._monotonic() < self._checked_until:
+        """``signer``, or one signer (shared by all threads) for the home's rotated key."""
+        if self._monotonic() >= self._checked_until:
+            self._reload_if_rotated()
+        identity = self._context.identity
+        if identity.public_key == signer.public_key_b64:
             return signer
+        with self._lock:
+            fresh = self._signer
+            if fresh is None or fresh.public_key_b64 != identity.public_key:
+                fresh = RequestSigner(
+                    self._context.signer, identity.public_key, version=signer.version
+                )
+                fresh.clock_offset = signer.clock_offset
+                self._signer = fresh
+        return fresh
+
+    def _reload_if_rotated(self) -> None:
         with self._lock:
             self._checked_until = self._monotonic() + self._recheck_seconds
             stamp = _stamp(self._home.identity_file)
             if stamp == self._identity_stamp:
-                return signer
+                return
             self._context = self._load(self._home)
             self._identity_stamp = stamp
             self._chain = load_state(self._home).chain[-MAX_CHAIN:]
-        identity = self._context.identity
-        if identity.public_key == signer.public_key_b64:
-            return signer
-        fresh = RequestSigner(self._context.signer, identity.public_key, version=signer.version)
-        fresh.clock_offset = signer.clock_offset
-        return fresh
 
     def header_for(self, server: str, public_key_b64: str) -> str | None:
         """The chain to send to ``server`` with a request signed by ``public_key_b64``."""
