@@ -50,6 +50,7 @@ from authmesh.store.files import atomic_write, exclusive_lock, read_text, remove
 from authmesh.store.home import AmeshHome
 from authmesh.store.identity import Identity, load_identity, save_identity
 from authmesh.store.keystore import EncryptedFileKeyStore, KeyStore
+from authmesh.store.tpm import persistent_handle
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 DEFAULT_GRACE_SECONDS = 7 * 86_400
+_OWNER_PERSISTENT_END = 0x81800000
 _STATE_VERSION = 1
 
 
@@ -272,7 +274,12 @@ def _new_key(keystore: KeyStore) -> str:
         key = PrivateKey.generate()
         keystore.store(key.device_id, key)
         return key.device_id
-    alias = "am_r" + secrets.token_hex(6)
+    while True:
+        alias = "am_r" + secrets.token_hex(6)
+        # The handle is derived from the alias (0x81 + 24 bits); only 0x81000000-0x817FFFFF
+        # belong to the owner hierarchy, the upper half is refused by the TPM.
+        if int(persistent_handle(alias), 16) < _OWNER_PERSISTENT_END:
+            break
     keystore.generate_and_store(alias)
     return alias
 
