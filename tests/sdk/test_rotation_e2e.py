@@ -55,7 +55,19 @@ def server_app() -> Any:
     async def whoami(request: Request) -> dict[str, str]:
         return {"deviceId": request.state.authmesh.device_id}
 
-    return app
+    return _without_rotation(app) if os.environ.get("NO_ROTATION") else app
+
+
+def _without_rotation(app: Any) -> Any:
+    """A server that knows nothing of rotations (as TypeScript amesh): the chain is ignored."""
+
+    async def strip(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"x-authmesh-rotation"]
+            scope = {**scope, "headers": headers}
+        await app(scope, receive, send)
+
+    return strip
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -110,7 +122,7 @@ def _trust(server_home: Path, peer: Path, role: str = "controller", **extra: Any
     load_context(AmeshHome(server_home), _env(server_home)).allow_list.add(device)
 
 
-def _start_server(home: Path) -> Server:
+def _start_server(home: Path, **env: str) -> Server:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -126,7 +138,7 @@ def _start_server(home: Path) -> Server:
             "--log-level",
             "warning",
         ],
-        env=_env(home),
+        env={**_env(home), **env},
     )
     server = Server(home, port, process)
 
@@ -381,3 +393,28 @@ def test_expired_keys_are_refused_and_list_shows_ages(fleet: Fleet) -> None:
     assert limited.returncode == 0, limited.stderr
     assert client.get(f"{healthy.url}/whoami").status_code == 200
     assert re.search(r", key \d+s old \(max 30d\)", amesh(healthy.home, "list").stdout)
+
+
+def test_a_peer_without_rotation_support_keeps_the_old_key_for_the_grace_period(
+    fleet: Fleet,
+) -> None:
+    legacy_home = _identity(fleet.controller.parent, "legacy")
+    _trust(legacy_home, fleet.controller)
+    legacy = _start_server(legacy_home, NO_ROTATION="1")
+    try:
+        client, old_key = _client(fleet.controller)
+        assert client.get(f"{legacy.url}/whoami").status_code == 200
+        _rotate(fleet.controller, "--grace", "1d")
+        for _ in range(2):  # the first falls back, the next signs with the retired key at once
+            response = client.get(f"{legacy.url}/whoami")
+            assert response.status_code == 200
+            assert response.json() == {"deviceId": old_key.device_id}
+        assert legacy.entries()[0]["publicKey"] == old_key.public_key_b64
+        # A rotation-aware server in the same fleet still switches.
+        assert client.get(f"{fleet.servers[0].url}/whoami").headers[ACK_HEADER] == "1"
+        # The key the legacy peer trusts is no longer the one being retired: pair it again.
+        _rotate(fleet.controller, "--grace", "0s")
+        assert client.get(f"{legacy.url}/whoami").status_code == 401
+    finally:
+        legacy.process.terminate()
+        legacy.process.wait(TIMEOUT)

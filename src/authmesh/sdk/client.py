@@ -133,35 +133,42 @@ class AuthMeshAuth(httpx.Auth):
 
     # httpx -------------------------------------------------------------------
 
-    def _current_signer(self) -> RequestSigner:
-        """The signer to use now: the home's new key once ``amesh rotate`` switched it."""
-        if self.rotation is not None:
-            self.signer = self.rotation.current(self.signer)
-        return self.signer
+    def _current_signer(self, server: str) -> RequestSigner:
+        """The signer for ``server``: the home's new key once ``amesh rotate`` switched it,
+        or the retired key (in its grace period) for a server that cannot take rotations."""
+        if self.rotation is None:
+            return self.signer
+        self.signer = self.rotation.current(self.signer)
+        return self.rotation.retired_for(server, self.signer.version) or self.signer
 
-    def _announce(self, headers: Any, server: str) -> None:
+    def _announce(self, headers: Any, server: str, signer: RequestSigner) -> None:
         chain = None
         if self.rotation is not None:
-            chain = self.rotation.header_for(server, self.signer.public_key_b64)
+            chain = self.rotation.header_for(server, signer.public_key_b64)
         if chain is None:
             headers.pop(ROTATION_HEADER, None)
         else:
             headers[ROTATION_HEADER] = chain
 
     def _rotation_retry(self, request: httpx.Request, response: httpx.Response) -> bool:
-        """Record the server's ack; on a 401 to a request sent without the chain, retry."""
+        """Record the server's ack; after a 401, retry with the chain (if it was not sent)
+        or, when the chain was ignored, with the retired key while its grace period lasts."""
         rotation = self.rotation
         if rotation is None:
             return False
         server = request.headers.get("host", "")
-        rotation.observe(server, response.headers.get(ACK_HEADER))
-        if response.status_code != 401 or ROTATION_HEADER in request.headers:
+        ack = response.headers.get(ACK_HEADER)
+        rotation.observe(server, ack)
+        if response.status_code != 401:
             return False
+        if ROTATION_HEADER in request.headers:
+            return ack is None and rotation.fall_back(server, self.signer.version)
         rotation.forget(server)
         return rotation.seq > 0
 
     def _sign_httpx(self, request: httpx.Request, body: bytes) -> None:
-        signer = self._current_signer()
+        server = request.headers.get("host", "")
+        signer = self._current_signer(server)
         raw_target = request.url.raw_path.decode("ascii")
         target = _wire_target(raw_target)
         if target != raw_target:
@@ -180,7 +187,7 @@ class AuthMeshAuth(httpx.Auth):
         request.headers["Authorization"] = signer.authorization(
             request.method, target, body_sha256(body), authority
         )
-        self._announce(request.headers, request.headers.get("host", ""))
+        self._announce(request.headers, server, signer)
 
     def _retry(self, response: httpx.Response) -> bool:
         return (
@@ -218,7 +225,8 @@ class AuthMeshAuth(httpx.Auth):
         response = yield request
         if self._rotation_retry(request, response) | self._retry(response):
             self._sign_httpx(request, body)
-            yield request
+            response = yield request
+            self._rotation_retry(request, response)  # what it learns serves the next request
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -238,7 +246,8 @@ class AuthMeshAuth(httpx.Auth):
         response = yield request
         if self._rotation_retry(request, response) | self._retry(response):
             self._sign_httpx(request, body)
-            yield request
+            response = yield request
+            self._rotation_retry(request, response)  # what it learns serves the next request
 
     # requests ----------------------------------------------------------------
 
@@ -274,7 +283,7 @@ class AuthMeshAuth(httpx.Auth):
         parts = urlsplit(request.url)
         target = _wire_target(request.path_url)
         request.url = f"{parts.scheme}://{parts.netloc}{target}"
-        signer = self._current_signer()
+        signer = self._current_signer(parts.netloc)
         authority = None
         if signer.version == "2":
             try:
@@ -285,7 +294,7 @@ class AuthMeshAuth(httpx.Auth):
         request.headers["Authorization"] = signer.authorization(
             request.method, target, body_sha256(body), authority
         )
-        self._announce(request.headers, parts.netloc)
+        self._announce(request.headers, parts.netloc, signer)
         return request
 
 

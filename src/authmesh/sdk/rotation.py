@@ -131,8 +131,10 @@ class RotationAnnouncer:
         *,
         recheck_seconds: float = 0.5,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         load: Callable[[AmeshHome], Context] = load_context,
     ) -> None:
+        self._wall_clock = wall_clock
         self._home = home
         self._recheck_seconds = recheck_seconds
         self._monotonic = monotonic
@@ -141,9 +143,12 @@ class RotationAnnouncer:
         self._context = context
         self._identity_stamp = _stamp(home.identity_file)
         self._checked_until = -math.inf
-        self._chain = load_state(home).chain[-MAX_CHAIN:]
+        self._state = load_state(home)
+        self._chain = self._state.chain[-MAX_CHAIN:]
         self._acked: dict[str, int] = {}
         self._signer: RequestSigner | None = None
+        self._without_rotation: set[str] = set()
+        self._retired: RequestSigner | None = None
 
     @property
     def seq(self) -> int:
@@ -174,7 +179,9 @@ class RotationAnnouncer:
                 return
             self._context = self._load(self._home)
             self._identity_stamp = stamp
-            self._chain = load_state(self._home).chain[-MAX_CHAIN:]
+            self._state = load_state(self._home)
+            self._chain = self._state.chain[-MAX_CHAIN:]
+            self._retired = None
 
     def header_for(self, server: str, public_key_b64: str) -> str | None:
         """The chain to send to ``server`` with a request signed by ``public_key_b64``."""
@@ -193,7 +200,48 @@ class RotationAnnouncer:
             self._acked.clear()
         self._acked[server] = int(ack)
 
+    def _retired_signer(self, version: str) -> RequestSigner | None:
+        """The key the current one replaced, while its grace period lasts."""
+        if not self._chain:
+            return None
+        previous = self._chain[-1].old_key
+        retired = next((k for k in self._state.retired if k.public_key == previous), None)
+        if retired is None or retired.destroy_after <= self._wall_clock():
+            return None
+        cached = self._retired
+        if cached is None or cached.public_key_b64 != previous or cached.version != version:
+            try:
+                key = self._context.keystore.signer(retired.alias)
+            except StoreError:
+                return None  # destroyed meanwhile
+            cached = self._retired = RequestSigner(key, previous, version=version)
+        return cached
+
+    def retired_for(self, server: str, version: str) -> RequestSigner | None:
+        """For a server that ignored the chain: the retired key while it may still be used."""
+        if server not in self._without_rotation:
+            return None
+        return self._retired_signer(version)
+
+    def fall_back(self, server: str, version: str) -> bool:
+        """``server`` refused the new key without acknowledging the chain (a peer without
+        rotation support, e.g. TypeScript amesh): use the retired key there, if any is left."""
+        retired = self._retired_signer(version)
+        if retired is None or server in self._without_rotation:
+            return False
+        if len(self._without_rotation) >= _MAX_ACKED_SERVERS:
+            self._without_rotation.clear()
+        self._without_rotation.add(server)
+        _log.warning(
+            "[amesh] %s refused the rotated key and ignored the rotation statement; signing "
+            "with the retired key until it is destroyed: pair that peer again",
+            server,
+        )
+        return True
+
     def forget(self, server: str) -> None:
-        """Drop ``server``'s ack and re-check the identity on the next request (after a 401)."""
+        """After a 401 to a request without the chain: drop ``server``'s ack and its use of
+        the retired key, and re-check the identity on the next request."""
         self._acked.pop(server, None)
+        self._without_rotation.discard(server)
         self._checked_until = -math.inf
