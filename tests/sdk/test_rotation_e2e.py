@@ -7,6 +7,7 @@ Each server is its own process running FastAPI behind ``AuthMeshMiddleware`` wit
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -32,7 +33,8 @@ from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER, RotationAnnouncer
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier
-from authmesh.store import AmeshHome, create_identity, load_context
+from authmesh.store import AllowListStore, AmeshHome, create_identity, load_context
+from authmesh.store.identity import load_identity
 from authmesh.store.rotation import load_state
 from tests.sdk.harness import free_port, wait_for
 
@@ -97,9 +99,13 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @functools.cached_property
+    def store(self) -> AllowListStore:
+        return load_context(AmeshHome(self.home), _env(self.home)).allow_list
+
     def entries(self) -> list[dict[str, Any]]:
-        context = load_context(AmeshHome(self.home), _env(self.home))
-        return [dict(device.fields) for device in context.allow_list.read().devices]
+        """The server's allow list, its seal verified."""
+        return [dict(device.fields) for device in self.store.read().devices]
 
 
 def _identity(root: Path, name: str) -> Path:
@@ -109,7 +115,7 @@ def _identity(root: Path, name: str) -> Path:
 
 
 def _trust(server_home: Path, peer: Path, role: str = "controller", **extra: Any) -> None:
-    peer_identity = load_context(AmeshHome(peer), _env(peer)).identity
+    peer_identity = load_identity(AmeshHome(peer))
     device = Device.new(
         device_id=peer_identity.device_id,
         public_key=peer_identity.public_key,
@@ -122,7 +128,7 @@ def _trust(server_home: Path, peer: Path, role: str = "controller", **extra: Any
     load_context(AmeshHome(server_home), _env(server_home)).allow_list.add(device)
 
 
-def _start_server(home: Path, **env: str) -> Server:
+def _launch(home: Path, **env: str) -> Server:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -140,17 +146,25 @@ def _start_server(home: Path, **env: str) -> Server:
         ],
         env={**_env(home), **env},
     )
-    server = Server(home, port, process)
+    return Server(home, port, process)
 
+
+def _wait_up(server: Server) -> None:
     def up() -> bool:
-        assert process.poll() is None, "server process exited"
+        assert server.process.poll() is None, "server process exited"
         try:
             return httpx.get(f"{server.url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
     wait_for(up, "the uvicorn server", timeout=TIMEOUT)
-    return server
+
+
+def _stop(servers: list[Server]) -> None:
+    for server in servers:
+        server.process.terminate()
+    for server in servers:
+        server.process.wait(TIMEOUT)
 
 
 @dataclass
@@ -159,23 +173,32 @@ class Fleet:
     servers: list[Server]
 
 
-@pytest.fixture
-def fleet() -> Iterator[Fleet]:
+SERVER_NAMES = ("server0", "server1", "server2", "legacy")
+
+
+@pytest.fixture(scope="module")
+def fleet_template() -> Iterator[Path]:
+    """A controller and four servers trusting it, made once (each identity costs Argon2id)."""
     root = Path(tempfile.mkdtemp(prefix="amrot"))
-    servers: list[Server] = []
+    controller = _identity(root, "controller")
+    for name in SERVER_NAMES:
+        _trust(_identity(root, name), controller)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fleet(fleet_template: Path) -> Iterator[Fleet]:
+    root = Path(tempfile.mkdtemp(prefix="amrot")) / "fleet"
+    shutil.copytree(fleet_template, root)
+    servers = [_launch(root / name) for name in SERVER_NAMES[:3]]
     try:
-        controller = _identity(root, "controller")
-        for index in range(3):
-            home = _identity(root, f"server{index}")
-            _trust(home, controller)
-            servers.append(_start_server(home))
-        yield Fleet(controller, servers)
+        for server in servers:
+            _wait_up(server)
+        yield Fleet(root / "controller", servers)
     finally:
-        for server in servers:
-            server.process.terminate()
-        for server in servers:
-            server.process.wait(TIMEOUT)
-        shutil.rmtree(root, ignore_errors=True)
+        _stop(servers)
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def _client(home: Path) -> tuple[httpx.Client, PrivateKey]:
@@ -398,10 +421,9 @@ def test_expired_keys_are_refused_and_list_shows_ages(fleet: Fleet) -> None:
 def test_a_peer_without_rotation_support_keeps_the_old_key_for_the_grace_period(
     fleet: Fleet,
 ) -> None:
-    legacy_home = _identity(fleet.controller.parent, "legacy")
-    _trust(legacy_home, fleet.controller)
-    legacy = _start_server(legacy_home, NO_ROTATION="1")
+    legacy = _launch(fleet.controller.parent / "legacy", NO_ROTATION="1")
     try:
+        _wait_up(legacy)
         client, old_key = _client(fleet.controller)
         assert client.get(f"{legacy.url}/whoami").status_code == 200
         _rotate(fleet.controller, "--grace", "1d")
@@ -416,5 +438,4 @@ def test_a_peer_without_rotation_support_keeps_the_old_key_for_the_grace_period(
         _rotate(fleet.controller, "--grace", "0s")
         assert client.get(f"{legacy.url}/whoami").status_code == 401
     finally:
-        legacy.process.terminate()
-        legacy.process.wait(TIMEOUT)
+        _stop([legacy])
