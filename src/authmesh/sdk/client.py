@@ -142,9 +142,9 @@ class AuthMeshAuth(httpx.Auth):
         return self.rotation.retired_for(server, self.signer.version) or self.signer
 
     def _announce(self, headers: Any, server: str, signer: RequestSigner) -> None:
-        chain = None
-        if self.rotation is not None:
-            chain = self.rotation.header_for(server, signer.public_key_b64)
+        if self.rotation is None:
+            return
+        chain = self.rotation.header_for(server, signer.public_key_b64)
         if chain is None:
             headers.pop(ROTATION_HEADER, None)
         else:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
+from authmesh.sdk.rotation import ACK_HEADER
 from authmesh.sdk.verifier import Rejection, Verifier
 from authmesh.sdk.wsgi import read_wsgi_body
 
@@ -65,6 +66,7 @@ class AuthMeshMiddleware:
                 _request_target(request),
                 (meta.get("HTTP_AUTHORIZATION") or "").strip(" \t") or None,
                 meta.get("HTTP_HOST"),
+                meta.get("HTTP_X_AUTHMESH_ROTATION"),
             )
             if meta.get("wsgi.input_terminated") and not meta.get("CONTENT_LENGTH"):
                 # Chunked upload: Django's own stream would read nothing; read it raw.
@@ -82,4 +84,7 @@ class AuthMeshMiddleware:
                 response[name] = value
             return response
         request.authmesh = device
-        return self.get_response(request)
+        response = self.get_response(request)
+        if device.rotation_ack is not None:
+            response[ACK_HEADER] = device.rotation_ack
+        return response

@@ -45,6 +45,7 @@ class AuthMeshDependency:
                 request_target(request.scope),
                 headers.get("authorization"),
                 headers.get("host"),
+                headers.get("x-authmesh-rotation"),
             )
             verifier.check_content_length(headers.get("content-length"))
             body = bytearray()
