@@ -36,6 +36,7 @@ from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome, create_identity, load_context
 from authmesh.store.identity import load_identity
 from authmesh.store.rotation import load_state
+from tests.relayproc import start_relay
 from tests.sdk.harness import free_port, wait_for
 
 PASSPHRASE = "rotation-test-passphrase"
@@ -439,3 +440,43 @@ def test_a_peer_without_rotation_support_keeps_the_old_key_for_the_grace_period(
         assert client.get(f"{legacy.url}/whoami").status_code == 401
     finally:
         _stop([legacy])
+
+
+def test_notify_delivers_the_rotation_through_the_relay(tmp_path: Path) -> None:
+    target = _identity(tmp_path, "target")
+    controller = _identity(tmp_path, "ctl")
+    _trust(controller, target, role="target")
+    _trust(target, controller, role="controller")
+    relay = start_relay()
+    try:
+        rotating = subprocess.Popen(
+            [*CLI, "rotate", "--notify", "1", "--relay", relay.url],
+            env=_env(target),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert rotating.stdout is not None
+        code = None
+        for line in rotating.stdout:
+            match = re.search(r"Code: ([0-9]{6})", line)
+            if match:
+                code = match.group(1)
+                break
+        assert code is not None, rotating.stderr.read() if rotating.stderr else ""
+        accepted = amesh(controller, "accept-rotation", "--code", code, "--relay", relay.url)
+        assert accepted.returncode == 0, accepted.stderr
+        assert "now uses key" in accepted.stdout
+        rest, errors = rotating.communicate(timeout=TIMEOUT)
+        assert rotating.returncode == 0, errors
+        assert "ctl (" in rest and "now trusts the new key" in rest
+        [entry] = load_context(AmeshHome(controller), _env(controller)).allow_list.read().devices
+        assert entry.public_key == _current_key(target) and entry.role == "target"
+
+        # Nobody joins a wrong code; a bad code is refused in one sentence.
+        refused = amesh(controller, "accept-rotation", "--code", "12ab", "--relay", relay.url)
+        assert refused.returncode == 2 and "six digits" in refused.stderr
+        both = amesh(controller, "accept-rotation", "f.json", "--code", "123456")
+        assert both.returncode == 2 and "either" in both.stderr
+    finally:
+        relay.stop()

@@ -8,17 +8,29 @@ nothing of rotations; the command says how to re-pair them.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
-from authmesh.cli.options import required_argument
+from authmesh.cli.options import relay_option, required_argument, resolve_relay_url
 from authmesh.cli.output import CliError, out, printable
 from authmesh.cli.session import open_context, store_errors
+from authmesh.core.allowlist import Device
 from authmesh.core.jsoncanon import JsonError, parse, pretty_stringify
-from authmesh.core.rotation import MAX_CHAIN, RotationError, RotationStatement
+from authmesh.core.rotation import (
+    RotationError,
+    RotationStatement,
+    chain_document,
+    chain_from_document,
+    key_seq,
+)
+from authmesh.pairing.errors import PairingError
+from authmesh.pairing.rotation import NotifyError, offer_rotation, receive_rotation
 from authmesh.store.files import atomic_write, read_text
 from authmesh.store.rotation import (
     DEFAULT_GRACE_SECONDS,
@@ -36,8 +48,8 @@ __all__ = [
     "trust_command",
 ]
 
-_EXPORT_TYPE = "authmesh-rotation-chain"
 _MAX_EXPORT_CHARS = 64 * 1024
+_T = TypeVar("_T")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
 
@@ -62,10 +74,22 @@ def _when(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _over_relay(exchange: Awaitable[_T]) -> _T:
+    """Run one relay exchange; relay and peer failures become one sentence (exit 2)."""
+    try:
+        return asyncio.run(exchange)  # type: ignore[arg-type]
+    except (PairingError, NotifyError) as error:
+        raise CliError(str(error)) from None
+
+
+def _show_code(code: str, lifetime: float) -> None:
+    out(f"  Code: {code}   (valid {int(lifetime)} s)")
+    out(f"  On the peer, run:  amesh accept-rotation --code {code}")
+
+
 def _export(path: Path, chain: tuple[RotationStatement, ...]) -> None:
-    document = {"type": _EXPORT_TYPE, "statements": [s.as_json() for s in chain]}
     with store_errors():
-        atomic_write(path, pretty_stringify(document).encode("utf-8"), 0o644)
+        atomic_write(path, pretty_stringify(chain_document(chain)).encode("utf-8"), 0o644)
 
 
 @click.command("rotate")
@@ -82,9 +106,26 @@ def _export(path: Path, chain: tuple[RotationStatement, ...]) -> None:
     default=None,
     help="Also write the rotation chain to FILE for `amesh accept-rotation` on peers.",
 )
-def rotate_command(grace: str, export_path: Path | None) -> None:
+@click.option(
+    "--notify",
+    "notify",
+    type=click.IntRange(min=0, max=100),
+    default=0,
+    metavar="N",
+    help="Then deliver the rotation through the relay to N peers, one code each.",
+)
+@relay_option
+@click.pass_context
+def rotate_command(
+    ctx: click.Context,
+    grace: str,
+    export_path: Path | None,
+    notify: int,
+    relay: str | None,
+) -> None:
     """Replace this device's key; peers keep trusting it without pairing again."""
     grace_seconds = parse_duration(grace, "--grace")
+    relay_url = resolve_relay_url(ctx, relay) if notify else ""
     view = open_context()
     context = view.context
     old_id = context.identity.device_id
@@ -113,6 +154,20 @@ def rotate_command(grace: str, export_path: Path | None) -> None:
     out(f"    amesh revoke {old_id}")
     out("  and pair again (`amesh listen` there, `amesh invite` here).")
     out()
+    # The allow list is now sealed for the new key: look peers up through the new identity.
+    trusted = open_context().context.allow_list.find_by_public_key if notify else None
+    for _ in range(notify):
+        assert trusted is not None
+        peer = _over_relay(
+            offer_rotation(
+                chain,
+                trusted,
+                relay_url=relay_url,
+                on_code=_show_code,
+            )
+        )
+        out(f"  {printable(peer.friendly_name)} ({peer.device_id}) now trusts the new key.")
+        out()
 
 
 def _read_chain(path: Path) -> tuple[RotationStatement, ...]:
@@ -123,13 +178,7 @@ def _read_chain(path: Path) -> tuple[RotationStatement, ...]:
     try:
         if len(text) > _MAX_EXPORT_CHARS:
             raise JsonError("too long")
-        document = parse(text)
-        if not isinstance(document, dict) or document.get("type") != _EXPORT_TYPE:
-            raise JsonError("not a rotation chain")
-        items = document.get("statements")
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN:
-            raise JsonError("no statements")
-        return tuple(RotationStatement.from_json(item) for item in items)
+        return chain_from_document(parse(text))
     except (JsonError, RotationError):
         raise CliError(
             f"{path} is not a rotation chain; give the file `amesh rotate --export` wrote."
@@ -137,17 +186,41 @@ def _read_chain(path: Path) -> tuple[RotationStatement, ...]:
 
 
 @click.command("accept-rotation")
-@required_argument("file", "file", "Rotation chain written by `amesh rotate --export`")
-def accept_rotation_command(file: str) -> None:
-    """Trust a paired device's new key, vouched for by its old one."""
-    chain = _read_chain(Path(file))
+@click.argument("file", required=False, metavar="[FILE]")
+@click.option("--code", default=None, help="Receive the rotation through the relay instead.")
+@relay_option
+@click.pass_context
+def accept_rotation_command(
+    ctx: click.Context, file: str | None, code: str | None, relay: str | None
+) -> None:
+    """Trust a paired device's new key, vouched for by its old one (FILE or --code)."""
+    if (file is None) == (code is None):
+        raise CliError(
+            "Give either the FILE written by `amesh rotate --export` or the --code shown by "
+            "`amesh rotate --notify`."
+        )
     view = open_context()
-    with store_errors():
-        entry = accept_rotation(view.context.allow_list, chain)
+    store = view.context.allow_list
+    if file is not None:
+        chain = _read_chain(Path(file))
+        with store_errors():
+            entry = accept_rotation(store, chain)
+    else:
+        assert code is not None
+        relay_url = resolve_relay_url(ctx, relay)
+
+        def apply(received: tuple[RotationStatement, ...]) -> Device:
+            with store_errors():
+                return accept_rotation(store, received)
+
+        entry = _over_relay(
+            receive_rotation(code.strip(), view.signer(), apply, relay_url=relay_url)
+        )
+
     out()
     out(
         f"  {printable(entry.friendly_name)} now uses key {entry.device_id} (rotation "
-        f"{chain[-1].seq})."
+        f"{key_seq(entry)})."
     )
     out("  Allow list resealed; its old key is no longer trusted here.")
     out()

@@ -33,6 +33,8 @@ from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64, 
 from authmesh.core.selfsig import Signer
 
 __all__ = [
+    "ACK_TYPE",
+    "CHAIN_TYPE",
     "KEY_CREATED_FIELD",
     "KEY_SEQ_FIELD",
     "MAX_AGE_FIELD",
@@ -40,7 +42,10 @@ __all__ = [
     "ROTATION_DOMAIN",
     "RotationError",
     "RotationStatement",
+    "ack_message",
     "apply_chain",
+    "chain_document",
+    "chain_from_document",
     "check_chain",
     "create_statement",
     "decode_chain",
@@ -230,6 +235,31 @@ def decode_chain(text: str) -> tuple[RotationStatement, ...]:
     if len(parts) > MAX_CHAIN:
         raise _malformed(f"more than {MAX_CHAIN} statements")
     return tuple(RotationStatement.decode(part.strip()) for part in parts)
+
+
+CHAIN_TYPE = "authmesh-rotation-chain"
+ACK_TYPE = "authmesh-rotation-ack"
+ACK_DOMAIN = "AMrotack1"
+
+
+def chain_document(chain: Sequence[RotationStatement]) -> dict[str, JsonValue]:
+    """The chain as exported to a file or sent through the relay."""
+    return {"type": CHAIN_TYPE, "statements": [statement.as_json() for statement in chain]}
+
+
+def chain_from_document(document: JsonValue) -> tuple[RotationStatement, ...]:
+    """Parse :func:`chain_document`'s form (structure only; at most :data:`MAX_CHAIN`)."""
+    if not isinstance(document, dict) or document.get("type") != CHAIN_TYPE:
+        raise _malformed("not a rotation chain")
+    items = document.get("statements")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN:
+        raise _malformed(f"a chain holds 1 to {MAX_CHAIN} statements")
+    return tuple(RotationStatement.from_json(item) for item in items)
+
+
+def ack_message(new_key: str, seq: int, peer_key: str) -> bytes:
+    """What a peer signs to confirm it now trusts ``new_key`` (relay delivery)."""
+    return "\n".join((ACK_DOMAIN, new_key, str(seq), peer_key)).encode()
 
 
 def key_seq(device: Device) -> int:
