@@ -150,6 +150,7 @@ def rotate_command(
     out("  Servers you call with the authmesh SDK switch to the new key on your next")
     out("  request to them. Other peers (targets, shell agents): copy the chain there and run")
     out("    amesh accept-rotation FILE      (write it with `amesh rotate --export FILE`)")
+    out("  or rotate with `--notify N` and run `amesh accept-rotation --code CODE` on each.")
     out("  Peers running TypeScript amesh cannot follow a rotation: on each, run")
     out(f"    amesh revoke {old_id}")
     out("  and pair again (`amesh listen` there, `amesh invite` here).")
