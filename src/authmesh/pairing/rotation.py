@@ -35,13 +35,14 @@ from authmesh.core.selfsig import Signer
 from authmesh.pairing import v2
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.hooks import call_hook
+from authmesh.pairing.identity import data_payload
 from authmesh.pairing.interactive import (
     CODE_LIFETIME_SECONDS,
     READ_TIMEOUT_SECONDS,
     _check_peer_found,
     _open_session,
 )
-from authmesh.pairing.relay_client import RelayConnection, encode_frame, json_object, relay_error
+from authmesh.pairing.relay_client import RelayConnection, encode_frame, json_object
 
 __all__ = ["NotifyError", "offer_rotation", "receive_rotation"]
 
@@ -52,16 +53,7 @@ class NotifyError(Exception):
 
 async def _next_data(relay: RelayConnection, timeout: float) -> dict[str, Any]:
     """The peer's next ``data`` payload, parsed as a JSON object."""
-    message = await relay.receive(timeout)
-    kind = message.get("type")
-    if kind == "error":
-        raise relay_error(message)
-    if kind == "done":
-        raise PairingError("peer_disconnected")
-    payload = message.get("payload")
-    if kind != "data" or not isinstance(payload, str):
-        raise PairingError("protocol_violation")
-    return json_object(payload)
+    return json_object(data_payload(await relay.receive(timeout)))
 
 
 def _check_ack(
