@@ -39,6 +39,7 @@ from authmesh.pairing.identity import data_payload
 from authmesh.pairing.interactive import (
     CODE_LIFETIME_SECONDS,
     READ_TIMEOUT_SECONDS,
+    ListenOptions,
     _check_peer_found,
     _open_session,
 )
@@ -94,9 +95,12 @@ async def offer_rotation(
     ``trusted(public_key_b64)`` looks the confirming peer up in this device's allow list.
     """
     async with await RelayConnection.open(relay_url) as relay:
-        code = await _open_session(relay, legacy=False, read_timeout=read_timeout)
+        options = ListenOptions(
+            relay_url=relay_url, protocol=v2.PROTOCOL, read_timeout=read_timeout
+        )
+        code = await _open_session(relay, options)
         await call_hook(on_code, code, code_lifetime)
-        _check_peer_found(await relay.receive(code_lifetime), legacy=False)
+        _check_peer_found(await relay.receive(code_lifetime), v2.PROTOCOL)
         payload = encode_frame(chain_document(chain))
         await relay.send({"type": "data", "payload": payload})
         peer = _check_ack(await _next_data(relay, read_timeout), chain[-1], trusted)
@@ -120,7 +124,7 @@ async def receive_rotation(
         raise PairingError("invalid_code")
     async with await RelayConnection.open(relay_url) as relay:
         await relay.send({"type": "connect", "otc": code, "protocol": v2.PROTOCOL})
-        _check_peer_found(await relay.receive(read_timeout), legacy=False)
+        _check_peer_found(await relay.receive(read_timeout), v2.PROTOCOL)
         try:
             chain = chain_from_document(await _next_data(relay, read_timeout))
         except RotationError:
