@@ -46,7 +46,6 @@ __all__ = [
     "apply_chain",
     "chain_document",
     "chain_from_document",
-    "check_chain",
     "create_statement",
     "decode_chain",
     "encode_chain",
@@ -215,13 +214,6 @@ def _check_links(chain: Sequence[RotationStatement]) -> None:
             raise RotationError("gap", "The rotation chain has a gap or is out of order.")
         if statement.ts < previous.ts:
             raise RotationError("gap", "The rotation chain goes back in time.")
-
-
-def check_chain(chain: Sequence[RotationStatement]) -> None:
-    """1..MAX_CHAIN verified statements, each continuing the previous one."""
-    _check_links(chain)
-    for statement in chain:
-        statement.verify()
 
 
 def encode_chain(chain: Sequence[RotationStatement]) -> str:

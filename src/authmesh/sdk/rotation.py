@@ -228,6 +228,12 @@ class RotationAnnouncer:
         rotation support, e.g. TypeScript amesh): use the retired key there, if any is left."""
         retired = self._retired_signer(version)
         if retired is None or server in self._without_rotation:
+            _log.warning(
+                "[amesh] %s refused the rotated key and its rotation statement: it may not "
+                "support rotations, have revoked this device, or have taken another rotation "
+                "of the old key (a stolen key?); check it and pair again",
+                server,
+            )
             return False
         if len(self._without_rotation) >= _MAX_ACKED_SERVERS:
             self._without_rotation.clear()
