@@ -480,3 +480,18 @@ def test_notify_delivers_the_rotation_through_the_relay(tmp_path: Path) -> None:
         assert both.returncode == 2 and "either" in both.stderr
     finally:
         relay.stop()
+
+
+def test_a_running_server_keeps_verifying_after_rotating_its_own_key(fleet: Fleet) -> None:
+    client, _ = _client(fleet.controller)
+    server = fleet.servers[2]
+    assert client.get(f"{server.url}/whoami").status_code == 200
+    # The server's own key changes: its allow list is re-sealed for the new key while the
+    # server process still holds the old sealing key.
+    _rotate(server.home, "--grace", "0s")
+    for _ in range(3):
+        assert client.get(f"{server.url}/whoami").status_code == 200
+    # A genuinely tampered file is still refused (the re-key does not mask it).
+    path = server.home / "allow_list.json"
+    path.write_text(path.read_text().replace('"controller"', '"Controller"', 1))
+    assert client.get(f"{server.url}/whoami").status_code == 500

@@ -240,4 +240,24 @@ def load_context(
                 "or run `amesh init --force`.",
             )
     key = derive_allow_list_key(material, identity.device_id)
-    return Context(home, identity, keystore, AllowListStore(home, key), notices)
+    store = AllowListStore(home, key, rekey=_rotated_key(home, keystore, identity.public_key))
+    return Context(home, identity, keystore, store, notices)
+
+
+def _rotated_key(
+    home: AmeshHome, keystore: KeyStore, public_key: str
+) -> Callable[[], bytes | None]:
+    """The allow-list key of the home's identity once ``amesh rotate`` replaced ``public_key``
+    (a long-running verifier keeps working); None while the identity is unchanged."""
+
+    def rekey() -> bytes | None:
+        nonlocal public_key
+        identity = load_identity(home)
+        if identity.public_key == public_key:
+            return None
+        identity = finish_rotation(home, keystore, identity)
+        public_key = identity.public_key
+        material = keystore.hmac_material(identity.key_alias)
+        return derive_allow_list_key(material, identity.device_id)
+
+    return rekey
