@@ -151,6 +151,7 @@ def rotate_command(
     out("  request to them. Other peers (targets, shell agents): copy the chain there and run")
     out("    amesh accept-rotation FILE      (write it with `amesh rotate --export FILE`)")
     out("  or rotate with `--notify N` and run `amesh accept-rotation --code CODE` on each.")
+    out("  Restart a running `amesh agent` here so the relay sees the new key.")
     out("  Peers running TypeScript amesh cannot follow a rotation: on each, run")
     out(f"    amesh revoke {old_id}")
     out("  and pair again (`amesh listen` there, `amesh invite` here).")
