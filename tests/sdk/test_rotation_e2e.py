@@ -205,8 +205,12 @@ def fleet(fleet_template: Path) -> Iterator[Fleet]:
 def _client(home: Path) -> tuple[httpx.Client, PrivateKey]:
     """A controller client following rotations at once; also the key it starts with."""
     context = load_context(AmeshHome(home), _env(home))
-    rotation = RotationAnnouncer(AmeshHome(home), context, recheck_seconds=0)
-    rotation._load = lambda amesh_home: load_context(amesh_home, _env(home))
+    rotation = RotationAnnouncer(
+        AmeshHome(home),
+        context,
+        recheck_seconds=0,
+        load=lambda amesh_home: load_context(amesh_home, _env(home)),
+    )
     auth = AuthMeshAuth(context.signer, context.identity.public_key, rotation=rotation)
     signer = context.signer
     assert isinstance(signer, PrivateKey)
