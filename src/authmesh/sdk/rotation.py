@@ -188,9 +188,11 @@ class RotationAnnouncer:
         chain = self._chain
         if not chain or chain[-1].new_key != public_key_b64:
             return None
-        if self._acked.get(server, -1) >= chain[-1].seq:
+        acked = self._acked.get(server, -1)
+        if acked >= chain[-1].seq:
             return None
-        return encode_chain(chain)
+        # A server that acknowledged an earlier key needs only the links after it.
+        return encode_chain([statement for statement in chain if statement.seq > acked])
 
     def observe(self, server: str, ack: str | None) -> None:
         """Record a server's acknowledgement (a response header)."""
