@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from authmesh.cli.exit_codes import ExitCode
 from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     MARKER,
@@ -83,7 +84,9 @@ def test_a_second_request_cannot_divert_the_live_session(
     child = spawn_shell(homes.controller, relay, scratch, target=TARGET)
     type_line(child, "echo D$((5+6))D", "D11D")
     status, output = _command(homes, relay, scratch, "--timeout", "1", "-c", "id")
-    assert status == 255 and "did not answer" in " ".join(output.replace("›", " ").split())
+    assert status == ExitCode.TIMED_OUT and "did not answer" in " ".join(
+        output.replace("›", " ").split()
+    )
     type_line(child, "echo D$((6+6))D", "D12D")
     child.send("exit\r")
     assert exit_status(child) == 0

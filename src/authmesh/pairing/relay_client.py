@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "encode_frame",
     "json_object",
     "relay_error",
+    "unreachable",
 ]
 
 MAX_FRAME_BYTES = 65_536
@@ -45,8 +48,39 @@ _RELAY_ERRORS = {
     "peer_disconnected": "peer_disconnected",
     "rate_limited": "rate_limited",
     "relay_capacity": "relay_capacity",
+    "relay_unavailable": "relay_unavailable",
     "session_expired": "session_expired",
 }
+
+
+def unreachable(url: str, exc: BaseException, timeout: float) -> PairingError:
+    """``relay_unreachable`` naming the URL tried and why (refused, DNS, TLS, HTTP status)."""
+    from websockets.exceptions import InvalidStatus
+
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        hint = " (wrong path? authmesh relays serve /ws)" if status == 404 else ""
+        cause = f"it answered HTTP {status} instead of a WebSocket{hint}"
+    elif isinstance(exc, socket.gaierror):
+        cause = "DNS lookup of its host name failed"
+    elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        cause = f"TLS error: {getattr(exc, 'reason', None) or exc}"
+    elif isinstance(exc, ConnectionResetError) and url.startswith("wss://"):
+        cause = "TLS error: the connection was reset in the handshake (a plain ws:// relay?)"
+    elif isinstance(exc, ConnectionResetError):
+        cause = "the connection was reset"
+    elif isinstance(exc, ConnectionRefusedError):
+        cause = "connection refused (nothing listens on that port)"
+    elif isinstance(exc, TimeoutError):
+        cause = f"no answer within {timeout:g} s"
+    else:
+        cause = str(exc) or type(exc).__name__
+    return PairingError(
+        "relay_unreachable",
+        f"Could not reach the relay at {url}: {cause}. Check the relay URL (--relay or "
+        "AMESH_RELAY_URL; a relay on another port or host must be named there in every "
+        "terminal) and your network.",
+    )
 
 
 class RelayClosed(PairingError):
@@ -112,7 +146,7 @@ class RelayConnection:
                 compression=None,
             )
         except (OSError, TimeoutError, ValueError, WebSocketException) as exc:
-            raise PairingError("relay_unreachable") from exc
+            raise unreachable(url, exc, timeout) from exc
         return cls(socket)
 
     @property
