@@ -388,11 +388,11 @@ def test_export_and_accept_for_a_target(tmp_path: Path) -> None:
     assert amesh(controller, "accept-rotation", str(chain_file)).returncode == 0
     (tmp_path / "stale.json").write_text(stale)
     refused = amesh(controller, "accept-rotation", str(tmp_path / "stale.json"))
-    assert refused.returncode == 2
+    assert refused.returncode == 3  # refused (docs/cli.md)
     assert "pair the device again" in refused.stderr
     (tmp_path / "junk.json").write_text('{"type": "authmesh-rotation-chain"}')
     junk = amesh(controller, "accept-rotation", str(tmp_path / "junk.json"))
-    assert junk.returncode == 2 and "not a rotation chain" in junk.stderr
+    assert junk.returncode == 1 and "not a rotation chain" in junk.stderr
     assert "Traceback" not in junk.stderr + refused.stderr
 
 

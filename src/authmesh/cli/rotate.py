@@ -17,8 +17,8 @@ from typing import TypeVar
 
 import click
 
-from authmesh.cli.options import relay_option, required_argument, resolve_relay_url
-from authmesh.cli.output import CliError, out, printable
+from authmesh.cli.options import json_option, relay_option, required_argument, resolve_relay_url
+from authmesh.cli.output import CliError, emit, out, printable
 from authmesh.cli.session import open_context, store_errors
 from authmesh.core.allowlist import Device
 from authmesh.core.jsoncanon import JsonError, parse, pretty_stringify
@@ -58,7 +58,9 @@ def parse_duration(text: str, option: str) -> int:
     """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` as seconds."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
-        raise CliError(f"{option} {text!r} is not a duration; write it like 90d, 12h or 30m.")
+        raise CliError(
+            f"{option} {text!r} is not a duration; write it like 90d, 12h or 30m.", "usage"
+        )
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
@@ -78,11 +80,14 @@ def _over_relay(exchange: Awaitable[_T]) -> _T:
     """Run one relay exchange; relay and peer failures become one sentence (exit 2)."""
     try:
         return asyncio.run(exchange)  # type: ignore[arg-type]
-    except (PairingError, NotifyError) as error:
-        raise CliError(str(error)) from None
+    except PairingError as error:
+        raise CliError(str(error), error.code) from None
+    except NotifyError as error:
+        raise CliError(str(error), "refused") from None
 
 
 def _show_code(code: str, lifetime: float) -> None:
+    emit("code", code=code, expiresIn=int(lifetime))
     out(f"  Code: {code}   (valid {int(lifetime)} s)")
     out(f"  On the peer, run:  amesh accept-rotation --code {code}")
 
@@ -115,6 +120,7 @@ def _export(path: Path, chain: tuple[RotationStatement, ...]) -> None:
     help="Then deliver the rotation through the relay to N peers, one code each.",
 )
 @relay_option
+@json_option
 @click.pass_context
 def rotate_command(
     ctx: click.Context,
@@ -122,6 +128,7 @@ def rotate_command(
     export_path: Path | None,
     notify: int,
     relay: str | None,
+    as_json: bool,
 ) -> None:
     """Replace this device's key; peers keep trusting it without pairing again."""
     grace_seconds = parse_duration(grace, "--grace")
@@ -156,6 +163,15 @@ def rotate_command(
     out(f"    amesh revoke {old_id}")
     out("  and pair again (`amesh listen` there, `amesh invite` here).")
     out()
+    emit(
+        "rotated",
+        oldDeviceId=old_id,
+        deviceId=identity.device_id,
+        publicKey=identity.public_key,
+        seq=statement.seq,
+        oldKeyDestroyedAfter=statement.ts + grace_seconds,
+        exportedTo=None if export_path is None else str(export_path),
+    )
     # The allow list is now sealed for the new key: look peers up through the new identity.
     trusted = open_context().context.allow_list.find_by_public_key if notify else None
     for _ in range(notify):
@@ -170,6 +186,7 @@ def rotate_command(
         )
         out(f"  {printable(peer.friendly_name)} ({peer.device_id}) now trusts the new key.")
         out()
+        emit("notified", deviceId=peer.device_id, friendlyName=peer.friendly_name)
 
 
 def _read_chain(path: Path) -> tuple[RotationStatement, ...]:
@@ -191,15 +208,17 @@ def _read_chain(path: Path) -> tuple[RotationStatement, ...]:
 @click.argument("file", required=False, metavar="[FILE]")
 @click.option("--code", default=None, help="Receive the rotation through the relay instead.")
 @relay_option
+@json_option
 @click.pass_context
 def accept_rotation_command(
-    ctx: click.Context, file: str | None, code: str | None, relay: str | None
+    ctx: click.Context, file: str | None, code: str | None, relay: str | None, as_json: bool
 ) -> None:
     """Trust a paired device's new key, vouched for by its old one (FILE or --code)."""
     if (file is None) == (code is None):
         raise CliError(
             "Give either the FILE written by `amesh rotate --export` or the --code shown by "
-            "`amesh rotate --notify`."
+            "`amesh rotate --notify`.",
+            "usage",
         )
     view = open_context()
     store = view.context.allow_list
@@ -226,6 +245,13 @@ def accept_rotation_command(
     )
     out("  Allow list resealed; its old key is no longer trusted here.")
     out()
+    emit(
+        "rotation_accepted",
+        deviceId=entry.device_id,
+        friendlyName=entry.friendly_name,
+        role=entry.role,
+        keySeq=key_seq(entry),
+    )
 
 
 @click.command("trust")
@@ -236,7 +262,8 @@ def accept_rotation_command(
     required=True,
     help="Refuse the device's key once it is older than this (e.g. 90d); `none` removes it.",
 )
-def trust_command(device_id: str, max_age: str) -> None:
+@json_option
+def trust_command(device_id: str, max_age: str, as_json: bool) -> None:
     """Set how old a trusted device's key may get before it must be rotated."""
     seconds = None if max_age.strip().lower() == "none" else parse_duration(max_age, "--max-age")
     view = open_context()
@@ -248,3 +275,4 @@ def trust_command(device_id: str, max_age: str) -> None:
     else:
         out(f"  {device_id}: key refused (key_expired) once older than {format_age(seconds)}.")
     out()
+    emit("trust", deviceId=device_id, maxKeyAge=seconds)
