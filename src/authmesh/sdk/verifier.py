@@ -461,7 +461,8 @@ def _signed_path(target: str) -> str:
 
     An absolute-form target contributes its path and query. Any target whose
     normalised form differs from what arrived (``/a/../b``, ``/a\\\\b``, ``%2e%2e``,
-    a fragment, an empty ``?``) or whose escapes are not UTF-8 (``%FE`` and ``%FF``
+    a fragment, an empty ``?``), whose path starts with an empty segment, or whose
+    escapes are not UTF-8 (``%FE`` and ``%FF``
     canonicalise alike in a query) is refused with 400: honest clients send the
     normalised form, and the application could read another spelling differently.
     """
@@ -471,6 +472,11 @@ def _signed_path(target: str) -> str:
         path = request_target_path(received)
     except CanonicalError:
         path = None
-    if path != received or not _escapes_are_utf8(received):
+    if path != received or _empty_first_segment(received) or not _escapes_are_utf8(received):
         raise Rejection(400, "malformed_request")
     return path
+
+
+def _empty_first_segment(path: str) -> bool:
+    """``//x`` or ``/%2Fx``: Flask collapses the leading slashes, other servers see a host."""
+    return path.startswith("//") or path[1:4] in ("%2F", "%2f")
