@@ -323,12 +323,11 @@ class Verifier:
         value = value.strip(" \t")
         if not _DIGITS.fullmatch(value):
             rejection = Rejection(400, "malformed_request")
-        elif len(value) > _MAX_LENGTH_DIGITS or int(value) > self.max_body_bytes:
-            rejection = self.too_large()
-        else:
-            return int(value)
-        self._refused(rejection, None, None)
-        raise rejection
+            self._refused(rejection, None, None)
+            raise rejection
+        if len(value) > _MAX_LENGTH_DIGITS or int(value) > self.max_body_bytes:
+            raise self.too_large()
+        return int(value)
 
     def too_large(self) -> Rejection:
         """The 413 to raise when the body read so far exceeds the limit (reported)."""
