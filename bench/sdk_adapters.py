@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import shutil
 import socket
@@ -40,7 +39,7 @@ from pathlib import Path
 from authmesh.core.canonical import body_sha256
 from authmesh.core.keys import PrivateKey
 from authmesh.sdk.signing import RequestSigner
-from sdk_verify import make_home
+from sdk_verify import WRK_RESULT, make_home, wrk_result
 
 BENCH = Path(__file__).resolve().parent
 BODY = json.dumps({"item": "Standing Desk", "amount": 59900}).encode()
@@ -62,11 +61,6 @@ function request()
   return "POST " .. path .. " HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n"
     .. "Content-Type: application/json\\r\\nContent-Length: " .. #body .. "\\r\\n"
     .. "Authorization: " .. pool[position] .. "\\r\\n\\r\\n" .. body
-end
-function done(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d\\n", summary.requests, summary.duration,
-    summary.errors.status, summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout))
 end
 """
 
@@ -156,7 +150,7 @@ def write_pool(key: PrivateKey, route: str, count: int, file: Path) -> None:
 
 def wrk(port: int, route: str, pool: Path, seconds: int, connections: int) -> Run:
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
+        script.write(WRK_SCRIPT + WRK_RESULT)
         script.flush()
         command = [
             "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
@@ -168,10 +162,7 @@ def wrk(port: int, route: str, pool: Path, seconds: int, connections: int) -> Ru
             command, capture_output=True, text=True, timeout=seconds + 60, check=True
         ).stdout
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+)", output)
-    if found is None:
-        raise SystemExit(f"wrk printed no result:\n{output}")
-    requests, duration_us, non_200, errors = (int(group) for group in found.groups())
+    requests, duration_us, non_200, errors = wrk_result(output)
     wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     ok = requests - non_200
     return Run(ok / (duration_us / 1e6), non_200 + errors, 0.0, wrk_cpu / max(requests, 1) * 1e6)

@@ -362,16 +362,15 @@ class Verifier:
             raise self._unauthorized(pending.now, Outcome.BAD_SIGNATURE)
         return f"{pending.trusted.device.device_id}:{pending.nonce}"
 
-    def _accepted(self, pending: PendingRequest, fresh: bool) -> VerifiedDevice:
+    def _accepted(self, pending: PendingRequest, fresh: bool, started: float) -> VerifiedDevice:
         if not fresh:
             self._log_event("replay_detected", pending.now, pending.timestamp)
-            raise self._unauthorized(pending.now, Outcome.REPLAY)
+            rejection = self._unauthorized(pending.now, Outcome.REPLAY)
+            self._finished(pending, started, rejection)
+            raise rejection
+        self._finished(pending, started, None)
         device = pending.trusted.device
         return VerifiedDevice(device.device_id, device.friendly_name, pending.now, pending.version)
-
-    def _store_failed(self) -> Rejection:
-        _log.error("[amesh] nonce store unavailable: refusing the request (fail closed)")
-        return Rejection(500, "internal_error", outcome=Outcome.STORE_FAILURE)
 
     def _finished(self, pending: PendingRequest, started: float, error: Rejection | None) -> None:
         seconds = pending.seconds + perf_counter() - started
@@ -380,45 +379,47 @@ class Verifier:
         else:
             self._refused(error, seconds, pending.version)
 
+    def _store_failed(self) -> Rejection:
+        _log.error("[amesh] nonce store unavailable: refusing the request (fail closed)")
+        return Rejection(500, "internal_error", outcome=Outcome.STORE_FAILURE)
+
+    def _fresh(self, key: str) -> bool:
+        """Record the nonce in a sync store: True if it was not there yet."""
+        store: NonceStore = self.nonce_store  # type: ignore[assignment]
+        try:
+            return store.check_and_store(key, self.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
+
+    async def _fresh_async(self, key: str) -> bool:
+        store: AsyncNonceStore = self.nonce_store  # type: ignore[assignment]
+        try:
+            return await store.check_and_store(key, self.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
+
     def finish(self, pending: PendingRequest, body: bytes) -> VerifiedDevice:
         """Verify the signature over ``body``, then record the nonce (sync store)."""
         if self._store_is_async:
             raise TypeError("this Verifier has an async nonce store: use finish_async")
         started = perf_counter()
         try:
-            key = self._check_signature(pending, body)
-            store: NonceStore = self.nonce_store  # type: ignore[assignment]
-            try:
-                fresh = store.check_and_store(key, self.nonce_ttl_seconds)
-            except Exception:  # whatever the store raised, fail closed
-                raise self._store_failed() from None
-            device = self._accepted(pending, fresh)
+            fresh = self._fresh(self._check_signature(pending, body))
         except Rejection as rejection:
             self._finished(pending, started, rejection)
             raise
-        self._finished(pending, started, None)
-        return device
+        return self._accepted(pending, fresh, started)
 
     async def finish_async(self, pending: PendingRequest, body: bytes) -> VerifiedDevice:
         """As :meth:`finish`, awaiting an async nonce store when there is one."""
         started = perf_counter()
         try:
             key = self._check_signature(pending, body)
-            try:
-                if self._store_is_async:
-                    async_store: AsyncNonceStore = self.nonce_store  # type: ignore[assignment]
-                    fresh = await async_store.check_and_store(key, self.nonce_ttl_seconds)
-                else:
-                    sync_store: NonceStore = self.nonce_store  # type: ignore[assignment]
-                    fresh = sync_store.check_and_store(key, self.nonce_ttl_seconds)
-            except Exception:  # whatever the store raised, fail closed
-                raise self._store_failed() from None
-            device = self._accepted(pending, fresh)
+            fresh = await self._fresh_async(key) if self._store_is_async else self._fresh(key)
         except Rejection as rejection:
             self._finished(pending, started, rejection)
             raise
-        self._finished(pending, started, None)
-        return device
+        return self._accepted(pending, fresh, started)
 
     def verify(
         self,
