@@ -27,7 +27,6 @@ from authmesh.sdk.verifier import Rejection, Verifier
 __all__ = [
     "BODY_TIMEOUT_SECONDS",
     "AuthMeshMiddleware",
-    "read_body",
     "request_target",
     "wanted_headers",
 ]
@@ -78,7 +77,7 @@ async def send_rejection(send: Send, rejection: Rejection) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Receive, verifier: Verifier) -> bytes:
+async def _read_body(receive: Receive, verifier: Verifier) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -157,10 +156,10 @@ class AuthMeshMiddleware:
             and b"transfer-encoding" not in headers
             and scope.get("http_version") in ("1.1", "1.0")
         ):
-            return await read_body(receive, verifier)
+            return await _read_body(receive, verifier)
         try:
             async with asyncio.timeout(self.body_timeout_seconds):
-                return await read_body(receive, verifier)
+                return await _read_body(receive, verifier)
         except TimeoutError:
             raise verifier.timed_out() from None
 
