@@ -19,9 +19,9 @@ from tests.shell.conftest import (
     MARKER,
     AgentProcess,
     Homes,
+    box_agent,
     exit_status,
     marked_processes,
-    paired_box,
     run_shell,
     spawn_shell,
     type_line,
@@ -32,11 +32,11 @@ TARGET = "legacy-box"
 
 @pytest.fixture(scope="module")
 def legacy_agent(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
-    box = paired_box(homes, scratch, TARGET)
-    agent = AgentProcess(box, relay, scratch, "legacy-agent", "--protocol", "1")
-    agent.wait_for("Registered with relay (identity verified, legacy relay)")
-    yield agent
-    agent.stop()
+    registered = "Registered with relay (identity verified, legacy relay)"
+    with box_agent(
+        homes, relay, scratch, TARGET, "--protocol", "1", registered=registered
+    ) as agent:
+        yield agent
 
 
 @pytest.fixture

@@ -94,6 +94,15 @@ def test_command_mode_exit_codes_and_output(
     assert "x" in failed.stdout  # stderr of the remote command shares the PTY
 
 
+def test_bulk_output_right_before_exit_arrives_whole(
+    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+) -> None:
+    # The shell exits while its last output is still being gathered from the PTY.
+    result = run_shell(homes.controller, relay, scratch, "-c", "yes 0123456789 | head -n 40000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace("\r\n", "\n") == "0123456789\n" * 40000
+
+
 def test_piped_stdin_drives_a_session_and_its_end_is_sent(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
@@ -285,7 +294,10 @@ def test_stopping_the_agent_ends_its_sessions(
     assert stopping.process.wait(10) == 0
     wait_until(lambda: not marked_processes(), 10, "the stopped agent's shells to be ended")
     assert exit_status(child) == 255
-    assert "Agent stopped." in stopping.log()
+    log = stopping.log()
+    assert "Agent stopped." in log
+    # Issue 13: every task of the agent is awaited, none is left to report at exit.
+    assert "never retrieved" not in log and "Traceback" not in log, log
 
 
 def test_idle_sessions_are_ended(
