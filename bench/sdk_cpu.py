@@ -116,8 +116,9 @@ def scopes_for(headers: list[str]) -> list[Scope]:
     ]
 
 
-async def drive(app: Any, scopes: list[Scope]) -> float:
-    request = {"type": "http.request", "body": b"", "more_body": False}
+async def drive(app: Any, scopes: list[Scope], body: bytes = b"") -> float:
+    """CPU µs per request of ``app`` over ``scopes``, each answered 200 or exit."""
+    request = {"type": "http.request", "body": body, "more_body": False}
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:

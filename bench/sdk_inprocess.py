@@ -30,7 +30,7 @@ import uvloop
 from authmesh.core.canonical import body_sha256
 from authmesh.core.keys import PrivateKey
 from authmesh.sdk.signing import RequestSigner
-from sdk_cpu import ecdsa_microseconds
+from sdk_cpu import drive, ecdsa_microseconds
 from sdk_verify import make_home
 
 BODY = json.dumps({"item": "Standing Desk", "amount": 59900}).encode()
@@ -55,27 +55,7 @@ def asgi_scope(route: str, header: str) -> dict[str, Any]:
 
 
 def asgi_microseconds(app: Any, route: str, signed: list[str]) -> float:
-    scopes = [asgi_scope(route, header) for header in signed]
-    message = {"type": "http.request", "body": BODY, "more_body": False}
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return message
-
-    async def send(sent: dict[str, Any]) -> None:
-        if sent["type"] == "http.response.start":
-            statuses.append(sent["status"])
-
-    async def drive() -> float:
-        started = time.process_time()
-        for scope in scopes:
-            await app(scope, receive, send)
-        return time.process_time() - started
-
-    elapsed = uvloop.run(drive())
-    if set(statuses) != {200}:
-        raise SystemExit(f"{route}: unexpected statuses {sorted(set(statuses))}")
-    return elapsed / len(scopes) * 1e6
+    return uvloop.run(drive(app, [asgi_scope(route, header) for header in signed], BODY))
 
 
 def wsgi_environ(route: str, header: str) -> dict[str, Any]:
