@@ -49,12 +49,15 @@ __all__ = [
     "ACK_HEADER",
     "MAX_HEADER_CHARS",
     "ROTATION_HEADER",
+    "ROTATION_HEADER_ASGI",
     "InBandRotation",
     "PendingRotation",
     "RotationAnnouncer",
 ]
 
 ROTATION_HEADER = "X-AuthMesh-Rotation"
+ROTATION_HEADER_ASGI = ROTATION_HEADER.lower().encode("latin-1")
+"""The header's name as ASGI servers give it (lowercase bytes)."""
 ACK_HEADER = "X-AuthMesh-Rotation-Ack"
 MAX_HEADER_CHARS = 8192
 _MAX_ACKED_SERVERS = 4096
