@@ -17,11 +17,12 @@ import json
 import socket
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.hostile.relay_corpus import Frame
 from tests.hostile.tally import Tally
+from tests.relay.conftest import open_client
 from tests.relayproc import RelayProcess
 
 __all__ = ["HTTP_PROBES", "RELAY_ENV", "run_relay_campaign"]
@@ -122,15 +123,7 @@ def _label(frame: Frame) -> str:
 
 
 async def _open(relay: RelayProcess, address: str) -> ClientConnection:
-    return await connect(
-        relay.url,
-        compression=None,
-        max_size=None,
-        ping_interval=None,
-        open_timeout=DEADLINE,
-        close_timeout=1,
-        additional_headers={"X-Forwarded-For": address},
-    )
+    return (await open_client(relay, {"X-Forwarded-For": address})).ws
 
 
 async def _answers(ws: ClientConnection, frame: Frame, tally: Tally) -> list[Any] | None:

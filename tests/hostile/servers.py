@@ -3,8 +3,8 @@ exactly as received (werkzeug and uvicorn refuse some malformed ones themselves)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -27,11 +27,10 @@ def wsgiref_server(app: Any) -> Iterator[int]:
     server = make_server(
         "127.0.0.1", 0, app, server_class=_ThreadedServer, handler_class=_QuietHandler
     )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with ThreadPoolExecutor(1) as serving:
+        serving.submit(server.serve_forever)
+        try:
+            yield server.server_port
+        finally:
+            server.shutdown()
+            server.server_close()
