@@ -6,7 +6,8 @@ meanwhile legitimate pairs from other networks pair again and again. After each 
 ``ping`` round trip shows what the relay answered. Rules checked for every frame: only text
 frames holding a JSON object of a known type come back; a frame that is not a JSON object
 gets an error; only the documented close codes end a socket; the process stays up and
-``/health`` answers 200 afterwards; no legitimate pairing fails meanwhile.
+``/health`` answers 200 afterwards; no legitimate pairing fails meanwhile. Frames that break
+WebSocket framing itself (``ws_frames.py``) must get the close code RFC 6455 names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.hostile.relay_corpus import Frame
 from tests.hostile.tally import Tally
+from tests.hostile.ws_frames import RAW_CASES, run_raw_case
 from tests.relay.conftest import open_client
 from tests.relayproc import RelayProcess
 
@@ -247,10 +249,22 @@ def _http_probe(port: int, request: bytes, tally: Tally) -> None:
         tally.fail(f"HTTP {request[:60]!r}: answered {received.splitlines()[0]!r}")
 
 
+def _raw_frames(port: int, tally: Tally) -> None:
+    for number, case in enumerate(RAW_CASES):
+        tally.tried("relay-raw", case.data)
+        try:
+            problem = run_raw_case(port, case, f"10.250.{number}.1")
+        except (OSError, ConnectionError) as exc:
+            problem = f"{case.name}: {exc!r}"
+        if problem is not None:
+            tally.fail(problem)
+
+
 async def run_relay_campaign(
     relay: RelayProcess, frames: list[Frame], workers: int = 4, tally: Tally | None = None
 ) -> tuple[Tally, int]:
-    """Send every frame once (spread over ``workers`` attackers) and every HTTP probe,
+    """Send every frame once (spread over ``workers`` attackers), every HTTP probe and
+    every frame that breaks WebSocket framing,
     while legitimate pairs keep pairing; (tally, legitimate pairings completed)."""
     tally = tally or Tally()
     done = asyncio.Event()
@@ -259,6 +273,7 @@ async def run_relay_campaign(
         await asyncio.gather(
             *(_attacker(relay, w, frames[w::workers], tally) for w in range(workers)),
             asyncio.to_thread(lambda: [_http_probe(relay.port, r, tally) for r in HTTP_PROBES]),
+            asyncio.to_thread(_raw_frames, relay.port, tally),
         )
     finally:
         done.set()
