@@ -3,9 +3,10 @@
 The same campaigns as ``tests/hostile/``, larger: the relay gets the fixed corpus plus
 ``--relay-mutations`` seeded byte mutations while legitimate pairs keep pairing; the agent
 gets every bad handshake and session input ``--agent-rounds`` times, then its granted
-controller opens a shell; each adapter behind each server gets ``--verifier-examples``
-hypothesis-generated requests without a valid signature, plus the Content-Length values
-that are no ASCII number (issue 10 item 5).
+controller opens a shell, and another agent gets malformed frames from a hostile relay;
+each adapter behind each server gets ``--verifier-examples`` hypothesis-generated requests
+without a valid signature, plus the Content-Length values that are no ASCII number (issue
+10 item 5).
 
     .venv/bin/python bench/hostile_inputs.py [--relay-mutations 20000] [--agent-rounds 4]
         [--verifier-examples 1000]
@@ -15,7 +16,8 @@ docs/security.md. Attacks are the campaign's goals, each held or not:
 
 relay: crash it; get a 5xx; get an answer outside the protocol (an unknown frame, an
 undocumented close code, silence); deny pairing to others meanwhile.
-agent: crash it; keep a bad session alive; lock the granted controller out.
+agent: crash it (from a controller or from the relay); keep a bad session alive; lock the
+granted controller out.
 verifier: get a 5xx; get a request accepted without a valid signature.
 """
 
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.hostile.agent_campaign import run_agent_campaign
 from tests.hostile.agent_setup import agent_under_attack
+from tests.hostile.hostile_relay import UNHASHABLE_CODES, HostileRelay, attack_agent
 from tests.hostile.relay_campaign import RELAY_ENV, run_relay_campaign
 from tests.hostile.relay_corpus import base_frames, mutated
 from tests.hostile.tally import Tally
@@ -102,9 +105,16 @@ def agent_campaign(rounds: int) -> tuple[Tally, dict[str, bool]]:
         )
     if not alive or "Traceback" in log or "failed unexpectedly" in log:
         tally.crashes += 1
+    for frames in [HostileRelay(), HostileRelay(UNHASHABLE_CODES, [])]:
+        frames.record(tally)
+        with tempfile.TemporaryDirectory(prefix="amesh-hostile-") as scratch:
+            problem = attack_agent(Path(scratch), frames)
+        if problem is not None:
+            tally.crashes += "died" in problem or "failure" in problem
+            tally.fail(f"hostile relay: {problem}")
     held = {
         "agent: crash": tally.crashes == 0,
-        "agent: keep a bad session alive": not tally.failures,
+        "agent: keep a bad session alive": not any("session" in f for f in tally.failures),
         "agent: lock the granted controller out": shell.returncode == 0
         and shell.stdout == "still-granted\n",
     }
