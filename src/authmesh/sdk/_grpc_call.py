@@ -1,0 +1,210 @@
+"""Signing and verifying gRPC calls, without gRPC: the canonical form and its checks.
+
+The gRPC form is an authmesh extension (docs/protocol.md §3.8), domain-separated from
+the HTTP strings of §3.1 and §3.3 by its own first line, so no signature made for a
+gRPC call verifies as an HTTP request or the reverse::
+
+    "AMgrpc1" LF AUTHORITY LF METHOD LF TS LF NONCE LF MESSAGES
+
+``METHOD`` is the full method path (``/package.Service/Method``), ``AUTHORITY`` the
+normalised ``host[:port]`` the client addressed (sent in ``x-authmesh-authority``),
+``MESSAGES`` the lowercase hex SHA-256 over every request message of the call, each
+as a 4-byte big-endian length followed by its serialized bytes: one message for a
+unary request, all of them for a request stream (whole-call coverage).
+
+The header is the HTTP one (``authorization`` metadata, ``v="2"``), so the allow list,
+clock window, roles, authority list and nonce store of :class:`Verifier` apply as they
+are; nonces share the HTTP namespace, so one nonce is good for one request or call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from authmesh.core.b64 import B64Error, b64decode, b64encode, b64url_encode
+from authmesh.core.canonical import CanonicalError, normalize_authority
+from authmesh.core.header import AuthHeader
+from authmesh.core.keys import verify_with_key
+from authmesh.core.nonce import AsyncNonceStore, NonceStore
+from authmesh.sdk.home import resolve_home
+from authmesh.sdk.signing import KeySigner, random_nonce
+from authmesh.sdk.verifier import PendingRequest, Rejection, VerifiedDevice, Verifier
+from authmesh.store import load_context
+
+__all__ = [
+    "AUTHORITY_METADATA",
+    "AUTHORIZATION_METADATA",
+    "CallSigner",
+    "CallVerifier",
+    "MessageDigest",
+    "grpc_canonical_string",
+]
+
+AUTHORIZATION_METADATA = "authorization"
+AUTHORITY_METADATA = "x-authmesh-authority"
+SERVER_TIME_METADATA = "x-authmesh-server-time"
+"""Trailing metadata of a call refused as unauthorized: the server's clock."""
+_DOMAIN = "AMgrpc1"
+_VERSION = "2"  # the header version whose checks (authority) the gRPC form needs
+_LENGTH_PREFIX_BYTES = 4
+_log = logging.getLogger("authmesh.sdk")
+
+
+class MessageDigest:
+    """SHA-256 over the length-prefixed request messages of one call, in order."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+        """Bytes taken so far, prefixes included: what the body limit bounds."""
+
+    def add(self, message: bytes) -> None:
+        self._hash.update(len(message).to_bytes(_LENGTH_PREFIX_BYTES, "big"))
+        self._hash.update(message)
+        self.size += _LENGTH_PREFIX_BYTES + len(message)
+
+    @classmethod
+    def of(cls, messages: Iterable[bytes]) -> str:
+        digest = cls()
+        for message in messages:
+            digest.add(message)
+        return digest.hexdigest()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def grpc_canonical_string(
+    authority: str, method: str, timestamp: str, nonce: str, messages_hash: str
+) -> str:
+    """The string a gRPC call's signature covers; :class:`CanonicalError` on a newline."""
+    fields = (authority, method, timestamp, nonce, messages_hash)
+    if any("\n" in field for field in fields):
+        raise CanonicalError("Canonical string fields must not contain newlines")
+    return "\n".join((_DOMAIN, *fields))
+
+
+class CallSigner:
+    """Signs calls for one identity to one ``authority`` (the channel's ``host[:port]``)."""
+
+    def __init__(
+        self,
+        signer: KeySigner,
+        authority: str,
+        public_key_b64: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        nonce: Callable[[], str] = random_nonce,
+    ) -> None:
+        self._signer = signer
+        self.authority = normalize_authority(authority)
+        self.public_key_b64 = public_key_b64 or b64encode(signer.public_key)
+        self._clock = clock
+        self._nonce = nonce
+
+    @classmethod
+    def from_home(cls, authority: str, home: str | os.PathLike[str] | None = None) -> CallSigner:
+        """Sign as the identity in ``home`` (default ``$AUTH_MESH_DIR`` or ``~/.amesh``)."""
+        context = load_context(resolve_home(home))
+        return cls(context.signer, authority, context.identity.public_key)
+
+    def metadata(self, method: str, messages_hash: str) -> tuple[tuple[str, str], ...]:
+        """The two metadata entries that authenticate a call to ``method``."""
+        timestamp = str(math.floor(self._clock()))
+        nonce = self._nonce()
+        message = grpc_canonical_string(self.authority, method, timestamp, nonce, messages_hash)
+        signature = b64url_encode(self._signer.sign(message.encode("utf-8")))
+        header = AuthHeader(_VERSION, self.public_key_b64, timestamp, nonce, signature).format()
+        return ((AUTHORIZATION_METADATA, header), (AUTHORITY_METADATA, self.authority))
+
+
+def metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The first text value of ``key`` (lowercase) in call metadata."""
+    for name, value in metadata or ():
+        if name == key and isinstance(value, str):
+            return value.strip(" \t")
+    return None
+
+
+class CallVerifier:
+    """The gRPC side of a :class:`Verifier`: same allow list, clock, authorities and nonces."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    def begin(
+        self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None
+    ) -> PendingRequest:
+        """Header, caller, clock and authority checks; raise :class:`Rejection`."""
+        authorization = metadata_value(metadata, AUTHORIZATION_METADATA)
+        pending = self.verifier.begin(
+            "POST", method, authorization, metadata_value(metadata, AUTHORITY_METADATA)
+        )
+        if pending.version != _VERSION:
+            raise Rejection(400, "unsupported_version")
+        return pending
+
+    def check(self, pending: PendingRequest, messages_hash: str) -> str:
+        """Verify the signature; return the nonce-store key to record."""
+        assert pending.authority is not None  # version 2 always carries one
+        try:
+            message = grpc_canonical_string(
+                pending.authority, pending.path, pending.timestamp, pending.nonce, messages_hash
+            ).encode("utf-8")
+            key = pending.trusted.public_key
+            valid = key is not None and verify_with_key(key, b64decode(pending.signature), message)
+        except (CanonicalError, B64Error):
+            valid = False
+        if not valid:
+            raise self._refused("invalid_signature", pending)
+        return f"{pending.trusted.device.device_id}:{pending.nonce}"
+
+    def record(self, pending: PendingRequest, key: str) -> None:
+        """Record the nonce in a synchronous store; refuse a replay (fail closed)."""
+        store: NonceStore = self.verifier.nonce_store  # type: ignore[assignment]
+        try:
+            fresh = store.check_and_store(key, self.verifier.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
+        if not fresh:
+            raise self._refused("replay_detected", pending)
+
+    async def record_async(self, pending: PendingRequest, key: str) -> None:
+        """As :meth:`record`, awaiting an async store when the verifier has one."""
+        if not self.verifier.nonce_store_is_async:
+            self.record(pending, key)
+            return
+        store: AsyncNonceStore = self.verifier.nonce_store  # type: ignore[assignment]
+        try:
+            fresh = await store.check_and_store(key, self.verifier.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
+        if not fresh:
+            raise self._refused("replay_detected", pending)
+
+    @staticmethod
+    def device(pending: PendingRequest) -> VerifiedDevice:
+        """The caller of a call that passed every check."""
+        device = pending.trusted.device
+        return VerifiedDevice(device.device_id, device.friendly_name, pending.now, pending.version)
+
+    def too_large(self, size: int) -> Rejection | None:
+        """The 413 to raise once a call's messages exceed the body limit, else None."""
+        return self.verifier.too_large() if size > self.verifier.max_body_bytes else None
+
+    @staticmethod
+    def _refused(event: str, pending: PendingRequest) -> Rejection:
+        _log.warning(
+            "[amesh] grpc %s: serverNow=%d requestTs=%s", event, pending.now, pending.timestamp
+        )
+        return Rejection(401, "unauthorized", server_time=pending.now)
+
+    @staticmethod
+    def _store_failed() -> Rejection:
+        _log.error("[amesh] nonce store unavailable: refusing the call (fail closed)")
+        return Rejection(500, "internal_error")
