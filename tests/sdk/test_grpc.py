@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -267,3 +269,20 @@ async def test_aio_refusals(aio_server: str) -> None:
             [answer async for answer in answers]
         assert forged.value.details() == "unauthorized"
         assert await channel.unary_unary(HEALTH)(b"", timeout=TIMEOUT) == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("package", "name"),
+    [("grpc", "AuthMeshServerInterceptor"), ("aiohttp", "AuthMeshClientMiddleware")],
+)
+def test_a_missing_extra_is_named(package: str, name: str) -> None:
+    script = (
+        f"import sys; sys.modules[{package!r}] = None\n"
+        "import authmesh.sdk\n"
+        f"try:\n    authmesh.sdk.{name}\n"
+        "except ModuleNotFoundError as error:\n    print(error)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert f"pip install 'authmesh[{package}]'" in output

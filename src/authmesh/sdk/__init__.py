@@ -1,13 +1,16 @@
 """Request signing clients and verification middleware for AuthMesh.
 
 Clients: :class:`AuthMeshAuth` (httpx sync/async and requests), :class:`Client` and
-:class:`AsyncClient`. Servers: the transport-free :class:`Verifier` and its adapters
-in :mod:`authmesh.sdk.asgi`, :mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`
-and :mod:`authmesh.sdk.fastapi`; Redis nonce stores in :mod:`authmesh.sdk.redis_nonce`;
-:func:`bootstrap_if_needed` pairs a fresh machine from a token at start-up.
+:class:`AsyncClient`, :class:`AuthMeshClientMiddleware` (aiohttp). Servers: the
+transport-free :class:`Verifier` and its adapters in :mod:`authmesh.sdk.asgi`,
+:mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`, :mod:`authmesh.sdk.fastapi` and
+:mod:`authmesh.sdk.aiohttp`; gRPC interceptors in :mod:`authmesh.sdk.grpc`; Redis nonce
+stores in :mod:`authmesh.sdk.redis_nonce`; :func:`bootstrap_if_needed` pairs a fresh
+machine from a token at start-up.
 
 Names are imported lazily so a server needs no HTTP client library installed and a
-client needs no web framework.
+client needs no web framework; a name whose extra is not installed raises
+:class:`~authmesh.sdk._extras.MissingExtraError` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -16,24 +19,39 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware, AuthMeshClientMiddleware
     from authmesh.sdk.asgi import AuthMeshMiddleware
     from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
     from authmesh.sdk.client import AsyncClient, AuthMeshAuth, Client, SigningError
+    from authmesh.sdk.grpc import (
+        AuthMeshAioServerInterceptor,
+        AuthMeshClientInterceptor,
+        AuthMeshServerInterceptor,
+        CallSigner,
+        aio_client_interceptors,
+    )
     from authmesh.sdk.signing import RequestSigner
     from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
 
 __all__ = [
     "AsyncClient",
+    "AuthMeshAioServerInterceptor",
+    "AuthMeshAiohttpMiddleware",
     "AuthMeshAuth",
+    "AuthMeshClientInterceptor",
+    "AuthMeshClientMiddleware",
     "AuthMeshMiddleware",
+    "AuthMeshServerInterceptor",
     "AuthMeshWSGIMiddleware",
+    "CallSigner",
     "Client",
     "Rejection",
     "RequestSigner",
     "SigningError",
     "VerifiedDevice",
     "Verifier",
+    "aio_client_interceptors",
     "bootstrap_if_needed",
     "bootstrap_if_needed_async",
 ]
@@ -44,6 +62,13 @@ _HOMES = {
     "Client": "authmesh.sdk.client",
     "SigningError": "authmesh.sdk.client",
     "AuthMeshMiddleware": "authmesh.sdk.asgi",
+    "AuthMeshAiohttpMiddleware": "authmesh.sdk.aiohttp",
+    "AuthMeshClientMiddleware": "authmesh.sdk.aiohttp",
+    "AuthMeshAioServerInterceptor": "authmesh.sdk.grpc",
+    "AuthMeshClientInterceptor": "authmesh.sdk.grpc",
+    "AuthMeshServerInterceptor": "authmesh.sdk.grpc",
+    "CallSigner": "authmesh.sdk.grpc",
+    "aio_client_interceptors": "authmesh.sdk.grpc",
     "bootstrap_if_needed": "authmesh.sdk.bootstrap",
     "bootstrap_if_needed_async": "authmesh.sdk.bootstrap",
     "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",

@@ -30,8 +30,13 @@ import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
-import grpc
-import grpc.aio
+from authmesh.sdk._extras import missing_extra
+
+try:
+    import grpc
+    import grpc.aio
+except ModuleNotFoundError as error:
+    raise missing_extra(error, "grpc", "authmesh.sdk.grpc") from None
 
 from authmesh.sdk._grpc_call import (
     AUTHORIZATION_METADATA,
