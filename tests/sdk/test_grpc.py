@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -286,3 +289,54 @@ def test_a_missing_extra_is_named(package: str, name: str) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert f"pip install 'authmesh[{package}]'" in output
+
+
+def test_a_stalled_request_stream_is_cut_off(tmp_path: Path) -> None:
+    interceptor = AuthMeshServerInterceptor(_verifier(tmp_path), body_timeout_seconds=0.5)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=2),
+        handlers=[_handlers(asynchronous=False)],
+        interceptors=[interceptor],
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    release = threading.Event()
+
+    def stalled() -> Iterator[bytes]:
+        yield b"first"
+        release.wait(TIMEOUT)
+
+    metadata = CallSigner(K1, AUTHORITY).metadata(CLIENT_STREAM, MessageDigest.of([b"first"]))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            started = time.monotonic()
+            refused = _refusal(channel.stream_unary(CLIENT_STREAM), stalled(), metadata=metadata)
+            assert refused.code() == grpc.StatusCode.CANCELLED
+            assert time.monotonic() - started < TIMEOUT / 2
+    finally:
+        release.set()
+        server.stop(grace=None)
+
+
+async def test_aio_stalled_request_stream_is_cut_off(tmp_path: Path) -> None:
+    interceptor = AuthMeshAioServerInterceptor(_verifier(tmp_path), body_timeout_seconds=0.5)
+    server = grpc.aio.server(handlers=[_handlers(asynchronous=True)], interceptors=[interceptor])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    release = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.wait_for(release.wait(), TIMEOUT)
+
+    metadata = CallSigner(K1, AUTHORITY).metadata(CLIENT_STREAM, MessageDigest.of([b"first"]))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.stream_unary(CLIENT_STREAM)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(stalled(), metadata=metadata, timeout=TIMEOUT)
+            assert refused.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert refused.value.details() == "request_timeout"
+    finally:
+        release.set()
+        await server.stop(grace=None)

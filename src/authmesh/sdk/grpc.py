@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -276,9 +277,15 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
     """``grpc.server(executor, interceptors=[AuthMeshServerInterceptor(verifier)])``.
 
     ``exempt_methods``: full method paths (e.g. the health service's) served unsigned.
+    ``body_timeout_seconds``: a request stream not complete by then is cancelled.
     """
 
-    def __init__(self, verifier: Verifier, exempt_methods: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        exempt_methods: Iterable[str] = (),
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+    ) -> None:
         if verifier.nonce_store_is_async:
             raise TypeError(
                 "A synchronous gRPC server needs a synchronous nonce store; "
@@ -286,6 +293,7 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
             )
         self.calls = CallVerifier(verifier)
         self.exempt_methods = frozenset(exempt_methods)
+        self.body_timeout_seconds = body_timeout_seconds
 
     def _verify(self, details: Any, messages: Iterable[bytes], context: Any) -> VerifiedDevice:
         try:
@@ -366,7 +374,14 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
                 messages.append(message)
                 yield message
 
-        return self._verify(details, kept(), context), messages
+        # A blocked read cannot time out by itself: cancelling the call ends it.
+        watchdog = threading.Timer(self.body_timeout_seconds, context.cancel)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._verify(details, kept(), context), messages
+        finally:
+            watchdog.cancel()
 
 
 class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
