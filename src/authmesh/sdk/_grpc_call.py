@@ -1,6 +1,6 @@
 """Signing and verifying gRPC calls, without gRPC: the canonical form and its checks.
 
-The gRPC form is an authmesh extension (docs/protocol.md §3.8), domain-separated from
+The gRPC form is an authmesh extension (docs/protocol.md §9), domain-separated from
 the HTTP strings of §3.1 and §3.3 by its own first line, so no signature made for a
 gRPC call verifies as an HTTP request or the reverse::
 

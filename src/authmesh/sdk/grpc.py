@@ -2,7 +2,7 @@
 
 Sync and ``grpc.aio``, unary and streaming. The signature covers the method path, the
 authority the client addressed and the request messages' bytes (the canonical form is
-in :mod:`authmesh.sdk._grpc_call` and docs/protocol.md §3.8):
+in :mod:`authmesh.sdk._grpc_call` and docs/protocol.md §9):
 
 * client: requests must be ``bytes`` (generic stubs without a serializer) or objects
   with ``SerializeToString`` (protobuf messages), whose bytes are what the stub's
