@@ -172,8 +172,11 @@ class AuthMeshAiohttpMiddleware:
         if not request.body_exists:
             return b""
         try:
-            async with asyncio.timeout(self.body_timeout_seconds):
+            if request.content.is_eof():  # all of it has arrived: no wait, no timer
                 body = await request.read()
+            else:
+                async with asyncio.timeout(self.body_timeout_seconds):
+                    body = await request.read()
         except TimeoutError:
             raise Rejection(408, "request_timeout") from None
         except web.HTTPRequestEntityTooLarge:  # beyond the app's own client_max_size
