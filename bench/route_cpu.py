@@ -10,9 +10,13 @@ bottleneck.
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from authmesh.core.keys import PrivateKey
@@ -22,7 +26,17 @@ from authmesh.store import AllowListStore
 from relay_harness import cpu_seconds, machine
 from sdk_cpu import ecdsa_microseconds, verifier_microseconds
 
-__all__ = ["Phase", "alternate", "best_of", "print_floor", "print_machine", "print_phases"]
+__all__ = [
+    "Phase",
+    "alternate",
+    "best_of",
+    "compare_routes",
+    "parse_arguments",
+    "print_floor",
+    "print_machine",
+    "print_phases",
+    "server_process",
+]
 
 
 @dataclass(frozen=True)
@@ -105,3 +119,51 @@ def print_floor(store: AllowListStore, key: PrivateKey, count: int = 3000) -> No
     ecdsa = best_of(lambda: ecdsa_microseconds(key, count))
     verify = best_of(lambda: verifier_microseconds(verifier, key, count))
     print(f"in process: ECDSA P-256 verify {ecdsa:.1f} us, Verifier.verify {verify:.1f} us")
+
+
+def parse_arguments(description: str, rate: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="connections or calls in flight"
+    )
+    parser.add_argument(
+        "--rate", type=int, default=rate, help="most verified requests/s expected (pool size)"
+    )
+    return parser.parse_args()
+
+
+@contextmanager
+def server_process(script: str, *argv: str) -> Iterator[tuple[int, int]]:
+    """Run ``python -c script *argv``; yield (pid, port) once it has printed its port."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", script, *argv], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        yield server.pid, int(server.stdout.readline())
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def compare_routes(
+    server_pid: int,
+    prepare: Callable[[str, int], Run],
+    open_route: str,
+    guarded_route: str,
+    args: argparse.Namespace,
+) -> dict[str, list[Phase]]:
+    """Warm up, then alternate the exempt and the guarded route; ``prepare(route, count)``
+    signs ``count`` requests (a pool sized for the guarded route, reused on the open one)."""
+    prepare(open_route, 100)()
+    pool = round(args.seconds * args.rate)
+    return alternate(
+        server_pid,
+        {
+            f"{open_route} (exempt)": lambda: prepare(open_route, 1000),
+            guarded_route: lambda: prepare(guarded_route, pool),
+        },
+        args.rounds,
+    )

@@ -1,6 +1,6 @@
 """aiohttp: server CPU per verified request beside the same app's unguarded route.
 
-    .venv/bin/python bench/sdk_aiohttp.py [--seconds 4] [--rounds 3] [--connections 32]
+    .venv/bin/python bench/sdk_aiohttp.py [--seconds 4] [--rounds 3] [--concurrency 32]
 
 One aiohttp server process (127.0.0.1, port chosen by the OS; asyncio and uvloop event
 loops in turn) serves two identical POST routes with a JSON body: ``/guarded`` behind
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Coroutine
@@ -34,7 +32,15 @@ from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore
-from route_cpu import Run, alternate, print_floor, print_machine, print_phases
+from route_cpu import (
+    Run,
+    compare_routes,
+    parse_arguments,
+    print_floor,
+    print_machine,
+    print_phases,
+    server_process,
+)
 from sdk_verify import make_home
 
 _T = TypeVar("_T")
@@ -175,13 +181,8 @@ async def load(
 
 def measure(loop: str, home: str, signer: RequestSigner, args: argparse.Namespace) -> None:
     """Both routes of one server process running on ``loop``."""
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, home, loop], stdout=subprocess.PIPE, text=True
-    )
     digest = body_sha256(BODY)
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
+    with server_process(SERVER, home, loop) as (pid, port):
 
         def prepare(path: str, count: int) -> Run:
             # Every request gets a fresh nonce; the exempt route ignores them.
@@ -189,34 +190,15 @@ def measure(loop: str, home: str, signer: RequestSigner, args: argparse.Namespac
             requests = requests_for(path, headers)
             if path == "/open":
                 requests *= round(args.seconds * args.rate * 4 / count) + 1
-            return lambda: run_loop(load(port, requests, args.seconds, args.connections))
+            return lambda: run_loop(load(port, requests, args.seconds, args.concurrency))
 
-        pool = round(args.seconds * args.rate)
-        prepare("/open", 100)()  # warm-up
-        results = alternate(
-            server.pid,
-            {
-                "/open (exempt)": lambda: prepare("/open", 1000),
-                "/guarded": lambda: prepare("/guarded", pool),
-            },
-            args.rounds,
-        )
-    finally:
-        server.terminate()
-        server.wait(10)
-    title = f"aiohttp server, {loop} loop, {args.connections} connections"
+        results = compare_routes(pid, prepare, "/open", "/guarded", args)
+    title = f"aiohttp server, {loop} loop, {args.concurrency} connections"
     print_phases(title, results, "/open (exempt)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument(
-        "--rate", type=int, default=8000, help="most verified req/s expected (sizes the pool)"
-    )
-    args = parser.parse_args()
+    args = parse_arguments(__doc__.splitlines()[0], rate=8000)
     key = PrivateKey.generate()
     signer = RequestSigner(key)
     signer.clock_offset = 8  # dated a little ahead: no request drifts past the warning mark

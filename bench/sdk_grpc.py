@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +31,15 @@ from authmesh.sdk._grpc_call import MessageDigest
 from authmesh.sdk.grpc import AuthMeshServerInterceptor, CallSigner
 from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore
-from route_cpu import Run, alternate, print_floor, print_machine, print_phases
+from route_cpu import (
+    Run,
+    compare_routes,
+    parse_arguments,
+    print_floor,
+    print_machine,
+    print_phases,
+    server_process,
+)
 from sdk_verify import make_home
 
 BODY = b'{"item": "widget", "amount": 100, "currency": "EUR"}'
@@ -154,13 +160,8 @@ def print_in_process(store: AllowListStore, key: PrivateKey, count: int = 2000) 
 
 def measure(kind: str, home: str, signer: CallSigner, args: argparse.Namespace) -> None:
     """Both methods of one server process of ``kind`` (sync or aio)."""
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, home, kind], stdout=subprocess.PIPE, text=True
-    )
     digest = MessageDigest.of([BODY])
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
+    with server_process(SERVER, home, kind) as (pid, port):
 
         def prepare(method: str, count: int) -> Run:
             # Every call gets a fresh nonce; the exempt method ignores them.
@@ -169,32 +170,13 @@ def measure(kind: str, home: str, signer: CallSigner, args: argparse.Namespace) 
                 metadata *= round(args.seconds * args.rate * 4 / count) + 1
             return lambda: asyncio.run(load(port, method, metadata, args.seconds, args.concurrency))
 
-        prepare(OPEN, 100)()  # warm-up
-        pool = round(args.seconds * args.rate)
-        results = alternate(
-            server.pid,
-            {
-                "Open (exempt)": lambda: prepare(OPEN, 1000),
-                "Guarded": lambda: prepare(GUARDED, pool),
-            },
-            args.rounds,
-        )
-    finally:
-        server.terminate()
-        server.wait(10)
+        results = compare_routes(pid, prepare, OPEN, GUARDED, args)
     title = f"grpcio {kind} server, {args.concurrency} calls in flight"
-    print_phases(title, results, "Open (exempt)")
+    print_phases(title, results, f"{OPEN} (exempt)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument(
-        "--rate", type=int, default=5000, help="most verified calls/s expected (sizes the pool)"
-    )
-    args = parser.parse_args()
+    args = parse_arguments(__doc__.splitlines()[0], rate=5000)
     key = PrivateKey.generate()
     signer = CallSigner(key, AUTHORITY)
     print_machine()

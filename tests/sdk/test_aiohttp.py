@@ -3,8 +3,11 @@ verifying middleware on 127.0.0.1, refusals included, and the body handling of b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,29 +43,44 @@ async def form(request: web.Request) -> web.Response:
     return web.json_response({key: str(value) for key, value in fields.items()})
 
 
+async def moved(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/echo?hop=2")
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Verifier]]:
-    """A real aiohttp server behind the middleware; yields its base URL and verifier."""
-    store = trusted_store(tmp_path / "home", [(K1, "controller", 1), (K3, "target", 1)])
-    verifier = Verifier(store, max_body_bytes=4096)
-    app = web.Application(middlewares=[AuthMeshAiohttpMiddleware(verifier, {"/health"})])
+@contextlib.asynccontextmanager
+async def serve(verifier: Verifier, **options: float) -> AsyncIterator[str]:
+    """A real aiohttp server on 127.0.0.1 behind the middleware; yields its base URL."""
+    middleware = AuthMeshAiohttpMiddleware(verifier, {"/health"}, **options)
+    app = web.Application(middlewares=[middleware])
     app.router.add_post("/echo", echo)
     app.router.add_get("/echo", echo)
     app.router.add_post("/form", form)
     app.router.add_get("/health", health)
+    app.router.add_get("/moved", moved)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}", verifier
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def _verifier(tmp_path: Path) -> Verifier:
+    store = trusted_store(tmp_path / "home", [(K1, "controller", 1), (K3, "target", 1)])
+    return Verifier(store, max_body_bytes=4096)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Verifier]]:
+    verifier = _verifier(tmp_path)
+    async with serve(verifier) as base:
+        yield base, verifier
 
 
 def signed_session(key: object = K1, **options: object) -> aiohttp.ClientSession:
@@ -84,6 +102,8 @@ async def test_signed_requests_carry_the_device_and_the_exact_body(
             assert response.status == 200
         async with session.get(f"{base}/health") as response:
             assert await response.json() == {"ok": True}
+        async with session.get(f"{base}/moved") as response:  # each hop is signed afresh
+            assert (response.status, response.url.path) == (200, "/echo")
 
 
 async def test_streamed_file_and_multipart_bodies_are_buffered_and_signed(
@@ -198,3 +218,25 @@ async def test_clock_hint_is_adopted_once(server: tuple[str, Verifier]) -> None:
     ):
         assert response.status == 200
     assert abs(auth.signer.clock_offset) <= 2
+
+
+async def test_a_stalled_body_gets_408(tmp_path: Path) -> None:
+    header = RequestSigner(K1).authorization("POST", "/echo", body_sha256(b"0123456789"))
+    async with serve(_verifier(tmp_path), body_timeout_seconds=0.5) as base:
+        port = int(base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                f"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {header}\r\n"
+                "Content-Length: 10\r\n\r\n01234"
+            ).encode()
+        )
+        started = time.monotonic()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        elapsed = time.monotonic() - started
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(reader.readexactly(length), 10)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
+    assert body == b'{"error":"request_timeout"}'
+    assert elapsed < 5

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -108,9 +109,9 @@ def _verifier(tmp_path: Path) -> Verifier:
     return Verifier(store, max_body_bytes=4096, authorities=[AUTHORITY])
 
 
-@pytest.fixture
-def sync_server(tmp_path: Path) -> Iterator[str]:
-    interceptor = AuthMeshServerInterceptor(_verifier(tmp_path), exempt_methods={HEALTH})
+@contextlib.contextmanager
+def serving(interceptor: AuthMeshServerInterceptor) -> Iterator[str]:
+    """A real sync grpcio server on 127.0.0.1 behind ``interceptor``; yields its address."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=4),
         handlers=[_handlers(asynchronous=False)],
@@ -122,6 +123,14 @@ def sync_server(tmp_path: Path) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.stop(grace=None)
+
+
+@pytest.fixture
+def sync_server(tmp_path: Path) -> Iterator[str]:
+    with serving(
+        AuthMeshServerInterceptor(_verifier(tmp_path), exempt_methods={HEALTH})
+    ) as address:
+        yield address
 
 
 def _tag_for(key: PrivateKey, data: bytes) -> bytes:
@@ -293,13 +302,6 @@ def test_a_missing_extra_is_named(package: str, name: str) -> None:
 
 def test_a_stalled_request_stream_is_cut_off(tmp_path: Path) -> None:
     interceptor = AuthMeshServerInterceptor(_verifier(tmp_path), body_timeout_seconds=0.5)
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=2),
-        handlers=[_handlers(asynchronous=False)],
-        interceptors=[interceptor],
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
     release = threading.Event()
 
     def stalled() -> Iterator[bytes]:
@@ -307,15 +309,14 @@ def test_a_stalled_request_stream_is_cut_off(tmp_path: Path) -> None:
         release.wait(TIMEOUT)
 
     metadata = CallSigner(K1, AUTHORITY).metadata(CLIENT_STREAM, MessageDigest.of([b"first"]))
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            started = time.monotonic()
+    with serving(interceptor) as address, grpc.insecure_channel(address) as channel:
+        started = time.monotonic()
+        try:
             refused = _refusal(channel.stream_unary(CLIENT_STREAM), stalled(), metadata=metadata)
-            assert refused.code() == grpc.StatusCode.CANCELLED
-            assert time.monotonic() - started < TIMEOUT / 2
-    finally:
-        release.set()
-        server.stop(grace=None)
+        finally:
+            release.set()
+        assert refused.code() == grpc.StatusCode.CANCELLED
+        assert time.monotonic() - started < TIMEOUT / 2
 
 
 async def test_aio_stalled_request_stream_is_cut_off(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ and ``.post()`` (URL-encoded) as usual; streaming reads (``request.content``,
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -110,7 +111,7 @@ class AuthMeshClientMiddleware:
         self,
         auth: AuthMeshAuth | None = None,
         *,
-        home: str | None = None,
+        home: str | os.PathLike[str] | None = None,
         peer: str | None = None,
     ) -> None:
         self.auth = auth or AuthMeshAuth.from_home(home, peer=peer)

@@ -199,42 +199,35 @@ class _AioSigning(_ClientSigning):
         metadata = self._metadata(_method(details), details.metadata, encoded)
         return details._replace(metadata=grpc.aio.Metadata(*metadata))
 
-    async def _buffer_any(self, requests: Any) -> tuple[list[Any], list[bytes]]:
+    async def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details, [_request_bytes(request)]), request)
+
+    async def _stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         if isinstance(requests, AsyncIterable):
             requests = [request async for request in _bounded_aiter(requests, self)]
-        return self._buffer(requests)
+        items, encoded = self._buffer(requests)
+        return await continuation(self._details(details, encoded), iter(items))
 
 
+# grpc.aio registers an interceptor object under one call kind only: one class per kind.
 class _AioUnaryUnary(_AioSigning, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        details = self._details(client_call_details, [_request_bytes(request)])
-        return await continuation(details, request)
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._unary(continuation, details, request)
 
 
 class _AioUnaryStream(_AioSigning, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        details = self._details(client_call_details, [_request_bytes(request)])
-        return await continuation(details, request)
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._unary(continuation, details, request)
 
 
 class _AioStreamUnary(_AioSigning, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        items, encoded = await self._buffer_any(request_iterator)
-        return await continuation(self._details(client_call_details, encoded), iter(items))
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self._stream(continuation, details, requests)
 
 
 class _AioStreamStream(_AioSigning, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        items, encoded = await self._buffer_any(request_iterator)
-        return await continuation(self._details(client_call_details, encoded), iter(items))
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self._stream(continuation, details, requests)
 
 
 def aio_client_interceptors(
