@@ -14,10 +14,12 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from authmesh.core.keys import PrivateKey
 from authmesh.core.nonce import InMemoryNonceStore
@@ -25,6 +27,7 @@ from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore
 from relay_harness import cpu_seconds, machine
 from sdk_cpu import ecdsa_microseconds, verifier_microseconds
+from sdk_verify import make_home
 
 __all__ = [
     "Phase",
@@ -35,6 +38,7 @@ __all__ = [
     "print_floor",
     "print_machine",
     "print_phases",
+    "run_servers",
     "server_process",
 ]
 
@@ -167,3 +171,17 @@ def compare_routes(
         },
         args.rounds,
     )
+
+
+def run_servers(
+    key: PrivateKey,
+    in_process: Callable[[AllowListStore, PrivateKey], None],
+    kinds: tuple[str, ...],
+    measure: Callable[[str, str], None],
+) -> None:
+    """The machine, the in-process figures, then ``measure(kind, home)`` for each server."""
+    print_machine()
+    with tempfile.TemporaryDirectory() as home:
+        in_process(make_home(Path(home), key), key)
+        for kind in kinds:
+            measure(kind, home)

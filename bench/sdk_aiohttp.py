@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import StreamReader, web
@@ -37,11 +35,10 @@ from route_cpu import (
     compare_routes,
     parse_arguments,
     print_floor,
-    print_machine,
     print_phases,
+    run_servers,
     server_process,
 )
-from sdk_verify import make_home
 
 _T = TypeVar("_T")
 BODY = b'{"item": "widget", "amount": 100, "currency": "EUR"}'
@@ -202,12 +199,12 @@ def main() -> None:
     key = PrivateKey.generate()
     signer = RequestSigner(key)
     signer.clock_offset = 8  # dated a little ahead: no request drifts past the warning mark
-    print_machine()
-    with tempfile.TemporaryDirectory() as directory:
-        store = make_home(Path(directory), key)
-        print_in_process(store, key)
-        for loop in ("asyncio", "uvloop"):
-            measure(loop, directory, signer, args)
+    run_servers(
+        key,
+        print_in_process,
+        ("asyncio", "uvloop"),
+        lambda kind, home: measure(kind, home, signer, args),
+    )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import grpc
@@ -36,11 +34,10 @@ from route_cpu import (
     compare_routes,
     parse_arguments,
     print_floor,
-    print_machine,
     print_phases,
+    run_servers,
     server_process,
 )
-from sdk_verify import make_home
 
 BODY = b'{"item": "widget", "amount": 100, "currency": "EUR"}'
 AUTHORITY = "127.0.0.1"
@@ -179,12 +176,8 @@ def main() -> None:
     args = parse_arguments(__doc__.splitlines()[0], rate=5000)
     key = PrivateKey.generate()
     signer = CallSigner(key, AUTHORITY)
-    print_machine()
-    with tempfile.TemporaryDirectory() as directory:
-        store = make_home(Path(directory), key)
-        print_in_process(store, key)
-        for kind in ("sync", "aio"):
-            measure(kind, directory, signer, args)
+    kinds = ("sync", "aio")
+    run_servers(key, print_in_process, kinds, lambda kind, home: measure(kind, home, signer, args))
 
 
 if __name__ == "__main__":

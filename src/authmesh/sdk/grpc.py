@@ -173,25 +173,17 @@ class AuthMeshClientInterceptor(
         metadata = self._metadata(_method(details), details.metadata, encoded)
         return continuation(_with_metadata(details, metadata), iter(items))
 
-    def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return self._unary(continuation, client_call_details, request)
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._unary(continuation, details, request)
 
-    def intercept_unary_stream(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return self._unary(continuation, client_call_details, request)
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._unary(continuation, details, request)
 
-    def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return self._stream(continuation, client_call_details, request_iterator)
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return self._stream(continuation, details, requests)
 
-    def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return self._stream(continuation, client_call_details, request_iterator)
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return self._stream(continuation, details, requests)
 
 
 class _AioSigning(_ClientSigning):
