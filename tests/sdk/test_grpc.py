@@ -192,6 +192,13 @@ def test_refusals(sync_server: str) -> None:
         elsewhere = CallSigner(K1, "billing.test:50051").metadata(UNARY, MessageDigest.of([b"x"]))
         assert _refusal(call, b"x", metadata=elsewhere).details() == "unauthorized"
 
+        unsigned_stream = _refusal(channel.unary_stream(SERVER_STREAM), b"x")
+        assert unsigned_stream.details() == "missing_header"
+        reordered = signer.metadata(BIDI, MessageDigest.of([b"x", b"y"]))
+        bidi_call = channel.stream_stream(BIDI)
+        forged_stream = _refusal(bidi_call, iter([b"y", b"x"]), metadata=reordered)
+        assert forged_stream.details() == "unauthorized"
+
         too_large = signer.metadata(CLIENT_STREAM, MessageDigest.of([b"z" * 3000] * 2))
         stream = channel.stream_unary(CLIENT_STREAM)
         refused = _refusal(stream, iter([b"z" * 3000] * 2), metadata=too_large)
