@@ -1,6 +1,6 @@
 """aiohttp adapters: a client middleware that signs, a server middleware that verifies.
 
-Client (aiohttp >= 3.12 client middlewares)::
+Client (aiohttp client middlewares; the extra requires aiohttp 3.14 for ``web.RequestKey``)::
 
     async with aiohttp.ClientSession(middlewares=(AuthMeshClientMiddleware(),)) as session:
         await session.post(url, json={"amount": 1})
@@ -14,7 +14,8 @@ buffered (at most ``max_body_bytes``) and sent from the buffer. A session with
 
 Server (``web.Application(middlewares=[AuthMeshAiohttpMiddleware(verifier)])``): the
 body is read once with ``request.read()``, bounded by the verifier's
-``max_body_bytes``, so handlers use ``await request.read()``, ``.text()``, ``.json()``
+``max_body_bytes`` (a chunked body by aiohttp's ``client_max_size`` while it is read, then
+by the verifier's limit), so handlers use ``await request.read()``, ``.text()``, ``.json()``
 and ``.post()`` (URL-encoded) as usual; streaming reads (``request.content``,
 ``request.multipart()``) find the stream consumed. The verified device is
 ``request[AUTHMESH_DEVICE]``; the signed target is the raw request-target as received.
