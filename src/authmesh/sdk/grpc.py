@@ -89,37 +89,38 @@ def _request_bytes(request: Any) -> bytes:
     return data
 
 
+class _Requests:
+    """A call's requests as they are collected to be signed: kept, hashed and bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: list[Any] = []
+        self.digest = MessageDigest()
+
+    def add(self, request: Any) -> None:
+        self.digest.add(_request_bytes(request))
+        if self.digest.size > self.limit:
+            raise _too_large(self.limit)
+        self.items.append(request)
+
+
 class _ClientSigning:
-    """What both client interceptors share: the signer and the body bound."""
+    """What the client interceptors share: the signer and the body bound."""
 
     def __init__(self, signer: CallSigner, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         self.signer = signer
         self.max_body_bytes = max_body_bytes
 
-    def _digest(self, messages: Iterable[bytes]) -> str:
-        digest = MessageDigest()
-        for message in messages:
-            digest.add(message)
-            if digest.size > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
-        return digest.hexdigest()
-
-    def _metadata(self, method: str, existing: Any, messages: list[bytes]) -> list[Any]:
-        kept = [item for item in existing or () if item[0] != AUTHORIZATION_METADATA]
-        return [*kept, *self.signer.metadata(method, self._digest(messages))]
-
-    def _buffer(self, requests: Iterable[Any]) -> tuple[list[Any], list[bytes]]:
-        items: list[Any] = []
-        encoded: list[bytes] = []
-        size = 0
+    def _collect(self, requests: Iterable[Any]) -> _Requests:
+        collected = _Requests(self.max_body_bytes)
         for request in requests:
-            data = _request_bytes(request)
-            size += len(data)
-            if size > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
-            items.append(request)
-            encoded.append(data)
-        return items, encoded
+            collected.add(request)
+        return collected
+
+    def _metadata(self, details: Any, collected: _Requests) -> list[Any]:
+        kept = [item for item in details.metadata or () if item[0] != AUTHORIZATION_METADATA]
+        messages_hash = collected.digest.hexdigest()
+        return [*kept, *self.signer.metadata(_method(details), messages_hash)]
 
 
 class _CallDetails(NamedTuple):
@@ -132,7 +133,7 @@ class _CallDetails(NamedTuple):
 
 
 def _with_metadata(details: Any, metadata: list[Any]) -> grpc.ClientCallDetails:
-    signed = _CallDetails(
+    return _SyncCallDetails(
         details.method,
         details.timeout,
         metadata,
@@ -140,7 +141,6 @@ def _with_metadata(details: Any, metadata: list[Any]) -> grpc.ClientCallDetails:
         getattr(details, "wait_for_ready", None),
         getattr(details, "compression", None),
     )
-    return _SyncCallDetails(*signed)
 
 
 class _SyncCallDetails(_CallDetails, grpc.ClientCallDetails):
@@ -165,13 +165,13 @@ class AuthMeshClientInterceptor(
     """
 
     def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        metadata = self._metadata(_method(details), details.metadata, [_request_bytes(request)])
+        metadata = self._metadata(details, self._collect((request,)))
         return continuation(_with_metadata(details, metadata), request)
 
-    def _stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        items, encoded = self._buffer(request_iterator)
-        metadata = self._metadata(_method(details), details.metadata, encoded)
-        return continuation(_with_metadata(details, metadata), iter(items))
+    def _stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        collected = self._collect(requests)
+        metadata = self._metadata(details, collected)
+        return continuation(_with_metadata(details, metadata), iter(collected.items))
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return self._unary(continuation, details, request)
@@ -187,18 +187,21 @@ class AuthMeshClientInterceptor(
 
 
 class _AioSigning(_ClientSigning):
-    def _details(self, details: Any, encoded: list[bytes]) -> Any:
-        metadata = self._metadata(_method(details), details.metadata, encoded)
+    def _details(self, details: Any, collected: _Requests) -> Any:
+        metadata = self._metadata(details, collected)
         return details._replace(metadata=grpc.aio.Metadata(*metadata))
 
     async def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details, [_request_bytes(request)]), request)
+        return await continuation(self._details(details, self._collect((request,))), request)
 
     async def _stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         if isinstance(requests, AsyncIterable):
-            requests = [request async for request in _bounded_aiter(requests, self)]
-        items, encoded = self._buffer(requests)
-        return await continuation(self._details(details, encoded), iter(items))
+            collected = _Requests(self.max_body_bytes)
+            async for request in requests:
+                collected.add(request)
+        else:
+            collected = self._collect(requests)
+        return await continuation(self._details(details, collected), iter(collected.items))
 
 
 # grpc.aio registers an interceptor object under one call kind only: one class per kind.
@@ -231,17 +234,6 @@ def aio_client_interceptors(
     """
     kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
     return [kind(signer, max_body_bytes=max_body_bytes) for kind in kinds]
-
-
-async def _bounded_aiter(
-    requests: AsyncIterable[Any], signing: _ClientSigning
-) -> AsyncIterator[Any]:
-    size = 0
-    async for request in requests:
-        size += len(_request_bytes(request))
-        if size > signing.max_body_bytes:
-            raise _too_large(signing.max_body_bytes)
-        yield request
 
 
 # Server ----------------------------------------------------------------------------
