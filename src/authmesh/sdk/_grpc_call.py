@@ -193,9 +193,11 @@ class CallVerifier:
         device = pending.trusted.device
         return VerifiedDevice(device.device_id, device.friendly_name, pending.now, pending.version)
 
-    def too_large(self, size: int) -> Rejection | None:
-        """The 413 to raise once a call's messages exceed the body limit, else None."""
-        return self.verifier.too_large() if size > self.verifier.max_body_bytes else None
+    def take(self, digest: MessageDigest, message: bytes) -> None:
+        """Hash one more request message; 413 once the call's messages exceed the body limit."""
+        digest.add(message)
+        if digest.size > self.verifier.max_body_bytes:
+            raise self.verifier.too_large()
 
     @staticmethod
     def _refused(event: str, pending: PendingRequest) -> Rejection:

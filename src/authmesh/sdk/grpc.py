@@ -277,9 +277,7 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
             pending = self.calls.begin(details.method, details.invocation_metadata)
             digest = MessageDigest()
             for message in messages:
-                digest.add(message)
-                if too_large := self.calls.too_large(digest.size):
-                    raise too_large
+                self.calls.take(digest, message)
             key = self.calls.check(pending, digest.hexdigest())
             self.calls.record(pending, key)
         except Rejection as rejection:
@@ -385,9 +383,7 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
             try:
                 async with asyncio.timeout(self.body_timeout_seconds):
                     async for message in messages:
-                        digest.add(message)
-                        if too_large := self.calls.too_large(digest.size):
-                            raise too_large
+                        self.calls.take(digest, message)
             except TimeoutError:
                 raise Rejection(408, "request_timeout") from None
             key = self.calls.check(pending, digest.hexdigest())
