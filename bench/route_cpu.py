@@ -84,9 +84,10 @@ def alternate(
     return results
 
 
-def print_phases(title: str, results: Mapping[str, list[Phase]], baseline: str) -> None:
-    """Medians per phase, and the server CPU each adds over ``baseline``."""
+def print_phases(title: str, results: Mapping[str, list[Phase]]) -> None:
+    """Medians per phase, and the server CPU each adds over the first (the baseline)."""
     print(f"== {title}")
+    baseline = next(iter(results))
     base_cpu = statistics.median(phase.server_us for phase in results[baseline])
     for name, phases in results.items():
         rate = statistics.median(phase.rate for phase in phases)
@@ -155,12 +156,15 @@ def server_process(script: str, *argv: str) -> Iterator[tuple[int, int]]:
 def compare_routes(
     server_pid: int,
     prepare: Callable[[str, int], Run],
-    open_route: str,
-    guarded_route: str,
+    routes: tuple[str, str],
     args: argparse.Namespace,
 ) -> dict[str, list[Phase]]:
-    """Warm up, then alternate the exempt and the guarded route; ``prepare(route, count)``
-    signs ``count`` requests (a pool sized for the guarded route, reused on the open one)."""
+    """Warm up, then alternate the exempt and the guarded route of ``routes``.
+
+    ``prepare(route, count)`` signs ``count`` requests: a pool sized for the guarded
+    route, reused on the exempt one.
+    """
+    open_route, guarded_route = routes
     prepare(open_route, 100)()
     pool = round(args.seconds * args.rate)
     return alternate(

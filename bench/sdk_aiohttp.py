@@ -189,9 +189,9 @@ def measure(loop: str, home: str, signer: RequestSigner, args: argparse.Namespac
                 requests *= round(args.seconds * args.rate * 4 / count) + 1
             return lambda: run_loop(load(port, requests, args.seconds, args.concurrency))
 
-        results = compare_routes(pid, prepare, "/open", "/guarded", args)
+        results = compare_routes(pid, prepare, ("/open", "/guarded"), args)
     title = f"aiohttp server, {loop} loop, {args.concurrency} connections"
-    print_phases(title, results, "/open (exempt)")
+    print_phases(title, results)
 
 
 def main() -> None:
