@@ -376,16 +376,22 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
         self.exempt_methods = frozenset(exempt_methods)
         self.body_timeout_seconds = body_timeout_seconds
 
-    async def _verify(self, details: Any, messages: AsyncIterable[bytes], context: Any) -> None:
+    async def _verify(
+        self, details: Any, messages: tuple[bytes] | AsyncIterable[bytes], context: Any
+    ) -> None:
+        """``messages``: a unary call's request, already here, or a request stream to read."""
         try:
             pending = self.calls.begin(details.method, details.invocation_metadata)
             digest = MessageDigest()
-            try:
-                async with asyncio.timeout(self.body_timeout_seconds):
-                    async for message in messages:
-                        self.calls.take(digest, message)
-            except TimeoutError:
-                raise Rejection(408, "request_timeout") from None
+            if isinstance(messages, tuple):  # nothing to wait for: no timer
+                self.calls.take(digest, messages[0])
+            else:
+                try:
+                    async with asyncio.timeout(self.body_timeout_seconds):
+                        async for message in messages:
+                            self.calls.take(digest, message)
+                except TimeoutError:
+                    raise Rejection(408, "request_timeout") from None
             key = self.calls.check(pending, digest.hexdigest())
             await self.calls.record_async(pending, key)
         except Rejection as rejection:
@@ -414,7 +420,7 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
 
             async def unary_unary(data: bytes, context: Any) -> Any:
-                await self._verify(details, _one(data), context)
+                await self._verify(details, (data,), context)
                 return await _result(handler.unary_unary(deserialize(data), context))
 
             return grpc.unary_unary_rpc_method_handler(
@@ -423,7 +429,7 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
 
             async def unary_stream(data: bytes, context: Any) -> AsyncIterator[Any]:
-                await self._verify(details, _one(data), context)
+                await self._verify(details, (data,), context)
                 async for response in _responses(handler.unary_stream(deserialize(data), context)):
                     yield response
 
@@ -449,10 +455,6 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, response_serializer=handler.response_serializer
         )
-
-
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def _replay(messages: list[bytes], deserialize: Callable[[bytes], Any]) -> AsyncIterator[Any]:
