@@ -9,8 +9,12 @@ stores in :mod:`authmesh.sdk.redis_nonce`; :func:`bootstrap_if_needed` pairs a f
 machine from a token at start-up.
 
 Names are imported lazily so a server needs no HTTP client library installed and a
-client needs no web framework; a name whose extra is not installed raises
-:class:`~authmesh.sdk._extras.MissingExtraError` naming the extra to install.
+client needs no web framework.
+
+Errors: every failure a caller can receive from these names is an :class:`AuthMeshError`
+(``code`` + one-sentence message): :class:`SigningError`, :class:`StoreError` (loading the
+amesh home, e.g. ``AuthMeshAuth.from_home``), :class:`PairingError` (bootstrap) and
+:class:`MissingExtraError` (an adapter imported without its extra installed).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from authmesh.errors import AuthMeshError, MissingExtraError
+    from authmesh.pairing.errors import PairingError
     from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware, AuthMeshClientMiddleware
     from authmesh.sdk.asgi import AuthMeshMiddleware
     from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     from authmesh.sdk.signing import RequestSigner
     from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
+    from authmesh.store.errors import StoreError
 
 __all__ = [
     "AsyncClient",
@@ -41,14 +48,18 @@ __all__ = [
     "AuthMeshAuth",
     "AuthMeshClientInterceptor",
     "AuthMeshClientMiddleware",
+    "AuthMeshError",
     "AuthMeshMiddleware",
     "AuthMeshServerInterceptor",
     "AuthMeshWSGIMiddleware",
     "CallSigner",
     "Client",
+    "MissingExtraError",
+    "PairingError",
     "Rejection",
     "RequestSigner",
     "SigningError",
+    "StoreError",
     "VerifiedDevice",
     "Verifier",
     "aio_client_interceptors",
@@ -57,6 +68,10 @@ __all__ = [
 ]
 
 _HOMES = {
+    "AuthMeshError": "authmesh.errors",
+    "MissingExtraError": "authmesh.errors",
+    "PairingError": "authmesh.pairing.errors",
+    "StoreError": "authmesh.store.errors",
     "AsyncClient": "authmesh.sdk.client",
     "AuthMeshAuth": "authmesh.sdk.client",
     "Client": "authmesh.sdk.client",

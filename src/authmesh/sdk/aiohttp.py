@@ -28,14 +28,12 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from authmesh.sdk._extras import missing_extra
+from authmesh.errors import requires_extra
 
-try:
+with requires_extra("aiohttp", "authmesh.sdk.aiohttp"):
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, web
     from aiohttp.abc import AbstractStreamWriter
     from aiohttp.payload import BytesPayload, Payload
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "aiohttp", "authmesh.sdk.aiohttp") from None
 
 from authmesh.core.canonical import CanonicalError, body_sha256, normalize_authority
 from authmesh.sdk.asgi import BODY_TIMEOUT_SECONDS

@@ -9,7 +9,10 @@ With :class:`~authmesh.sdk.asgi.AuthMeshMiddleware` installed, use
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from authmesh.errors import requires_extra
+
+with requires_extra("fastapi", "authmesh.sdk.fastapi"):
+    from fastapi import HTTPException, Request
 
 from authmesh.sdk.asgi import request_target
 from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier

@@ -31,13 +31,11 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
-from authmesh.sdk._extras import missing_extra
+from authmesh.errors import requires_extra
 
-try:
+with requires_extra("grpc", "authmesh.sdk.grpc"):
     import grpc
     import grpc.aio
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "grpc", "authmesh.sdk.grpc") from None
 
 from authmesh.sdk._grpc_call import (
     AUTHORIZATION_METADATA,

@@ -103,6 +103,7 @@ class HandshakeErrorCode(Enum):
     NOT_A_CONTROLLER = "not_a_controller"
     NOT_A_TARGET = "not_a_target"
     SHELL_NOT_GRANTED = "shell_not_granted"
+    AT_CAPACITY = "at_capacity"
 
 
 class ShellHandshakeError(ValueError):
