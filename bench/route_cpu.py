@@ -147,7 +147,10 @@ def server_process(script: str, *argv: str) -> Iterator[tuple[int, int]]:
     )
     try:
         assert server.stdout is not None
-        yield server.pid, int(server.stdout.readline())
+        port = server.stdout.readline()
+        if not port.strip().isdigit():
+            raise SystemExit("the server did not start; its error is printed above")
+        yield server.pid, int(port)
     finally:
         server.terminate()
         server.wait(10)
