@@ -23,21 +23,13 @@ from typing import NamedTuple
 import grpc
 import grpc.aio
 
+import route_cpu
 from authmesh.core.keys import PrivateKey
 from authmesh.core.nonce import InMemoryNonceStore
 from authmesh.sdk._grpc_call import MessageDigest
 from authmesh.sdk.grpc import AuthMeshServerInterceptor, CallSigner
 from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore
-from route_cpu import (
-    Run,
-    compare_routes,
-    parse_arguments,
-    print_floor,
-    print_phases,
-    run_servers,
-    server_process,
-)
 
 BODY = b'{"item": "widget", "amount": 100, "currency": "EUR"}'
 AUTHORITY = "127.0.0.1"
@@ -128,7 +120,7 @@ class _Context:
 
 def print_in_process(store: AllowListStore, key: PrivateKey, count: int = 2000) -> None:
     """Sync interceptor and handler called directly (no gRPC transport), same run."""
-    print_floor(store, key, count)
+    route_cpu.print_floor(store, key, count)
     now = time.time()  # one clock for both: signing the pool may take a while
     signer = CallSigner(key, AUTHORITY, clock=lambda: now)
     verifier = Verifier(store, nonce_store=InMemoryNonceStore(), clock=lambda: now)
@@ -158,26 +150,28 @@ def print_in_process(store: AllowListStore, key: PrivateKey, count: int = 2000) 
 def measure(kind: str, home: str, signer: CallSigner, args: argparse.Namespace) -> None:
     """Both methods of one server process of ``kind`` (sync or aio)."""
     digest = MessageDigest.of([BODY])
-    with server_process(SERVER, home, kind) as (pid, port):
+    with route_cpu.server_process(SERVER, home, kind) as (pid, port):
 
-        def prepare(method: str, count: int) -> Run:
+        def prepare(method: str, count: int) -> route_cpu.Run:
             # Every call gets a fresh nonce; the exempt method ignores them.
             metadata = [signer.metadata(GUARDED, digest) for _ in range(count)]
             if method == OPEN:
                 metadata *= round(args.seconds * args.rate * 4 / count) + 1
             return lambda: asyncio.run(load(port, method, metadata, args.seconds, args.concurrency))
 
-        results = compare_routes(pid, prepare, (OPEN, GUARDED), args)
+        results = route_cpu.compare_routes(pid, prepare, (OPEN, GUARDED), args)
     title = f"grpcio {kind} server, {args.concurrency} calls in flight"
-    print_phases(title, results)
+    route_cpu.print_phases(title, results)
 
 
 def main() -> None:
-    args = parse_arguments(__doc__.splitlines()[0], rate=5000)
+    args = route_cpu.parse_arguments(__doc__.splitlines()[0], rate=5000)
     key = PrivateKey.generate()
     signer = CallSigner(key, AUTHORITY)
     kinds = ("sync", "aio")
-    run_servers(key, print_in_process, kinds, lambda kind, home: measure(kind, home, signer, args))
+    route_cpu.run_servers(
+        key, print_in_process, kinds, lambda kind, home: measure(kind, home, signer, args)
+    )
 
 
 if __name__ == "__main__":
