@@ -348,3 +348,24 @@ async def test_aio_stalled_request_stream_is_cut_off(tmp_path: Path) -> None:
     finally:
         release.set()
         await server.stop(grace=None)
+
+
+def test_outcomes_reach_the_verifier_observer(tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Recorder:
+        def observe(self, outcome: Any, status: int, seconds: Any, version: Any) -> None:
+            seen.append((str(outcome), status))
+
+    verifier = _verifier(tmp_path)
+    verifier.observer = Recorder()
+    signer = CallSigner(K1, AUTHORITY)
+    once = signer.metadata(UNARY, MessageDigest.of([b"x"]))
+    forged = signer.metadata(UNARY, MessageDigest.of([b"other"]))
+    interceptor = AuthMeshServerInterceptor(verifier)
+    with serving(interceptor) as address, grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(UNARY)
+        call(b"x", metadata=once, timeout=TIMEOUT)
+        _refusal(call, b"x", metadata=once)
+        _refusal(call, b"x", metadata=forged)
+    assert seen == [("accepted", 200), ("replay", 401), ("bad_signature", 401)]

@@ -6,7 +6,8 @@ transport-free :class:`Verifier` and its adapters in :mod:`authmesh.sdk.asgi`,
 :mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`, :mod:`authmesh.sdk.fastapi` and
 :mod:`authmesh.sdk.aiohttp`; gRPC interceptors in :mod:`authmesh.sdk.grpc`; Redis nonce
 stores in :mod:`authmesh.sdk.redis_nonce`; :func:`bootstrap_if_needed` pairs a fresh
-machine from a token at start-up.
+machine from a token at start-up; :class:`VerificationMetrics` counts verification
+outcomes for Prometheus.
 
 Names are imported lazily so a server needs no HTTP client library installed and a
 client needs no web framework.
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         CallSigner,
         aio_client_interceptors,
     )
+    from authmesh.sdk.metrics import VerificationMetrics
     from authmesh.sdk.signing import RequestSigner
     from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
@@ -60,6 +62,7 @@ __all__ = [
     "RequestSigner",
     "SigningError",
     "StoreError",
+    "VerificationMetrics",
     "VerifiedDevice",
     "Verifier",
     "aio_client_interceptors",
@@ -88,6 +91,7 @@ _HOMES = {
     "bootstrap_if_needed_async": "authmesh.sdk.bootstrap",
     "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",
     "RequestSigner": "authmesh.sdk.signing",
+    "VerificationMetrics": "authmesh.sdk.metrics",
     "Rejection": "authmesh.sdk.verifier",
     "VerifiedDevice": "authmesh.sdk.verifier",
     "Verifier": "authmesh.sdk.verifier",

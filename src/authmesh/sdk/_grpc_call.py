@@ -1,6 +1,6 @@
 """Signing and verifying gRPC calls, without gRPC: the canonical form and its checks.
 
-The gRPC form is an authmesh extension (docs/protocol.md §9), domain-separated from
+The gRPC form is an authmesh extension (docs/protocol.md §10), domain-separated from
 the HTTP strings of §3.1 and §3.3 by its own first line, so no signature made for a
 gRPC call verifies as an HTTP request or the reverse::
 
@@ -24,7 +24,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from time import perf_counter
 
 from authmesh.core.b64 import B64Error, b64decode, b64encode, b64url_encode
 from authmesh.core.canonical import CanonicalError, normalize_authority
@@ -32,6 +33,7 @@ from authmesh.core.header import AuthHeader
 from authmesh.core.keys import verify_with_key
 from authmesh.core.nonce import AsyncNonceStore, NonceStore
 from authmesh.sdk.home import resolve_home
+from authmesh.sdk.metrics import Outcome
 from authmesh.sdk.signing import KeySigner, random_nonce
 from authmesh.sdk.verifier import PendingRequest, Rejection, VerifiedDevice, Verifier
 from authmesh.store import load_context
@@ -146,10 +148,42 @@ class CallVerifier:
             "POST", method, authorization, metadata_value(metadata, AUTHORITY_METADATA)
         )
         if pending.version != _VERSION:
-            raise Rejection(400, "unsupported_version")
+            rejection = Rejection(400, "unsupported_version", outcome=Outcome.MALFORMED)
+            self._report(rejection.outcome, 400, pending.seconds, pending.version)
+            raise rejection
         return pending
 
-    def check(self, pending: PendingRequest, messages_hash: str) -> str:
+    def finish(self, pending: PendingRequest, messages_hash: str) -> VerifiedDevice:
+        """Verify the signature, then record the nonce in a synchronous store."""
+        started = perf_counter()
+        try:
+            key = self._check(pending, messages_hash)
+            store: NonceStore = self.verifier.nonce_store  # type: ignore[assignment]
+            fresh = self._stored(store.check_and_store, key)
+        except Rejection as rejection:
+            self._finished(pending, started, rejection)
+            raise
+        return self._accepted(pending, fresh, started)
+
+    async def finish_async(self, pending: PendingRequest, messages_hash: str) -> VerifiedDevice:
+        """As :meth:`finish`, awaiting an async nonce store when the verifier has one."""
+        if not self.verifier.nonce_store_is_async:
+            return self.finish(pending, messages_hash)
+        started = perf_counter()
+        try:
+            key = self._check(pending, messages_hash)
+            store: AsyncNonceStore = self.verifier.nonce_store  # type: ignore[assignment]
+            fresh = await self._stored_async(store.check_and_store(key, self._ttl))
+        except Rejection as rejection:
+            self._finished(pending, started, rejection)
+            raise
+        return self._accepted(pending, fresh, started)
+
+    @property
+    def _ttl(self) -> int:
+        return self.verifier.nonce_ttl_seconds
+
+    def _check(self, pending: PendingRequest, messages_hash: str) -> str:
         """Verify the signature; return the nonce-store key to record."""
         assert pending.authority is not None  # version 2 always carries one
         try:
@@ -161,37 +195,40 @@ class CallVerifier:
         except (CanonicalError, B64Error):
             valid = False
         if not valid:
-            raise self._refused("invalid_signature", pending)
+            raise self._unauthorized("invalid_signature", pending, Outcome.BAD_SIGNATURE)
         return f"{pending.trusted.device.device_id}:{pending.nonce}"
 
-    def record(self, pending: PendingRequest, key: str) -> None:
-        """Record the nonce in a synchronous store; refuse a replay (fail closed)."""
-        store: NonceStore = self.verifier.nonce_store  # type: ignore[assignment]
+    def _stored(self, check_and_store: Callable[[str, int], bool], key: str) -> bool:
         try:
-            fresh = store.check_and_store(key, self.verifier.nonce_ttl_seconds)
+            return check_and_store(key, self._ttl)
         except Exception:  # whatever the store raised, fail closed
             raise self._store_failed() from None
-        if not fresh:
-            raise self._refused("replay_detected", pending)
 
-    async def record_async(self, pending: PendingRequest, key: str) -> None:
-        """As :meth:`record`, awaiting an async store when the verifier has one."""
-        if not self.verifier.nonce_store_is_async:
-            self.record(pending, key)
-            return
-        store: AsyncNonceStore = self.verifier.nonce_store  # type: ignore[assignment]
+    async def _stored_async(self, fresh: Awaitable[bool]) -> bool:
         try:
-            fresh = await store.check_and_store(key, self.verifier.nonce_ttl_seconds)
+            return await fresh
         except Exception:  # whatever the store raised, fail closed
             raise self._store_failed() from None
-        if not fresh:
-            raise self._refused("replay_detected", pending)
 
-    @staticmethod
-    def device(pending: PendingRequest) -> VerifiedDevice:
-        """The caller of a call that passed every check."""
+    def _accepted(self, pending: PendingRequest, fresh: bool, started: float) -> VerifiedDevice:
+        if not fresh:
+            rejection = self._unauthorized("replay_detected", pending, Outcome.REPLAY)
+            self._finished(pending, started, rejection)
+            raise rejection
+        self._finished(pending, started, None)
         device = pending.trusted.device
         return VerifiedDevice(device.device_id, device.friendly_name, pending.now, pending.version)
+
+    def _finished(self, pending: PendingRequest, started: float, error: Rejection | None) -> None:
+        seconds = pending.seconds + perf_counter() - started
+        if error is None:
+            self._report(Outcome.ACCEPTED, 200, seconds, pending.version)
+        else:
+            self._report(error.outcome, error.status, seconds, pending.version)
+
+    def _report(self, outcome: Outcome, status: int, seconds: float, version: str) -> None:
+        if self.verifier.observer is not None:
+            self.verifier.observer.observe(outcome, status, seconds, version)
 
     def take(self, digest: MessageDigest, message: bytes) -> None:
         """Hash one more request message; 413 once the call's messages exceed the body limit."""
@@ -200,13 +237,13 @@ class CallVerifier:
             raise self.verifier.too_large()
 
     @staticmethod
-    def _refused(event: str, pending: PendingRequest) -> Rejection:
+    def _unauthorized(event: str, pending: PendingRequest, outcome: Outcome) -> Rejection:
         _log.warning(
             "[amesh] grpc %s: serverNow=%d requestTs=%s", event, pending.now, pending.timestamp
         )
-        return Rejection(401, "unauthorized", server_time=pending.now)
+        return Rejection(401, "unauthorized", server_time=pending.now, outcome=outcome)
 
     @staticmethod
     def _store_failed() -> Rejection:
         _log.error("[amesh] nonce store unavailable: refusing the call (fail closed)")
-        return Rejection(500, "internal_error")
+        return Rejection(500, "internal_error", outcome=Outcome.STORE_FAILURE)

@@ -6,11 +6,15 @@ Client (aiohttp client middlewares; the extra requires aiohttp 3.14 for ``web.Re
         await session.post(url, json={"amount": 1})
 
 The signature covers what goes on the wire, as with :class:`~authmesh.sdk.AuthMeshAuth`:
-the request-target aiohttp sends (``url.raw_path_qs``, canonicalised as every server
-does), the ``Host`` header for version 2, and the exact body bytes. ``bytes``, text
-and JSON bodies are hashed as they are; streams, files and multipart forms are
-buffered (at most ``max_body_bytes``) and sent from the buffer. A session with
-``compress=`` is refused: the server hashes the bytes it receives.
+the request-target aiohttp sends (``url.raw_path_qs``, which must be in the normal form
+servers require: aiohttp's own quoting gives it except for a few query characters, such
+as ``'``, where the middleware refuses and names the URL to pass), the ``Host`` header
+for version 2, and the exact body bytes. ``bytes``, text and JSON bodies are hashed as
+they are; streams, files and multipart forms are buffered (at most ``max_body_bytes``)
+and sent from the buffer. A session with ``compress=`` is refused: the server hashes
+the bytes it receives. With a home's identity the middleware follows ``amesh rotate``:
+it signs with the current key and announces a rotation until the server acknowledges it
+(without the retry on 401 that :class:`~authmesh.sdk.AuthMeshAuth` adds for httpx).
 
 Server (``web.Application(middlewares=[AuthMeshAiohttpMiddleware(verifier)])``): the
 body is read once with ``request.read()``, bounded by the verifier's
@@ -38,6 +42,7 @@ with requires_extra("aiohttp", "authmesh.sdk.aiohttp"):
 from authmesh.core.canonical import CanonicalError, body_sha256, normalize_authority
 from authmesh.sdk.asgi import BODY_TIMEOUT_SECONDS
 from authmesh.sdk.client import AuthMeshAuth, SigningError, _too_large, _wire_target
+from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER
 from authmesh.sdk.verifier import SERVER_TIME_HEADER, Rejection, VerifiedDevice, Verifier
 
 __all__ = ["AUTHMESH_DEVICE", "AuthMeshAiohttpMiddleware", "AuthMeshClientMiddleware"]
@@ -97,6 +102,19 @@ async def _body_bytes(request: ClientRequest, limit: int) -> bytes:
     return data
 
 
+def _sent_target(request: ClientRequest) -> str:
+    """The request-target aiohttp sends, which must already be in normal form (servers
+    refuse any other spelling); the middleware cannot change the URL it is given."""
+    sent = request.url.raw_path_qs
+    target = _wire_target(sent)
+    if target != sent:
+        raise SigningError(
+            f"aiohttp would send the request-target {sent!r}, which is not in normal form; "
+            f"request yarl.URL(<origin> + {target!r}, encoded=True) instead."
+        )
+    return target
+
+
 class AuthMeshClientMiddleware:
     """Signs every request of an ``aiohttp.ClientSession`` (``middlewares=(...,)``).
 
@@ -116,7 +134,8 @@ class AuthMeshClientMiddleware:
         self.auth = auth or AuthMeshAuth.from_home(home, peer=peer)
 
     def _sign(self, request: ClientRequest, body: bytes) -> None:
-        signer = self.auth.signer
+        server = request.headers.get(hdrs.HOST, "")
+        signer = self.auth._current_signer(server)  # follows ``amesh rotate``
         authority = None
         if signer.version == "2":
             try:
@@ -124,8 +143,9 @@ class AuthMeshClientMiddleware:
             except CanonicalError as error:
                 raise SigningError(f"The request URL cannot be signed: {error}.") from None
         request.headers[hdrs.AUTHORIZATION] = signer.authorization(
-            request.method, _wire_target(request.url.raw_path_qs), body_sha256(body), authority
+            request.method, _sent_target(request), body_sha256(body), authority
         )
+        self.auth._announce(request.headers, server, signer)
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         if request.compress:
@@ -133,6 +153,9 @@ class AuthMeshClientMiddleware:
         body = await _body_bytes(request, self.auth.max_body_bytes)
         self._sign(request, body)
         response = await handler(request)
+        if self.auth.rotation is not None:
+            server = request.headers.get(hdrs.HOST, "")
+            self.auth.rotation.observe(server, response.headers.get(ACK_HEADER))
         if (
             self.auth.adopt_server_time
             and response.status == 401
@@ -178,7 +201,7 @@ class AuthMeshAiohttpMiddleware:
                 async with asyncio.timeout(self.body_timeout_seconds):
                     body = await request.read()
         except TimeoutError:
-            raise Rejection(408, "request_timeout") from None
+            raise self.verifier.timed_out() from None
         except web.HTTPRequestEntityTooLarge:  # beyond the app's own client_max_size
             raise self.verifier.too_large() from None
         if len(body) > self.verifier.max_body_bytes:
@@ -197,6 +220,7 @@ class AuthMeshAiohttpMiddleware:
                 request.raw_path,
                 authorization.strip(" \t") if authorization else None,
                 headers.get(hdrs.HOST),
+                headers.get(ROTATION_HEADER),
             )
             verifier.check_content_length(headers.get(hdrs.CONTENT_LENGTH))
             body = await self._read_body(request)
@@ -204,4 +228,7 @@ class AuthMeshAiohttpMiddleware:
         except Rejection as rejection:
             return _rejection_response(rejection)
         request[AUTHMESH_DEVICE] = device
-        return await handler(request)
+        response = await handler(request)
+        if device.rotation_ack is not None and not response.prepared:
+            response.headers[ACK_HEADER] = device.rotation_ack
+        return response

@@ -2,7 +2,7 @@
 
 Sync and ``grpc.aio``, unary and streaming. The signature covers the method path, the
 authority the client addressed and the request messages' bytes (the canonical form is
-in :mod:`authmesh.sdk._grpc_call` and docs/protocol.md §9):
+in :mod:`authmesh.sdk._grpc_call` and docs/protocol.md §10):
 
 * client: requests must be ``bytes`` (generic stubs without a serializer) or objects
   with ``SerializeToString`` (protobuf messages), whose bytes are what the stub's
@@ -276,11 +276,10 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
             digest = MessageDigest()
             for message in messages:
                 self.calls.take(digest, message)
-            key = self.calls.check(pending, digest.hexdigest())
-            self.calls.record(pending, key)
+            return self.calls.finish(pending, digest.hexdigest())
         except Rejection as rejection:
             context.abort(*_abort_arguments(rejection, context))
-        return self.calls.device(pending)
+            raise  # abort raises; this line only tells type checkers so
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
@@ -389,13 +388,13 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
                         async for message in messages:
                             self.calls.take(digest, message)
                 except TimeoutError:
-                    raise Rejection(408, "request_timeout") from None
-            key = self.calls.check(pending, digest.hexdigest())
-            await self.calls.record_async(pending, key)
+                    raise self.calls.verifier.timed_out() from None
+            device = await self.calls.finish_async(pending, digest.hexdigest())
         except Rejection as rejection:
             await context.abort(*_abort_arguments(rejection, context))
+            raise  # abort raises; this line only tells type checkers so
         # grpc.aio serves each call in its own task, so the variable stays with this call.
-        _DEVICE.set(self.calls.device(pending))
+        _DEVICE.set(device)
 
     async def _read_verified(
         self, details: Any, requests: AsyncIterable[bytes], context: Any
