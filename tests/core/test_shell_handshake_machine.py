@@ -255,3 +255,20 @@ def test_only_the_protocol_order_reaches_authorization(started: bool, order: lis
             expected is HandshakeStep.AWAIT_AUTHORIZATION and order[-1] == _ENVELOPE
         )
     assert target.messages_to_send() == []  # its ephemeral key was taken above, nothing else
+
+
+def test_the_controller_refuses_a_third_handshake_frame_before_authorization() -> None:
+    target, controller = _pair()
+    target.start()
+    (target_ephemeral,) = _messages(target)
+    _feed(controller, [target_ephemeral])
+    _feed(target, _messages(controller))
+    target.authorize(AGENT_ALLOWS)
+    target.admit(True, WALL)
+    (envelope,) = _messages(target)
+    assert isinstance(controller.receive(envelope, 1.0, WALL), AuthorizePeer)
+    with pytest.raises(ShellHandshakeError) as late:  # the caller must authorize first
+        controller.receive(target_ephemeral, 1.0, WALL)
+    assert late.value.code is HandshakeErrorCode.OUT_OF_ORDER
+    with pytest.raises(ShellHandshakeError):  # and a failed handshake stays failed
+        controller.authorize(CONTROLLER_ALLOWS)

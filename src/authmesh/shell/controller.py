@@ -196,7 +196,7 @@ async def run_shell(
             raise _handshake_failure(exc, request, own_id) from None
         terminal = _Terminal(stdin_fd, out.fileno() if hasattr(out, "fileno") else 1)
         try:
-            return await _session(request, socket, established.cipher, terminal, out, say)
+            return await _session(request, socket, established.cipher, terminal, out=out, say=say)
         finally:
             terminal.restore()
             established.cipher.close()
@@ -346,6 +346,7 @@ async def _session(
     socket: RelayConnection,
     cipher: ShellCipher,
     terminal: _Terminal,
+    *,
     out: BinaryIO,
     say: Callable[[str], None],
 ) -> int:
