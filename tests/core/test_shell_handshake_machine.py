@@ -27,33 +27,22 @@ from authmesh.core.shell.handshake_machine import (
     TargetHandshake,
     TargetMismatch,
 )
+from tests.shell.handshake_vectors import ALLOW_LIST_TIME, entry
 
 TIMEOUT = 30.0
 WALL = datetime(2026, 4, 5, 12, 0, tzinfo=UTC)
-ADDED = "2026-04-05T11:00:00.000Z"
 AGENT, CONTROLLER, STRANGER = PrivateKey.generate(), PrivateKey.generate(), PrivateKey.generate()
 
 
-def _entry(key: PrivateKey, name: str, role: str, shell: bool | None = None) -> Device:
-    return Device.new(
-        device_id=key.device_id,
-        public_key=key.public_key_b64,
-        friendly_name=name,
-        role=role,
-        added_at=ADDED,
-        shell=shell,
-    )
-
-
 def _allow(*devices: Device) -> AllowList:
-    allow_list = AllowList.empty(ADDED)
+    allow_list = AllowList.empty(ALLOW_LIST_TIME)
     for device in devices:
-        allow_list = allow_list.with_device(device, ADDED)
+        allow_list = allow_list.with_device(device, ALLOW_LIST_TIME)
     return allow_list
 
 
-AGENT_ENTRY = _entry(AGENT, "prod-box", ROLE_TARGET)
-AGENT_ALLOWS = _allow(_entry(CONTROLLER, "laptop", ROLE_CONTROLLER, shell=True))
+AGENT_ENTRY = entry(AGENT, "prod-box", ROLE_TARGET)
+AGENT_ALLOWS = _allow(entry(CONTROLLER, "laptop", ROLE_CONTROLLER, shell=True))
 CONTROLLER_ALLOWS = _allow(AGENT_ENTRY)
 
 
@@ -119,10 +108,10 @@ def test_a_target_at_capacity_reveals_nothing() -> None:
     [
         (_allow(), HandshakeErrorCode.NOT_IN_ALLOW_LIST),
         (
-            _allow(_entry(CONTROLLER, "laptop", ROLE_CONTROLLER)),
+            _allow(entry(CONTROLLER, "laptop", ROLE_CONTROLLER)),
             HandshakeErrorCode.SHELL_NOT_GRANTED,
         ),
-        (_allow(_entry(CONTROLLER, "laptop", ROLE_TARGET)), HandshakeErrorCode.NOT_A_CONTROLLER),
+        (_allow(entry(CONTROLLER, "laptop", ROLE_TARGET)), HandshakeErrorCode.NOT_A_CONTROLLER),
     ],
 )
 def test_the_target_refuses_an_unauthorized_controller(

@@ -26,6 +26,7 @@ Each step may wait at most ``timeout`` seconds: :meth:`next_deadline` says until
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -106,7 +107,7 @@ class AuthorizePeer:
     peer: VerifiedPeer
 
 
-class _Handshake:
+class _Handshake(ABC):
     """What both sides share: the step, the deadline, the outgoing queue and the dispatch."""
 
     def __init__(
@@ -137,6 +138,34 @@ class _Handshake:
         if now >= self._deadline and self.step not in (HandshakeStep.DONE, HandshakeStep.FAILED):
             self.step = HandshakeStep.FAILED
             raise TimeoutError("the shell handshake timed out")
+
+    def receive(
+        self, message: dict[str, Any], now: float, wall: datetime
+    ) -> AuthorizePeer | Ended | None:
+        """Take one relay message; :class:`AuthorizePeer` once the peer proved its identity."""
+        payload = self._payload(message, now)
+        if not isinstance(payload, bytes):
+            return payload
+        try:
+            if self.step is HandshakeStep.AWAIT_EPHEMERAL:
+                self._agree(payload)
+                self._answer_ephemeral(wall)
+                self.step = HandshakeStep.AWAIT_ENVELOPE
+                return None
+            self._verified = self._accept_envelope(payload, wall)
+        except ShellHandshakeError:
+            self.step = HandshakeStep.FAILED
+            raise
+        self.step = HandshakeStep.AWAIT_AUTHORIZATION
+        return AuthorizePeer(self._verified)
+
+    @abstractmethod
+    def _answer_ephemeral(self, wall: datetime) -> None:
+        """Queue this side's answer to the peer's ephemeral key."""
+
+    @abstractmethod
+    def _accept_envelope(self, envelope: bytes, wall: datetime) -> VerifiedPeer:
+        """The peer that the envelope proves, checked as this side requires."""
 
     def _payload(self, message: dict[str, Any], now: float) -> bytes | Ended | None:
         """The payload of a ``data`` message for the awaited step; None for ignored types."""
@@ -212,10 +241,6 @@ class _Handshake:
         assert entry is not None
         return entry
 
-    def _fail_on_error(self, error: ShellHandshakeError) -> ShellHandshakeError:
-        self.step = HandshakeStep.FAILED
-        return error
-
 
 class TargetHandshake(_Handshake):
     """The agent's side, started when the relay reports ``peer_found``.
@@ -249,23 +274,13 @@ class TargetHandshake(_Handshake):
         self._outgoing.append(data_message(self._ephemeral.public_key))
         self.step = HandshakeStep.AWAIT_EPHEMERAL
 
-    def receive(
-        self, message: dict[str, Any], now: float, wall: datetime
-    ) -> AuthorizePeer | Ended | None:
-        payload = self._payload(message, now)
-        if not isinstance(payload, bytes):
-            return payload
-        try:
-            if self.step is HandshakeStep.AWAIT_EPHEMERAL:
-                self._agree(payload)
-                self.step = HandshakeStep.AWAIT_ENVELOPE
-                return None
-            self._verified = self._verify(payload, wall)
-        except ShellHandshakeError as error:
-            raise self._fail_on_error(error) from None
-        self._envelope = payload
-        self.step = HandshakeStep.AWAIT_AUTHORIZATION
-        return AuthorizePeer(self._verified)
+    def _answer_ephemeral(self, wall: datetime) -> None:
+        """Nothing: the target reveals its identity only once the controller is admitted."""
+
+    def _accept_envelope(self, envelope: bytes, wall: datetime) -> VerifiedPeer:
+        peer = self._verify(envelope, wall)
+        self._envelope = envelope
+        return peer
 
     def authorize(self, allow_list: AllowList) -> Device:
         """The controller's entry if it may open a shell here; raises when it may not."""
@@ -279,12 +294,11 @@ class TargetHandshake(_Handshake):
         entry = self._entry_found
         assert entry is not None
         if not admitted:
-            raise self._fail_on_error(
-                ShellHandshakeError(
-                    HandshakeErrorCode.AT_CAPACITY,
-                    "Every session slot is taken (--max-sessions); the controller may retry "
-                    "when one ends.",
-                )
+            self.step = HandshakeStep.FAILED
+            raise ShellHandshakeError(
+                HandshakeErrorCode.AT_CAPACITY,
+                "Every session slot is taken (--max-sessions); the controller may retry when "
+                "one ends.",
             )
         own = self._own_identity(self._friendly_name, wall)
         self._outgoing.append(
@@ -327,26 +341,14 @@ class ControllerHandshake(_Handshake):
         self._friendly_name, self._term = identity
         self._envelope_nonce = envelope_nonce
 
-    def receive(
-        self, message: dict[str, Any], now: float, wall: datetime
-    ) -> AuthorizePeer | Ended | None:
-        payload = self._payload(message, now)
-        if not isinstance(payload, bytes):
-            return payload
-        try:
-            if self.step is HandshakeStep.AWAIT_EPHEMERAL:
-                self._agree(payload)
-                self._outgoing.append(data_message(self._ephemeral.public_key))
-                own = self._own_identity(self._friendly_name, wall)
-                envelope = _seal_envelope(self._temp_key, own, self._term, self._envelope_nonce)
-                self._outgoing.append(data_message(envelope))
-                self.step = HandshakeStep.AWAIT_ENVELOPE
-                return None
-            self._verified = self._pinned(self._verify(payload, wall))
-        except ShellHandshakeError as error:
-            raise self._fail_on_error(error) from None
-        self.step = HandshakeStep.AWAIT_AUTHORIZATION
-        return AuthorizePeer(self._verified)
+    def _answer_ephemeral(self, wall: datetime) -> None:
+        self._outgoing.append(data_message(self._ephemeral.public_key))
+        own = self._own_identity(self._friendly_name, wall)
+        envelope = _seal_envelope(self._temp_key, own, self._term, self._envelope_nonce)
+        self._outgoing.append(data_message(envelope))
+
+    def _accept_envelope(self, envelope: bytes, wall: datetime) -> VerifiedPeer:
+        return self._pinned(self._verify(envelope, wall))
 
     def _pinned(self, peer: VerifiedPeer) -> VerifiedPeer:
         target = self._target
