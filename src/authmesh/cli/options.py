@@ -58,7 +58,7 @@ class AtLeastOne(click.ParamType):  # type: ignore[type-arg]  # generic since cl
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             number = value
-        elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        elif isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdigit():
             number = int(value)
         else:
             self.fail(f"Expected an integer but received: {value}", param, ctx)

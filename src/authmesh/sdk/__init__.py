@@ -4,7 +4,8 @@ Clients: :class:`AuthMeshAuth` (httpx sync/async and requests), :class:`Client` 
 :class:`AsyncClient`. Servers: the transport-free :class:`Verifier` and its adapters
 in :mod:`authmesh.sdk.asgi`, :mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`
 and :mod:`authmesh.sdk.fastapi`; Redis nonce stores in :mod:`authmesh.sdk.redis_nonce`;
-:func:`bootstrap_if_needed` pairs a fresh machine from a token at start-up.
+:func:`bootstrap_if_needed` pairs a fresh machine from a token at start-up;
+:class:`VerificationMetrics` counts verification outcomes for Prometheus.
 
 Names are imported lazily so a server needs no HTTP client library installed and a
 client needs no web framework.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from authmesh.sdk.asgi import AuthMeshMiddleware
     from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
     from authmesh.sdk.client import AsyncClient, AuthMeshAuth, Client, SigningError
+    from authmesh.sdk.metrics import VerificationMetrics
     from authmesh.sdk.signing import RequestSigner
     from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
@@ -44,6 +46,7 @@ __all__ = [
     "RequestSigner",
     "SigningError",
     "StoreError",
+    "VerificationMetrics",
     "VerifiedDevice",
     "Verifier",
     "bootstrap_if_needed",
@@ -64,6 +67,7 @@ _HOMES = {
     "bootstrap_if_needed_async": "authmesh.sdk.bootstrap",
     "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",
     "RequestSigner": "authmesh.sdk.signing",
+    "VerificationMetrics": "authmesh.sdk.metrics",
     "Rejection": "authmesh.sdk.verifier",
     "VerifiedDevice": "authmesh.sdk.verifier",
     "Verifier": "authmesh.sdk.verifier",

@@ -22,9 +22,15 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER_ASGI
+from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
 
-__all__ = ["BODY_TIMEOUT_SECONDS", "AuthMeshMiddleware", "request_target"]
+__all__ = [
+    "BODY_TIMEOUT_SECONDS",
+    "AuthMeshMiddleware",
+    "request_target",
+    "wanted_headers",
+]
 
 BODY_TIMEOUT_SECONDS = 30.0
 """Longest wait for the whole request body; a stalled upload gets 408."""
@@ -40,10 +46,12 @@ class _ClientDisconnected(Exception):
     """The client went away while we were reading its body."""
 
 
-_HEADERS_READ = frozenset((b"authorization", b"host", b"content-length", b"transfer-encoding"))
+_HEADERS_READ = frozenset(
+    (b"authorization", b"host", b"content-length", b"transfer-encoding", ROTATION_HEADER_ASGI)
+)
 
 
-def _wanted_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+def wanted_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
     """First value of each header the middleware reads, in one pass (OWS stripped)."""
     found: dict[bytes, str] = {}
     for key, value in headers:
@@ -88,6 +96,20 @@ async def _read_body(receive: Receive, verifier: Verifier) -> bytes:
             return b"".join(chunks)
 
 
+def _acknowledging(send: Send, device: VerifiedDevice) -> Send:
+    """``send`` adding the key-rotation acknowledgement to the response head, if any."""
+    if device.rotation_ack is None:
+        return send
+    ack = (ACK_HEADER.lower().encode("latin-1"), device.rotation_ack.encode("ascii"))
+
+    async def send_with_ack(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), ack]}
+        await send(message)
+
+    return send_with_ack
+
+
 class AuthMeshMiddleware:
     """``app.add_middleware(AuthMeshMiddleware, verifier=Verifier(...))``.
 
@@ -114,7 +136,7 @@ class AuthMeshMiddleware:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
             return
-        headers = _wanted_headers(scope["headers"])
+        headers = wanted_headers(scope["headers"])
         verifier = self.verifier
         try:
             pending = verifier.begin(
@@ -122,21 +144,9 @@ class AuthMeshMiddleware:
                 request_target(scope),
                 headers.get(b"authorization"),
                 headers.get(b"host"),
+                headers.get(ROTATION_HEADER_ASGI),
             )
-            content_length = headers.get(b"content-length")
-            verifier.check_content_length(content_length)
-            if (
-                content_length is None
-                and b"transfer-encoding" not in headers
-                and scope.get("http_version") in ("1.1", "1.0")
-            ):
-                body = await _read_body(receive, verifier)
-            else:
-                try:
-                    async with asyncio.timeout(self.body_timeout_seconds):
-                        body = await _read_body(receive, verifier)
-                except TimeoutError:
-                    raise Rejection(408, "request_timeout") from None
+            body = await self._body(scope, headers, receive)
             device = await verifier.finish_async(pending, body)
         except Rejection as rejection:
             await send_rejection(send, rejection)
@@ -153,11 +163,27 @@ class AuthMeshMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay_body, send)
+        await self.app(scope, replay_body, _acknowledging(send, device))
+
+    async def _body(self, scope: Scope, headers: dict[bytes, str], receive: Receive) -> bytes:
+        """The whole body, bounded in size and (when it may still be in flight) in time."""
+        verifier = self.verifier
+        content_length = verifier.check_content_length(headers.get(b"content-length"))
+        if (
+            content_length is None
+            and b"transfer-encoding" not in headers
+            and scope.get("http_version") in ("1.1", "1.0")
+        ):
+            return await _read_body(receive, verifier)
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                return await _read_body(receive, verifier)
+        except TimeoutError:
+            raise verifier.timed_out() from None
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket handshake is a bodiless GET: verified the same way, or refused (403)."""
-        headers = _wanted_headers(scope["headers"])
+        headers = wanted_headers(scope["headers"])
         try:
             pending = self.verifier.begin(
                 "GET", request_target(scope), headers.get(b"authorization"), headers.get(b"host")

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
+from authmesh.sdk.rotation import ACK_HEADER
 from authmesh.sdk.verifier import Rejection, Verifier
 
 __all__ = ["AuthMeshWSGIMiddleware", "read_wsgi_body", "wsgi_request_target"]
@@ -41,12 +42,11 @@ def wsgi_request_target(environ: Environ) -> str:
 
 def read_wsgi_body(environ: Environ, verifier: Verifier) -> bytes:
     """Read the whole body, at most ``verifier.max_body_bytes``; raise 413 beyond."""
-    length_text = environ.get("CONTENT_LENGTH") or None
-    verifier.check_content_length(length_text)
+    declared = verifier.check_content_length(environ.get("CONTENT_LENGTH") or None)
     stream = environ["wsgi.input"]
     limit = verifier.max_body_bytes
-    if length_text is not None and length_text.strip().isdigit():
-        remaining = int(length_text)
+    if declared is not None:
+        remaining = declared
     elif environ.get("wsgi.input_terminated"):
         remaining = limit + 1  # chunked: read to the end, one byte past the limit at most
     else:
@@ -70,6 +70,17 @@ def _respond(start_response: StartResponse, rejection: Rejection) -> list[bytes]
     headers = [*rejection.headers, ("Content-Length", str(len(body)))]
     start_response(f"{rejection.status} {HTTPStatus(rejection.status).phrase}", headers)
     return [body]
+
+
+def _acknowledging(start_response: StartResponse, ack: str | None) -> StartResponse:
+    """``start_response`` adding the key-rotation acknowledgement, if any."""
+    if ack is None:
+        return start_response
+
+    def start_with_ack(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        return start_response(status, [*headers, (ACK_HEADER, ack)], *args)
+
+    return start_with_ack
 
 
 class AuthMeshWSGIMiddleware:
@@ -99,6 +110,7 @@ class AuthMeshWSGIMiddleware:
                 wsgi_request_target(environ),
                 (environ.get("HTTP_AUTHORIZATION") or "").strip(" \t") or None,
                 environ.get("HTTP_HOST"),
+                environ.get("HTTP_X_AUTHMESH_ROTATION"),
             )
             body = read_wsgi_body(environ, verifier)
             device = verifier.finish(pending, body)
@@ -107,4 +119,4 @@ class AuthMeshWSGIMiddleware:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["authmesh"] = device
-        return self.app(environ, start_response)
+        return self.app(environ, _acknowledging(start_response, device.rotation_ack))
