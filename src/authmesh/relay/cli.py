@@ -21,7 +21,7 @@ from authmesh.relay.config import (
     parse_setting,
 )
 from authmesh.relay.logs import configure_logging
-from authmesh.relay.server import RelayServer
+from authmesh.relay.server import RelayServer, run
 
 __all__ = ["main"]
 
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level, config.log_format)
     try:
-        asyncio.run(_serve(config))
+        run(_serve(config))
     except ClusterUnavailable as exc:
         print(f"amesh-relay: {exc}", file=sys.stderr)
         return 2
