@@ -67,6 +67,9 @@ _LISTEN_BACKLOG = 1024
 _READ_BUFFER_BYTES = 2048
 _JSON = "application/json;charset=utf-8"
 _TEXT = "text/plain;charset=utf-8"
+_TOO_MANY_PENDING = response(
+    503, "Too many connections from this address are still opening; retry later.", _TEXT
+)
 _TEXT_FRAME, _BINARY_FRAME = WSMsgType.TEXT, WSMsgType.BINARY
 _CONTINUATION, _PONG, _CLOSE = WSMsgType.CONTINUATION, WSMsgType.PONG, WSMsgType.CLOSE
 
@@ -361,7 +364,8 @@ class RelayServer:
         ):
             self.core.stats.rejections["too_many_pending_upgrades"] += 1
             assert front.transport is not None
-            front.transport.abort()
+            front.transport.write(_TOO_MANY_PENDING)
+            front.transport.close()
             return
         front.since = time.monotonic()
         self._pending[front] = None
