@@ -29,12 +29,28 @@ from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from picows import WSAutoPingStrategy, WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+from multidict import CIMultiDict
+from picows import (
+    WSAutoPingStrategy,
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+)
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from authmesh.relay.clientip import UNKNOWN_CLIENT, client_ip, rate_key
 from authmesh.relay.config import ClusterUnavailable, RelayConfig
-from authmesh.relay.http import MAX_HEAD_BYTES, HttpError, parse_head, response
+from authmesh.relay.http import (
+    MAX_HEAD_BYTES,
+    HttpError,
+    Request,
+    parse_head,
+    response,
+    upgrade_head,
+)
 from authmesh.relay.metrics import CONTENT_TYPE, RelayMetrics
 from authmesh.relay.protocol import Action, Close, RelayCore
 
@@ -65,8 +81,10 @@ _CLOSE_TIMEOUT = 2.0
 _LISTEN_BACKLOG = 1024
 # picows' read buffer starts at its minimum and grows only for large frames.
 _READ_BUFFER_BYTES = 2048
+_MAX_READ_BYTES = 64 * 1024
 _JSON = "application/json;charset=utf-8"
 _TEXT = "text/plain;charset=utf-8"
+_NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 _TOO_MANY_PENDING = response(
     503, "Too many connections from this address are still opening; retry later.", _TEXT
 )
@@ -119,8 +137,17 @@ class _Socket(WSListener):
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
 
+    def listener_for(self, request: WSUpgradeRequest) -> _Socket:
+        """picows' listener factory: this socket's listener is the socket itself."""
+        return self
+
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # Nothing reads the handshake again, but picows keeps it: shared empty values
+        # replace its parts (about 1 KiB per socket).
+        request, response = transport.request, transport.response
+        request.method = request.path = request.version = response.version = b""
+        request.headers = response.headers = _NO_HEADERS
         self.relay._opened(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -218,12 +245,28 @@ class _Front(asyncio.Protocol):
         buffer += data
         end = buffer.find(b"\r\n\r\n")
         if end >= 0:
-            self.relay._request(self, bytes(buffer[:end]), bytes(buffer))
+            self.relay._request(self, bytes(buffer[:end]), bytes(buffer[end + 4 :]))
         elif len(buffer) > MAX_HEAD_BYTES:
             self.relay._answer(self, 400, "Request head too large", _TEXT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay._departed(self)
+
+
+class _Protocol(WSProtocol):  # type: ignore[misc]
+    """picows' protocol with bounded reads.
+
+    picows doubles its read buffer whenever one read nearly fills it and never shrinks it,
+    so a peer that floods faster than the relay reads could grow it without limit. Reading
+    at most ``_MAX_READ_BYTES`` at a time bounds it near twice the largest message; a socket
+    that must wait (backpressure) is not read at all.
+    """
+
+    __slots__ = ()
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        buffer: memoryview = super().get_buffer(size_hint)
+        return buffer[:_MAX_READ_BYTES] if len(buffer) > _MAX_READ_BYTES else buffer
 
 
 def _feed(protocol: WSProtocol, data: bytes) -> None:
@@ -395,7 +438,7 @@ class RelayServer:
         front.transport.write(response(status, body, content_type, head))
         front.transport.close()
 
-    def _request(self, front: _Front, head: bytes, received: bytes) -> None:
+    def _request(self, front: _Front, head: bytes, after_head: bytes) -> None:
         try:
             request = parse_head(head)
         except HttpError as exc:
@@ -414,18 +457,19 @@ class RelayServer:
         elif not request.upgrade or request.method != "GET":
             self._answer(front, 400, "WebSocket upgrade failed", _TEXT, is_head)
         else:
-            ip = client_ip(front.peer, request.forwarded_for, self.config.trust_proxy)
-            self._upgrade(front, ip, received)
+            self._upgrade(front, request, after_head)
 
-    def _upgrade(self, front: _Front, ip: str, received: bytes) -> None:
+    def _upgrade(self, front: _Front, request: Request, after_head: bytes) -> None:
         """Hand the socket to picows, which answers the upgrade and then reads frames."""
         self._departed(front)
+        front.buffer.clear()  # uvloop may keep the first protocol referenced
+        ip = client_ip(front.peer, request.forwarded_for, self.config.trust_proxy)
         sock = _Socket(self, next(self._ids), ip)
-        protocol = WSProtocol(
+        protocol = _Protocol(
             None,  # host and port: a client's
             None,  # path: a client's
             False,  # server side
-            lambda _request: sock,
+            sock.listener_for,
             _TRANSPORT_LOG,
             True,  # an exception escaping on_ws_frame closes the socket (1011)
             None,  # no handshake timer: the head is already here
@@ -442,7 +486,7 @@ class RelayServer:
         assert transport is not None
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        _feed(protocol, received)
+        _feed(protocol, upgrade_head(request) + after_head)
 
     # ------------------------------------------------------------------ WebSocket
 
