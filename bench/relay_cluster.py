@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
+from relay_client import run
 from relay_harness import (
     CpuClock,
     cpu_seconds,
@@ -102,7 +103,7 @@ async def drive(urls: Sequence[str], numbers: range, concurrency: int) -> Outcom
 
 
 def client_process(urls: Sequence[str], numbers: range, concurrency: int) -> Outcome:
-    return asyncio.run(drive(urls, numbers, concurrency))
+    return run(drive(urls, numbers, concurrency))  # type: ignore[no-any-return]
 
 
 def run_row(

@@ -417,7 +417,10 @@ class RelayServer:
 
     def _pending_key(self, front: _Front) -> str | None:
         """The address an unfinished upgrade counts against (None behind trusted proxies)."""
-        return rate_key(front.peer) if self.config.trust_proxy <= 0 else None
+        if self.config.trust_proxy > 0:
+            return None
+        # The kernel's IPv4 text is already canonical; IPv6 counts by its /64.
+        return rate_key(front.peer) if ":" in front.peer else front.peer
 
     def _departed(self, front: _Front) -> None:
         """``front`` has left its HTTP phase (answered, upgraded, closed or timed out)."""
