@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 from authmesh.relay.config import ClusterUnavailable, RelayConfig, redacted_url
 from authmesh.relay.jsonwire import JsonWireError, dumps, loads
 from authmesh.relay.protocol import LIMITER_OF, Action, Close, RelayCore, Send
+from authmesh.relay.redislink import RedisLink
 
 __all__ = ["DEGRADED_REASON", "RedisCluster"]
 
@@ -203,7 +204,7 @@ class RedisCluster:
         self._origins: dict[int, tuple[str, str]] = {}  # core conn id -> (instance, socket)
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_OUTBOX_LIMIT)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._subscriber: asyncio.Task[None] | None = None
+        self._link: RedisLink | None = None
         self._recovery: asyncio.Task[None] | None = None
         core.journal = []
 
@@ -217,8 +218,7 @@ class RedisCluster:
                 await self._subscribe()
                 await self._beat()
         except (RedisError, OSError, TimeoutError) as exc:
-            if self._subscriber is not None:
-                self._subscriber.cancel()
+            await self._close_link()
             await self._redis.aclose()
             raise ClusterUnavailable(
                 f"cannot reach Redis at {redacted_url(self.config.redis_url)} "
@@ -234,9 +234,10 @@ class RedisCluster:
             async with asyncio.timeout(_REDIS_TIMEOUT):
                 await self._outbox.join()  # the last closes reach the other instances
                 await self._redis.zrem(_INSTANCES, self.instance)
-        for task in [*self._tasks, self._subscriber, self._recovery]:
+        for task in [*self._tasks, self._recovery]:
             if task is not None:
                 task.cancel()
+        await self._close_link()
         await self._redis.aclose()
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
@@ -246,9 +247,16 @@ class RedisCluster:
         return task
 
     async def _subscribe(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(_channel(self.instance))
-        self._subscriber = asyncio.create_task(self._listen(pubsub))
+        """Open the message path (publishing, and this instance's channel)."""
+        await self._close_link()
+        self._link = RedisLink(self._redis, _channel(self.instance), self._on_bundle, self._lose)
+        await self._link.open()
+
+    async def _close_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await link.close()
 
     async def _beat(self) -> set[str]:
         ttl_ms = int(self.config.instance_ttl * 1000)
@@ -280,6 +288,32 @@ class RedisCluster:
                     await self._hand_over(conn_id, owner, text)
                     return []
         actions = await self._handle(conn_id, text, parsed, facts)
+        return self._deliver(actions)  # type: ignore[no-any-return]
+
+    def receive_at_once(self, conn_id: int, message: str | bytes) -> list[Any] | None:
+        """:meth:`receive` without waiting, for a message that needs nothing from Redis (a
+        frame of a session held here or of a handed-over socket: nearly all of them);
+        None when it does, and the caller awaits :meth:`receive` instead."""
+        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+        home = self._homes.get(conn_id)
+        if home is not None:
+            try:
+                self._outbox.put_nowait((home, f"R|{self.instance}:{conn_id}|{text}"))
+            except asyncio.QueueFull:
+                return None  # receive() waits for room
+            return []
+        if self.degraded is not None:
+            return None
+        parsed = _parse(text)
+        if parsed is not None:
+            kind = parsed.get("type")
+            movable = isinstance(kind, str) and kind in _ROUTES and self.core.is_movable(conn_id)
+            if movable or self._fact_keys(conn_id, parsed):
+                return None
+        actions = self.core.receive(conn_id, text, time.monotonic(), parsed)
+        journal, self.core.journal = self.core.journal, []
+        if journal:  # not expected: only messages with shared facts record any
+            self._spawn(self._write_shared(journal))
         return self._deliver(actions)  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, int]:
@@ -450,16 +484,9 @@ class RedisCluster:
             log.warning("cluster outbox full", extra={"event": "cluster_overflow"})
             asyncio.get_running_loop().call_soon(self._instance_gone, instance)
 
-    async def _listen(self, pubsub: Any) -> None:
-        try:
-            async with pubsub:
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        for envelope in _unbundle(message["data"]):
-                            await self._on_envelope(envelope)
-        except (RedisError, OSError) as exc:
-            self._lose(exc)
+    async def _on_bundle(self, bundle: str) -> None:
+        for envelope in _unbundle(bundle):
+            await self._on_envelope(envelope)
 
     async def _on_envelope(self, envelope: str) -> None:
         op, _, rest = envelope.partition("|")
@@ -521,12 +548,14 @@ class RedisCluster:
         bundles: dict[str, list[str]] = {}
         for instance, envelope in batch:
             bundles.setdefault(instance, []).append(f"{len(envelope)}:{envelope}")
+        link = self._link
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for instance, parts in bundles.items():
-                    pipe.publish(_channel(instance), "".join(parts))
-                receivers = await pipe.execute()
-        except (RedisError, OSError) as exc:
+            if link is None:
+                raise ConnectionError("the Redis link is down")
+            sent = [link.publish(_channel(i), "".join(parts)) for i, parts in bundles.items()]
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                receivers = await asyncio.gather(*sent)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._lose(exc)
             return
         # Nobody subscribed: that instance is gone; its sockets' peers are told at once.
@@ -585,8 +614,7 @@ class RedisCluster:
             self._deliver([Send(conn_id, _UNAVAILABLE), Close(conn_id, 1011, "relay_unavailable")])
         for origin in list(self._guests):
             self._drop_guest(origin)
-        if self._subscriber is not None and self._subscriber is not asyncio.current_task():
-            self._subscriber.cancel()
+        self._spawn(self._close_link())
         self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
@@ -599,8 +627,7 @@ class RedisCluster:
                     await self._beat()
                     await self._republish()
             except (RedisError, OSError, TimeoutError):
-                if self._subscriber is not None:
-                    self._subscriber.cancel()
+                await self._close_link()
                 continue
             self.degraded = None
             log.info("redis reachable again", extra={"event": "redis_back"})

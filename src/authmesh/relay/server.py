@@ -501,10 +501,18 @@ class RelayServer:
         """One complete message from ``sock``."""
         if sock.closing:
             return
-        if self.cluster is not None:
-            self._queue(sock, message)
+        cluster = self.cluster
+        if cluster is None:
+            congested = self._apply(self.core.receive(sock.conn_id, message, time.monotonic()))
+        elif sock.inbox is not None:
+            self._queue(sock, message)  # behind messages waiting for Redis
             return
-        congested = self._apply(self.core.receive(sock.conn_id, message, time.monotonic()))
+        else:
+            handled = cluster.receive_at_once(sock.conn_id, message)
+            if handled is None:
+                self._queue(sock, message)
+                return
+            congested = handled
         if congested:
             self._hold(sock, congested)
 
