@@ -202,6 +202,8 @@ class RedisCluster:
         self._homes: dict[int, str] = {}  # local socket -> instance that handles it
         self._guests: dict[str, int] = {}  # "instance:socket" handled here -> core conn id
         self._origins: dict[int, tuple[str, str]] = {}  # core conn id -> (instance, socket)
+        # Facts read by the instance that handed a socket over, for its first message here.
+        self._handed_facts: dict[int, list[Any]] = {}
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_OUTBOX_LIMIT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._link: RedisLink | None = None
@@ -285,7 +287,7 @@ class RedisCluster:
                 keys = self._fact_keys(conn_id, parsed)
                 owner, facts = await self._route_owner(route, name, keys)
                 if owner and owner != self.instance:
-                    await self._hand_over(conn_id, owner, text)
+                    await self._hand_over(conn_id, owner, text, facts)
                     return []
         actions = await self._handle(conn_id, text, parsed, facts)
         return self._deliver(actions)  # type: ignore[no-any-return]
@@ -358,15 +360,20 @@ class RedisCluster:
             return "", None
         return str(reply[0]), list(reply[1:])
 
-    async def _hand_over(self, conn_id: int, owner: str, text: str) -> None:
-        """Move a stateless socket to ``owner``: its slot here is freed, the owner counts it."""
+    async def _hand_over(
+        self, conn_id: int, owner: str, text: str, facts: list[Any] | None
+    ) -> None:
+        """Move a stateless socket to ``owner``: its slot here is freed, the owner counts it.
+        The shared facts read with the owner lookup travel along, so the owner handles the
+        message without reading them again."""
         client = self.core.client_key(conn_id)
         if client is None:  # closed while the owner was looked up
             return
         self._deliver(self.core.close(conn_id, time.monotonic()))
         self._homes[conn_id] = owner
         origin = f"{self.instance}:{conn_id}"
-        await self._outbox.put((owner, f"O|{origin}|{client}"))
+        handed = f"|{dumps(facts)}" if facts else ""
+        await self._outbox.put((owner, f"O|{origin}|{client}{handed}"))
         await self._outbox.put((owner, f"R|{origin}|{text}"))
 
     # ------------------------------------------------------------------ handling a message here
@@ -501,16 +508,20 @@ class RedisCluster:
                 if int(socket) in self._homes:
                     self._deliver([Close(int(socket), int(code), reason)])
             elif op == "O":
-                origin, _, client = rest.partition("|")
+                origin, client, *facts = rest.split("|", 2)
                 conn_id = self._new_conn_id()
                 self._guests[origin] = conn_id
                 self._origins[conn_id] = tuple(origin.split(":", 1))  # type: ignore[assignment]
+                handed = _facts(facts[0]) if facts else None
+                if handed is not None:
+                    self._handed_facts[conn_id] = handed
                 self._deliver(self.core.open(conn_id, client, time.monotonic()))
             elif op == "R":
                 origin, _, text = rest.partition("|")
                 guest = self._guests.get(origin)
                 if guest is not None:
-                    self._deliver(await self._handle(guest, text, _parse(text)))
+                    facts_read = self._handed_facts.pop(guest, None)
+                    self._deliver(await self._handle(guest, text, _parse(text), facts_read))
             elif op == "C":
                 self._drop_guest(rest)
             elif op == "A":
@@ -525,6 +536,7 @@ class RedisCluster:
         conn_id = self._guests.pop(origin, None)
         if conn_id is not None:
             del self._origins[conn_id]
+            self._handed_facts.pop(conn_id, None)
             self._deliver(self.core.close(conn_id, time.monotonic()))
 
     # ------------------------------------------------------------------ publishing
@@ -656,6 +668,15 @@ def _unbundle(bundle: str) -> list[str]:
     except ValueError:
         log.warning("malformed cluster message", extra={"event": "cluster_envelope"})
     return envelopes
+
+
+def _facts(text: str) -> list[Any] | None:
+    """Facts that came with a hand-over (None, and they are read here, if malformed)."""
+    try:
+        value = loads(text)
+    except JsonWireError:
+        return None
+    return value if isinstance(value, list) and len(value) % 2 == 0 else None
 
 
 def _count(value: Any) -> int:
