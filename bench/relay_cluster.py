@@ -5,8 +5,9 @@ four ~200-character ``data`` frames each way, ``done``), except that the target 
 controller use different instances: with N instances the target of session i connects to
 instance i mod N and its controller to instance (i + 1) mod N, so with two or more instances
 every session crosses Redis (``--same-instance``: both peers of session i on instance i mod N,
-so sessions spread over the instances without crossing). The clients pick instances round robin themselves (no nginx in
-front), so the figures are the relays' and Redis's, not a proxy's.
+so sessions spread over the instances without crossing). The clients pick instances round
+robin themselves (no nginx in front), so the figures are the relays' and Redis's, not a
+proxy's.
 
 Rows: ``embedded`` is one instance without ``AMESH_REDIS_URL`` (state in memory, the
 baseline); ``redis xN`` are N instances with it. The relay CPU per session (from
