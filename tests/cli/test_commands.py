@@ -83,12 +83,12 @@ def test_relay_url_precedence_and_validation(
     dead = f"ws://127.0.0.1:{free_port()}/ws"
     live = {"AMESH_RELAY_URL": relay.url}
     # The global flag beats the environment: the dead relay is the one contacted.
-    global_flag = amesh(["--relay", dead, "invite", "123456"], device.home, env=live)
+    global_flag = amesh(["--relay", dead, "invite", "123456-1234-5678"], device.home, env=live)
     assert MESSAGES["relay_unreachable"] in unwrapped(global_flag.stderr)
     # The command's flag beats the global one.
-    both = amesh(["--relay", dead, "invite", "123456", "--relay", relay.url], device.home)
+    both = amesh(["--relay", dead, "invite", "123456-1234-5678", "--relay", relay.url], device.home)
     assert MESSAGES["code_not_found"] in unwrapped(both.stderr)
-    bad = amesh(["invite", "123456", "--relay", "https://relay.example"], device.home)
+    bad = amesh(["invite", "123456-1234-5678", "--relay", "https://relay.example"], device.home)
     assert bad.returncode == 2
     assert "not a WebSocket URL" in bad.stderr
 

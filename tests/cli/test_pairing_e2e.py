@@ -1,4 +1,5 @@
-"""``amesh listen`` + ``amesh invite`` end to end: two homes, a real relay process, real ptys.
+"""``amesh listen --v2`` / ``--legacy`` + ``amesh invite`` end to end: two homes, a real
+relay process, real ptys (pairing v3, the default, is in ``test_pairing_v3_e2e.py``).
 
 Both commands run as separate processes driven through pseudo-terminals (pexpect); the
 operator's typing is the SAS sent to the target's prompt. Every wait is a pexpect expectation
@@ -18,6 +19,7 @@ import pexpect
 import pytest
 
 from authmesh.pairing.errors import MESSAGES
+from authmesh.pairing.interactive import SAS_ATTEMPTS
 from tests.cli.conftest import AmeshRunner, Device, fails_with, unwrapped
 from tests.conftest import RelayFactory
 from tests.relayproc import RelayProcess, free_port
@@ -39,10 +41,15 @@ def start_pairing(
     children: list[pexpect.spawn],
     *flags: str,
     target_asks: str = SAS_PROMPT,
-    invite_flags: tuple[str, ...] = (),
+    invite_flags: tuple[str, ...] = ("--no-confirm",),
 ) -> tuple[pexpect.spawn, pexpect.spawn, str]:
-    """Run listen and invite up to the SAS being shown and the target asking ``target_asks``;
-    returns both children and the SAS. With ``--legacy`` both must print the warning first."""
+    """Run listen and invite (``--v2`` unless ``--legacy`` is given) up to the SAS being shown
+    and the target asking ``target_asks``; returns both children and the SAS. With
+    ``--legacy`` both must print the warning first (and ``invite_flags`` are not used)."""
+    if "--legacy" in flags:
+        invite_flags = ()
+    else:
+        flags = ("--v2", *flags)
     listener = target.spawn("listen", *flags, relay=relay)
     children.append(listener)
     if "--legacy" in flags:
@@ -92,19 +99,18 @@ def test_v2_pairing_happy_path(
 
 
 @pytest.mark.parametrize("answer", ["y", "n"])
-def test_invite_confirm_asks_the_operator_before_saving(
+def test_v2_invite_asks_the_operator_before_saving_by_default(
     amesh: AmeshRunner,
     pair: tuple[Device, Device],
     relay: RelayProcess,
     children: list,
     answer: str,
 ) -> None:
-    """`--confirm` closes the gap of a relay forging the target's acceptance (docs/pairing.md):
-    the controller saves the target only when its operator saw the target say it paired."""
+    """Issue 10 item 7: `--confirm` is v2's default, closing the gap of a relay forging the
+    target's acceptance (docs/pairing.md): the controller saves the target only when its
+    operator saw the target say it paired."""
     target, controller = pair
-    listener, inviter, sas = start_pairing(
-        target, controller, relay, children, invite_flags=("--confirm",)
-    )
+    listener, inviter, sas = start_pairing(target, controller, relay, children, invite_flags=())
     listener.sendline(sas)
     listener.expect("is now a trusted controller of this device")
     inviter.expect("is now a trusted controller\\? \\(y/N\\)")
@@ -119,17 +125,18 @@ def test_invite_confirm_asks_the_operator_before_saving(
     assert finish(listener) == 0
 
 
-def test_invite_confirm_is_refused_with_legacy(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess
+@pytest.mark.parametrize(
+    "flags", [("--legacy", "--confirm"), ("--confirm",), ("--no-confirm",), ("--v2", "--legacy")]
+)
+def test_confirm_flags_apply_to_v2_only(
+    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, flags: tuple[str, ...]
 ) -> None:
     _, controller = pair
-    result = amesh(
-        ["invite", "123456", "--legacy", "--confirm"],
-        controller.home,
-        env={"AMESH_RELAY_URL": relay.url},
-    )
+    code = "123456" if "--legacy" in flags else "123456-1234-5678"
+    result = amesh(["invite", code, *flags], controller.home, env={"AMESH_RELAY_URL": relay.url})
     assert result.returncode == 2
-    assert "--confirm needs pairing v2" in unwrapped(result.stderr)
+    expected = "--v2 and --legacy" if "--v2" in flags else "apply to --v2 only"
+    assert expected in unwrapped(result.stderr)
 
 
 def test_repairing_the_same_peer_updates_instead_of_crashing(
@@ -152,6 +159,10 @@ def test_wrong_sas_writes_nothing_on_either_side(
     target, controller = pair
     listener, inviter, sas = start_pairing(target, controller, relay, children)
     wrong = f"{(int(sas) + 1) % 1_000_000:06d}"
+    for left in range(SAS_ATTEMPTS - 1, 0, -1):
+        listener.sendline(wrong)
+        listener.expect(f"type it again \\({left} attempts? left\\)")
+        listener.expect(SAS_PROMPT)
     listener.sendline(wrong)
     fails_with(listener, MESSAGES["sas_mismatch"])
     # v2's explicit confirmation: the controller learns the target refused (pairing.md W7).
@@ -160,15 +171,33 @@ def test_wrong_sas_writes_nothing_on_either_side(
     assert controller.entries() == []
 
 
+def test_a_typo_in_the_sas_can_be_retyped(
+    pair: tuple[Device, Device], relay: RelayProcess, children: list
+) -> None:
+    """Issue 13: the SAS is fixed once committed, so a typo costs an attempt, not the pairing."""
+    target, controller = pair
+    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener.sendline(f"{(int(sas) + 1) % 1_000_000:06d}")
+    listener.expect(f"type it again \\({SAS_ATTEMPTS - 1} attempts left\\)")
+    listener.expect(SAS_PROMPT)
+    listener.sendline(sas)
+    listener.expect("is now a trusted controller of this device")
+    inviter.expect("added to the allow list as a target")
+    assert finish(listener) == 0 and finish(inviter) == 0
+    assert [d["deviceId"] for d in target.entries()] == [controller.device_id]
+    assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
+
+
 def test_wrong_code_is_one_clear_sentence(
     amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess
 ) -> None:
     _, controller = pair
-    result = amesh(["invite", "123456"], controller.home, env={"AMESH_RELAY_URL": relay.url})
+    env = {"AMESH_RELAY_URL": relay.url}
+    result = amesh(["invite", "--v2", "123456"], controller.home, env=env)
     assert result.returncode == 2
     assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
     assert "Traceback" not in result.stderr
-    malformed = amesh(["invite", "12345"], controller.home, env={"AMESH_RELAY_URL": relay.url})
+    malformed = amesh(["invite", "--v2", "12345"], controller.home, env=env)
     assert malformed.returncode == 2
     assert MESSAGES["invalid_code"] in unwrapped(malformed.stderr)
 
@@ -176,7 +205,7 @@ def test_wrong_code_is_one_clear_sentence(
 def test_relay_unreachable(amesh: AmeshRunner, pair: tuple[Device, Device]) -> None:
     _, controller = pair
     url = f"ws://127.0.0.1:{free_port()}/ws"
-    result = amesh(["invite", "123456"], controller.home, env={"AMESH_RELAY_URL": url})
+    result = amesh(["invite", "123456-1234-5678"], controller.home, env={"AMESH_RELAY_URL": url})
     assert result.returncode == 2
     assert MESSAGES["relay_unreachable"] in unwrapped(result.stderr)
     assert result.stderr.count("Error:") == 1
@@ -191,12 +220,14 @@ def test_expired_code(
     target, controller = pair
     # Protocol-2 sessions live for AMESH_SAS_PAIRING_TTL, v1 ones for AMESH_PAIRING_TTL.
     short_lived = relay_factory({"AMESH_PAIRING_TTL": "2", "AMESH_SAS_PAIRING_TTL": "2"})
-    listener = target.spawn("listen", relay=short_lived)
+    listener = target.spawn("listen", "--v2", relay=short_lived)
     children.append(listener)
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
     fails_with(listener, "The pairing code expired before a controller joined")
-    result = amesh(["invite", code], controller.home, env={"AMESH_RELAY_URL": short_lived.url})
+    result = amesh(
+        ["invite", "--v2", code], controller.home, env={"AMESH_RELAY_URL": short_lived.url}
+    )
     assert result.returncode == 2
     assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
     assert target.entries() == []
@@ -285,10 +316,11 @@ def test_tampered_allow_list_on_the_target_stops_pairing(
     sealed = target.home / "allow_list.json"
     sealed.write_text(sealed.read_text().replace('"Laptop"', '"Laptop (evil)"'))
 
-    listener = target.spawn("listen", relay=relay)
+    listener = target.spawn("listen", "--v2", relay=relay)
     children.append(listener)
     listener.expect(PAIRING_CODE)
-    inviter = controller.spawn("invite", listener.match.group(1).decode(), relay=relay)
+    code = listener.match.group(1).decode()
+    inviter = controller.spawn("invite", "--v2", "--no-confirm", code, relay=relay)
     children.append(inviter)
     fails_with(listener, "CRITICAL: Allow list integrity check failed — possible tampering.")
     fails_with(inviter, MESSAGES["peer_disconnected"])
@@ -304,7 +336,10 @@ def test_legacy_wrong_sas_leaves_the_controller_entry_with_a_revoke_hint(
     listener, inviter, sas = start_pairing(target, controller, relay, children, "--legacy")
     inviter.expect(f"amesh revoke {target.device_id}")
     assert finish(inviter) == 0
-    listener.sendline(f"{(int(sas) + 1) % 1_000_000:06d}")
+    for attempt in range(SAS_ATTEMPTS):
+        if attempt:
+            listener.expect(SAS_PROMPT)
+        listener.sendline(f"{(int(sas) + 1) % 1_000_000:06d}")
     fails_with(listener, MESSAGES["sas_mismatch"])
     assert target.entries() == []
     assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
@@ -313,16 +348,24 @@ def test_legacy_wrong_sas_leaves_the_controller_entry_with_a_revoke_hint(
 def test_no_silent_downgrade_between_legacy_and_v2(
     pair: tuple[Device, Device], relay: RelayProcess, children: list
 ) -> None:
-    """A v2 controller meeting a --legacy target stops with a sentence naming the flag; the
-    target's session survives (the relay refuses the mismatched connect without harm)."""
+    """A v2 controller meeting a --legacy target stops with a sentence that says what legacy
+    pairing costs (issue 10 item 8: never just "rerun with --legacy"), and so does the target
+    (the relay tells both sides); a legacy invite then pairs."""
     target, controller = pair
     listener = target.spawn("listen", "--legacy", relay=relay)
     children.append(listener)
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
-    inviter = controller.spawn("invite", code, relay=relay)
+    inviter = controller.spawn("invite", "--v2", code, relay=relay)
     children.append(inviter)
-    fails_with(inviter, MESSAGES["peer_is_legacy"])
+    fails_with(inviter, MESSAGES["peer_not_v2"])
+    assert "hostile relay" in MESSAGES["peer_not_v2"]
+    assert "a relay you run yourself" in MESSAGES["peer_not_v2"]
+    fails_with(listener, MESSAGES["peer_requires_v2"])
+    listener = target.spawn("listen", "--legacy", relay=relay)
+    children.append(listener)
+    listener.expect(PAIRING_CODE)
+    code = listener.match.group(1).decode()
     legacy_inviter = controller.spawn("invite", code, "--legacy", relay=relay)
     children.append(legacy_inviter)
     legacy_inviter.expect(SAS_LINE)

@@ -45,8 +45,13 @@ __all__ = [
 ]
 
 # A dead instance is declared dead after 1 s. Every test client comes from 127.0.0.1, so the
-# per-address connection cap (per instance) must not be what a test runs into.
-CLUSTER_ENV = {"AMESH_INSTANCE_TTL": "1", "AMESH_MAX_CONNECTIONS_PER_IP": "100000"}
+# per-address connection cap (per instance) and the codes one address may open must not be
+# what a test runs into.
+CLUSTER_ENV = {
+    "AMESH_INSTANCE_TTL": "1",
+    "AMESH_MAX_CONNECTIONS_PER_IP": "100000",
+    "AMESH_LISTEN_LIMIT": "100000",
+}
 # Behind nginx the relay trusts two hops: nginx (which appends its peer, 127.0.0.1) and the
 # test client, which names a per-scenario client address in X-Forwarded-For the way an outer
 # load balancer would. Without the second hop every scenario would share 127.0.0.1's

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -213,3 +214,40 @@ async def test_protocol_2_shell_session_spans_three_instances(
     replay = await connect(b)
     await replay.send({"type": "agent_session", "session": announce["session"]})
     assert await replay.recv_json() == {"type": "error", "code": "no_pending_session"}
+
+
+async def test_prefix_and_listen_limits_count_over_every_instance(
+    cluster_factory: ClusterFactory,
+) -> None:
+    """H1, H2: per-prefix failure counts and per-address listen counts are shared like the
+    per-address failure counts, so spreading an attack over instances gains nothing."""
+    limits = {
+        "AMESH_TRUST_PROXY": "1",
+        "AMESH_PAIRING_FAILURE_LIMIT": "2",
+        "AMESH_PREFIX_LIMIT_FACTOR": "2",  # 4 failures per /24
+        "AMESH_LISTEN_LIMIT": "3",
+    }
+    cluster = cluster_factory(3, limits)
+
+    async def request(instance: int, ip: str, message: dict[str, str]) -> Any:
+        client = await open_client(cluster[instance], {"X-Forwarded-For": ip})
+        try:
+            return await client.request(message)
+        finally:
+            await client.close()
+
+    # Four addresses of one /24 fail once each, on different instances...
+    for host in range(4):
+        failed = await request(host % 3, f"10.50.0.{host}", guessed_code(host))
+        assert failed == {"type": "error", "code": "otc_not_found"}
+    # ...so a fifth address of that /24 is refused everywhere, another network is not.
+    for instance in range(3):
+        assert await request(instance, "10.50.0.99", guessed_code(9)) == ERROR_RATE_LIMITED
+    other = await request(0, "10.51.0.1", guessed_code(9))
+    assert other == {"type": "error", "code": "otc_not_found"}
+    # One address opens three codes over three instances; the fourth is refused.
+    for instance in range(3):
+        listen = {"type": "listen", "otc": f"{910_000 + instance:06d}"}
+        assert await request(instance, "10.52.0.1", listen) == ACK
+    listen = {"type": "listen", "otc": "910009"}
+    assert await request(1, "10.52.0.1", listen) == ERROR_RATE_LIMITED

@@ -20,76 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from authmesh.core.b64 import b64decode
 from authmesh.core.keys import PrivateKey
 from authmesh.core.sas import compute_sas
 from authmesh.core.tunnel import open_b64, session_key
-from authmesh.pairing import PairingError, PairingResult, PeerIdentity, invite, listen
+from authmesh.pairing import (
+    InviteOptions,
+    ListenOptions,
+    PairingError,
+    PairingResult,
+    PeerIdentity,
+    invite,
+    listen,
+)
 from authmesh.pairing.v1 import V1Controller, V1Target
 from authmesh.pairing.v2 import V2Controller, V2Target
+from tests.pairing.relays import STEP, Attack, hostile_relay, receive, send
 from tests.vectorfiles import section
 
-STEP = 15.0
 V2_GRIND_CANDIDATES = 500
-Attack = Callable[[ServerConnection, ServerConnection, str], Awaitable[None]]
 
 
 def _key(hex_scalar: str) -> PrivateKey:
     return PrivateKey.from_scalar(bytes.fromhex(hex_scalar))
-
-
-async def _receive(socket: ServerConnection) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), STEP))
-    return message
-
-
-async def _send(socket: ServerConnection, message: dict[str, Any]) -> None:
-    await socket.send(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
-
-
-@asynccontextmanager
-async def hostile_relay(attack: Attack, *, protocol: int | None) -> AsyncIterator[str]:
-    """Serve /ws; once both peers joined, hand their sockets to ``attack``."""
-    target: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
-    controller: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
-    finished = asyncio.Event()
-    code: list[str] = []
-
-    async def handler(socket: ServerConnection) -> None:
-        first = await _receive(socket)
-        code.append(first["otc"])
-        if first["type"] == "listen":
-            await _send(socket, {"type": "ack", "message": "session_open"})
-            target.set_result(socket)
-        else:
-            controller.set_result(socket)
-        await finished.wait()
-
-    async def run() -> None:
-        try:
-            target_socket, controller_socket = await target, await controller
-            found: dict[str, Any] = {"type": "peer_found"}
-            if protocol is not None:
-                found["protocol"] = protocol
-            await _send(target_socket, found)
-            await _send(controller_socket, found)
-            await attack(target_socket, controller_socket, code[0])
-        finally:
-            finished.set()
-
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        runner = asyncio.create_task(run())
-        yield f"ws://127.0.0.1:{port}/ws"
-        finished.set()
-        runner.cancel()
 
 
 class Screens:
@@ -119,18 +77,20 @@ async def _pair(
     **options: Any,
 ) -> tuple[object, object, Screens]:
     screens = screens or Screens()
-    legacy = options.pop("legacy", False)
+    protocol = 1 if options.pop("legacy", False) else 2
     target_eph = options.pop("target_eph", None)
     controller_eph = options.pop("controller_eph", None)
     listening = asyncio.create_task(
         listen(
             target_key,
             "prod-api-us-east-1",
-            relay_url=url,
-            ask_sas=screens.ask_sas,
-            on_code=screens.on_code,
-            legacy=legacy,
-            ephemeral_key=target_eph,
+            ListenOptions(
+                relay_url=url,
+                protocol=protocol,
+                ask_sas=screens.ask_sas,
+                on_code=screens.on_code,
+                ephemeral_key=target_eph,
+            ),
         )
     )
     listening.add_done_callback(
@@ -141,11 +101,13 @@ async def _pair(
         code,
         controller_key,
         "MacBook Pro — dev",
-        relay_url=url,
-        show_sas=screens.show_sas,
-        legacy=legacy,
-        ephemeral_key=controller_eph,
-        **options,
+        InviteOptions(
+            relay_url=url,
+            protocol=protocol,
+            show_sas=screens.show_sas,
+            ephemeral_key=controller_eph,
+            **options,
+        ),
     )
     target_result, controller_result = await asyncio.wait_for(
         asyncio.gather(listening, inviting, return_exceptions=True), 3 * STEP
@@ -173,16 +135,16 @@ async def test_v1_recorded_grind_fools_both_screens() -> None:
             "MacBook Pro — dev",
             ephemeral=relay_keys["mitm_ephemeral_to_target"],
         )
-        for frame in toward_target.on_target_ephemeral(await _receive(target)):
-            await _send(target, frame)
-        toward_target.on_target_identity(await _receive(target))
+        for frame in toward_target.on_target_ephemeral(await receive(target)):
+            await send(target, frame)
+        toward_target.on_target_identity(await receive(target))
         target_sas = toward_target.sas
         # Controller leg: pose as the target, then grind the fake target key.
         ephemeral = relay_keys["mitm_ephemeral_to_controller"]
-        await _send(controller, {"type": "data", "payload": ephemeral.public_key_b64})
+        await send(controller, {"type": "data", "payload": ephemeral.public_key_b64})
         controller_ephemeral, controller_identity = (
-            await _receive(controller),
-            await _receive(controller),
+            await receive(controller),
+            await receive(controller),
         )
         shared = ephemeral.exchange(b64decode(controller_ephemeral["payload"]))
         identity = json.loads(open_b64(session_key(shared), controller_identity["payload"]))
@@ -194,8 +156,8 @@ async def test_v1_recorded_grind_fools_both_screens() -> None:
         toward_controller = V1Target(candidate, "prod-api-us-east-1", ephemeral=ephemeral)
         toward_controller.on_controller_ephemeral(controller_ephemeral)
         _, frames = toward_controller.on_controller_identity(controller_identity)
-        await _send(controller, frames[0])
-        await _receive(controller)  # the controller's done
+        await send(controller, frames[0])
+        await receive(controller)  # the controller's done
 
     async with hostile_relay(attack, protocol=None) as url:
         target_result, controller_result, _ = await _pair(
@@ -225,16 +187,17 @@ def _v2_attack(outcomes: dict[str, object], *, lie_to_controller: bool) -> Attac
             V2Controller(fake_controller, "MacBook Pro — dev", code)
             for _ in range(V2_GRIND_CANDIDATES)
         ]
-        await _send(target, candidates[0].commit_frame())
+        commits = [candidate.commit_frame() for candidate in candidates]
+        await send(target, commits[0])
         # Controller leg: the relay must send its key before the controller reveals E_C.
         toward_controller = V2Target(fake_target, "prod-api-us-east-1", code)
-        await _send(controller, toward_controller.on_commit(await _receive(controller)))
-        toward_controller.on_reveal(await _receive(controller))
-        _, identity = toward_controller.on_controller_identity(await _receive(controller))
-        await _send(controller, identity)
+        await send(controller, toward_controller.on_commit(await receive(controller)))
+        toward_controller.on_reveal(await receive(controller))
+        _, identity = toward_controller.on_controller_identity(await receive(controller))
+        await send(controller, identity)
         controller_sas = toward_controller.sas
         # Grind: which candidate would give the target the controller's code?
-        target_key_frame = await _receive(target)
+        target_key_frame = await receive(target)
         replies = {index: c.on_target_key(target_key_frame) for index, c in enumerate(candidates)}
         matching = [i for i, c in enumerate(candidates) if c.sas == controller_sas]
         chosen = matching[0] if matching else 0
@@ -242,15 +205,15 @@ def _v2_attack(outcomes: dict[str, object], *, lie_to_controller: bool) -> Attac
         outcomes["relay_target_sas"] = candidates[chosen].sas
         outcomes["controller_sas"] = controller_sas
         for frame in replies[chosen]:
-            await _send(target, frame)
+            await send(target, frame)
         try:
-            candidates[chosen].on_target_identity(await _receive(target))
-            outcomes["target_verdict"] = candidates[chosen].on_confirm(await _receive(target))
+            candidates[chosen].on_target_identity(await receive(target))
+            outcomes["target_verdict"] = candidates[chosen].on_confirm(await receive(target))
         except Exception as error:  # the target hung up (commitment mismatch)
             outcomes["target_leg_error"] = error
         if lie_to_controller:
-            await _send(controller, toward_controller.confirm_frame(True))
-            toward_controller.on_receipt(await _receive(controller))
+            await send(controller, toward_controller.confirm_frame(True))
+            toward_controller.on_receipt(await receive(controller))
 
     return attack
 

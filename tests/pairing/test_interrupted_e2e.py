@@ -10,10 +10,18 @@ import textwrap
 import pytest
 
 from authmesh.core.keys import PrivateKey
-from authmesh.pairing import PairingError, PeerIdentity, invite, listen
+from authmesh.pairing import (
+    InviteOptions,
+    ListenOptions,
+    PairingError,
+    PeerIdentity,
+    invite,
+    listen,
+)
 from tests.relayproc import RelayProcess
 
 STEP = 15.0
+PROTOCOLS = {"legacy": 1, "v2": 2, "v3": 3}
 
 # A peer in its own process, so the test can SIGKILL it. It prints the pairing code (target)
 # or the SAS (controller) and then keeps going.
@@ -21,19 +29,21 @@ PEER_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from authmesh.core.keys import PrivateKey
-    from authmesh.pairing import invite, listen
+    from authmesh.pairing import InviteOptions, ListenOptions, invite, listen
 
-    role, url, legacy = sys.argv[1], sys.argv[2], sys.argv[3] == "legacy"
+    role, url, protocol = sys.argv[1], sys.argv[2], {"legacy": 1, "v2": 2, "v3": 3}[sys.argv[3]]
 
     async def main():
         key = PrivateKey.generate()
         if role == "target":
-            await listen(key, "doomed-target", relay_url=url, legacy=legacy,
-                         on_code=lambda code, _: print(code, flush=True),
-                         ask_sas=lambda peer: asyncio.sleep(3600))
+            await listen(key, "doomed-target", ListenOptions(
+                relay_url=url, protocol=protocol,
+                on_code=lambda code, _: print(code, flush=True),
+                ask_sas=lambda peer: asyncio.sleep(3600)))
         else:
-            await invite(sys.argv[4], key, "doomed-controller", relay_url=url, legacy=legacy,
-                         show_sas=lambda sas, peer: print(sas, flush=True))
+            await invite(sys.argv[4], key, "doomed-controller", InviteOptions(
+                relay_url=url, protocol=protocol,
+                show_sas=lambda sas, peer: print(sas, flush=True)))
 
     asyncio.run(main())
     """
@@ -56,7 +66,7 @@ def _kill(process: asyncio.subprocess.Process) -> None:
         process.send_signal(signal.SIGKILL)
 
 
-@pytest.mark.parametrize("mode", ["v2", "legacy"])
+@pytest.mark.parametrize("mode", ["v3", "v2", "legacy"])
 async def test_target_killed_after_peer_found(relay: RelayProcess, mode: str) -> None:
     target = await _spawn("target", relay.url, mode)
     try:
@@ -67,14 +77,18 @@ async def test_target_killed_after_peer_found(relay: RelayProcess, mode: str) ->
                     code,
                     PrivateKey.generate(),
                     "survivor",
-                    relay_url=relay.url,
-                    legacy=mode == "legacy",
-                    on_peer_found=lambda: _kill(target),
-                    show_sas=lambda sas, peer: None,
+                    InviteOptions(
+                        relay_url=relay.url,
+                        protocol=PROTOCOLS[mode],
+                        on_peer_found=lambda: _kill(target),
+                        show_sas=lambda sas, peer: None,
+                    ),
                 ),
                 STEP,
             )
-        assert raised.value.code == "peer_disconnected"
+        # v3: a peer gone before its PAKE message may be one that does not speak v3.
+        expected = "peer_left_before_v3" if mode == "v3" else "peer_disconnected"
+        assert raised.value.code == expected
     finally:
         _kill(target)
         await target.wait()
@@ -98,9 +112,9 @@ async def test_controller_killed_while_the_code_is_typed(relay: RelayProcess) ->
                 listen(
                     PrivateKey.generate(),
                     "survivor",
-                    relay_url=relay.url,
-                    on_code=on_code,
-                    ask_sas=operator,
+                    ListenOptions(
+                        relay_url=relay.url, protocol=2, on_code=on_code, ask_sas=operator
+                    ),
                 ),
                 2 * STEP,
             )
@@ -124,10 +138,12 @@ async def test_relay_killed_mid_handshake(relay: RelayProcess, legacy: bool) -> 
         listen(
             PrivateKey.generate(),
             "target",
-            relay_url=relay.url,
-            legacy=legacy,
-            on_code=lambda code, _: code_ready.set_result(code),
-            ask_sas=lambda peer: asyncio.wait_for(shown, STEP),
+            ListenOptions(
+                relay_url=relay.url,
+                protocol=1 if legacy else 2,
+                on_code=lambda code, _: code_ready.set_result(code),
+                ask_sas=lambda peer: asyncio.wait_for(shown, STEP),
+            ),
         )
     )
     code = await asyncio.wait_for(code_ready, STEP)
@@ -136,10 +152,12 @@ async def test_relay_killed_mid_handshake(relay: RelayProcess, legacy: bool) -> 
             code,
             PrivateKey.generate(),
             "controller",
-            relay_url=relay.url,
-            legacy=legacy,
-            show_sas=kill_relay_after_sas if not legacy else lambda sas, peer: None,
-            on_peer_found=relay.kill if legacy else None,
+            InviteOptions(
+                relay_url=relay.url,
+                protocol=1 if legacy else 2,
+                show_sas=kill_relay_after_sas if not legacy else lambda sas, peer: None,
+                on_peer_found=relay.kill if legacy else None,
+            ),
         )
     )
     target_result, controller_result = await asyncio.wait_for(

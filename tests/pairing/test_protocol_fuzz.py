@@ -59,28 +59,37 @@ def _mutate(frame: dict[str, Any], position: int, replacement: str) -> dict[str,
     return {"type": "data", "payload": payload[:index] + replacement + payload[index + 1 :]}
 
 
+def _steps_in_turn() -> list[Callable[[dict[str, Any]], object]]:
+    """Each receiving step of both objects, on a fresh pair advanced to just before it."""
+    steps: list[Callable[[dict[str, Any]], object]] = []
+    controller, target = _fresh()
+    steps.append(target.on_commit)
+    controller.commit_frame()
+    steps.append(controller.on_target_key)
+    controller, target = _fresh()
+    reveal, identity = controller.on_target_key(target.on_commit(controller.commit_frame()))
+    steps.append(target.on_reveal)
+    controller, target = _fresh()
+    reveal, identity = controller.on_target_key(target.on_commit(controller.commit_frame()))
+    target.on_reveal(reveal)
+    steps.append(target.on_controller_identity)
+    _, target_identity = target.on_controller_identity(identity)
+    steps.append(controller.on_target_identity)
+    controller, target = _fresh()
+    reveal, identity = controller.on_target_key(target.on_commit(controller.commit_frame()))
+    target.on_reveal(reveal)
+    _, target_identity = target.on_controller_identity(identity)
+    controller.on_target_identity(target_identity)
+    steps.append(controller.on_confirm)
+    controller.on_confirm(target.confirm_frame(True))
+    steps.append(target.on_receipt)
+    return steps
+
+
 @settings(max_examples=150, deadline=None)
 @given(frames)
 def test_garbage_at_every_step_is_a_pairing_error(frame: dict[str, Any]) -> None:
-    fresh_controller, fresh_target = _fresh()
-    controller, target = _fresh()
-    reveal, _ = controller.on_target_key(target.on_commit(controller.commit_frame()))
-    steps: list[Callable[[dict[str, Any]], object]] = [
-        fresh_target.on_commit,
-        fresh_controller.on_target_key,
-        target.on_reveal,
-    ]
-    for step in steps:
-        with contextlib.suppress(PairingError):
-            step(frame)
-    target.on_reveal(reveal)
-    later: list[Callable[[dict[str, Any]], object]] = [
-        target.on_controller_identity,
-        controller.on_target_identity,
-        controller.on_confirm,
-        target.on_receipt,
-    ]
-    for step in later:
+    for step in _steps_in_turn():
         with contextlib.suppress(PairingError):
             step(frame)
 

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 
 from authmesh.core.b64 import b64encode
 from authmesh.core.keys import PrivateKey
-from authmesh.pairing import PairingError, PeerIdentity
+from authmesh.pairing import PeerIdentity
 from authmesh.pairing.v2 import (
     MAX_CLOCK_SKEW_SECONDS,
     V2Controller,
     V2Target,
     identity_statement,
 )
+from tests.pairing.frames import body, raises, with_body
 
 NOW = 1_775_476_800.0
 CODE = "482916"
-Frame = dict[str, Any]
 
 
 def _pair(
@@ -41,21 +38,6 @@ def _exchange(controller: V2Controller, target: V2Target) -> tuple[PeerIdentity,
     return seen_by_target, controller.on_target_identity(target_identity)
 
 
-def _body(frame: Frame) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(frame["payload"])
-    return body
-
-
-def _with_body(frame: Frame, **changes: Any) -> Frame:
-    return {"type": "data", "payload": json.dumps({**_body(frame), **changes})}
-
-
-def _raises(code: str, call: Any, *args: Any) -> None:
-    with pytest.raises(PairingError) as raised:
-        call(*args)
-    assert raised.value.code == code
-
-
 def test_happy_exchange_and_verdict() -> None:
     controller, target, controller_key, target_key = _pair()
     seen_by_target, seen_by_controller = _exchange(controller, target)
@@ -72,14 +54,21 @@ def test_rejection_is_reported() -> None:
     assert controller.on_confirm(target.confirm_frame(False)) is False
 
 
-def test_reveal_must_match_commitment() -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ephemeralKey": PrivateKey.generate().public_key_b64},
+        {"nonce": b64encode(bytes(32))},
+    ],
+)
+def test_reveal_must_match_commitment(change: dict[str, str]) -> None:
     """W1: a relay cannot swap its ephemeral key after seeing the target's."""
     controller, target, _, _ = _pair()
-    reveal, _ = controller.on_target_key(target.on_commit(controller.commit_frame()))
-    swapped = _with_body(reveal, ephemeralKey=PrivateKey.generate().public_key_b64)
-    _raises("commitment_mismatch", target.on_reveal, swapped)
-    other_nonce = _with_body(reveal, nonce=b64encode(bytes(32)))
-    _raises("commitment_mismatch", target.on_reveal, other_nonce)
+    reveal, identity = controller.on_target_key(target.on_commit(controller.commit_frame()))
+    raises("commitment_mismatch", target.on_reveal, with_body(reveal, **change))
+    # The object is finished after a failure: not even the genuine frames are taken now.
+    raises("protocol_violation", target.on_reveal, reveal)
+    raises("protocol_violation", target.on_controller_identity, identity)
 
 
 def test_reflected_messages_are_refused() -> None:
@@ -87,12 +76,12 @@ def test_reflected_messages_are_refused() -> None:
     controller, target, _, _ = _pair()
     key_frame = target.on_commit(controller.commit_frame())
     reveal, controller_identity = controller.on_target_key(key_frame)
-    _raises("decrypt_failed", controller.on_target_identity, controller_identity)
+    raises("decrypt_failed", controller.on_target_identity, controller_identity)
     # The target's own ephemeral key reflected as the controller's.
-    _raises(
+    raises(
         "own_key",
         target.on_reveal,
-        _with_body(reveal, ephemeralKey=_body(key_frame)["ephemeralKey"]),
+        with_body(reveal, ephemeralKey=body(key_frame)["ephemeralKey"]),
     )
 
 
@@ -103,7 +92,7 @@ def test_replayed_identity_is_refused() -> None:
     )
     target.on_reveal(reveal)
     target.on_controller_identity(controller_identity)
-    _raises("protocol_violation", target.on_controller_identity, controller_identity)
+    raises("protocol_violation", target.on_controller_identity, controller_identity)
 
 
 def test_tampered_box_is_refused() -> None:
@@ -112,12 +101,12 @@ def test_tampered_box_is_refused() -> None:
         target.on_commit(controller.commit_frame())
     )
     target.on_reveal(reveal)
-    box = _body(controller_identity)["box"]
+    box = body(controller_identity)["box"]
     tampered = box[:-4] + ("AAAA" if box[-4:] != "AAAA" else "BBBB")
-    _raises(
+    raises(
         "decrypt_failed",
         target.on_controller_identity,
-        _with_body(controller_identity, box=tampered),
+        with_body(controller_identity, box=tampered),
     )
 
 
@@ -128,7 +117,7 @@ def test_clock_skew_is_refused(skew: float) -> None:
         target.on_commit(controller.commit_frame())
     )
     target.on_reveal(reveal)
-    _raises("clock_skew", target.on_controller_identity, controller_identity)
+    raises("clock_skew", target.on_controller_identity, controller_identity)
 
 
 def test_small_clock_skew_is_fine() -> None:
@@ -142,16 +131,31 @@ def test_pairing_with_own_key_is_refused() -> None:
         target.on_commit(controller.commit_frame())
     )
     target.on_reveal(reveal)
-    _raises("own_key", target.on_controller_identity, controller_identity)
+    raises("own_key", target.on_controller_identity, controller_identity)
 
 
 def test_out_of_order_messages_are_refused() -> None:
     controller, target, _, _ = _pair()
     commit = controller.commit_frame()
-    _raises("protocol_violation", target.on_reveal, commit)
-    _raises("protocol_violation", controller.on_target_key, commit)
-    _raises("protocol_violation", target.on_commit, {"type": "data", "payload": "[]"})
-    _raises("peer_disconnected", target.on_commit, {"type": "error", "code": "peer_disconnected"})
+    raises("protocol_violation", target.on_reveal, commit)
+    raises("protocol_violation", controller.on_target_key, commit)
+    _, target, _, _ = _pair()
+    raises("protocol_violation", target.on_commit, {"type": "data", "payload": "[]"})
+    _, target, _, _ = _pair()
+    raises("peer_disconnected", target.on_commit, {"type": "error", "code": "peer_disconnected"})
+
+
+def test_each_object_refuses_steps_out_of_turn() -> None:
+    """Issue 14: the order is the objects' own rule, not only the driver's."""
+    controller, target, _, _ = _pair()
+    raises("protocol_violation", controller.receipt_frame)
+    raises("protocol_violation", target.confirm_frame, True)
+    controller, target, _, _ = _pair()
+    _exchange(controller, target)
+    rejected = target.confirm_frame(False)
+    raises("protocol_violation", target.confirm_frame, True)  # the verdict is sent once
+    assert controller.on_confirm(rejected) is False
+    raises("protocol_violation", controller.commit_frame)  # a second commitment
 
 
 def test_identity_statement_is_delimited_and_role_bound() -> None:
@@ -174,4 +178,4 @@ def test_different_codes_give_unrelated_transcripts() -> None:
     reveal, identity = controller.on_target_key(target.on_commit(controller.commit_frame()))
     target.on_reveal(reveal)
     assert target.transcript != controller.transcript
-    _raises("decrypt_failed", target.on_controller_identity, identity)
+    raises("decrypt_failed", target.on_controller_identity, identity)

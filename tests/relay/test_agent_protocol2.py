@@ -2,7 +2,7 @@
 
 Spec shell.md S1 (relay-chosen strings signed without a domain prefix) and S3 (one socket
 carrying every session of an agent). Legacy agents keep the reference behaviour, tested in
-test_shell_relay.py and test_weaknesses.py; docs/protocol.md describes the protocol-2 messages.
+test_shell_relay.py and test_core_rules.py; docs/protocol.md describes the protocol-2 messages.
 """
 
 from __future__ import annotations

@@ -70,7 +70,11 @@ def test_core_journals_what_other_instances_must_learn() -> None:
     assert _send(core, 1, type="connect", otc="123456") == [
         {"type": "error", "code": "otc_not_found"}
     ]
-    assert core.journal == [("fail", "pairing", "10.0.0.1"), ("fail", "global", "")]
+    assert core.journal == [
+        ("fail", "pairing", "10.0.0.1"),
+        ("fail", "pairing_prefix", "10.0.0.0/24"),
+        ("fail", "global", ""),
+    ]
     core.open(2, "10.0.0.2", 0.0)
     _send(core, 2, type="bootstrap_watch", jti="j1")
     core.open(3, "10.0.0.3", 0.0)
@@ -92,17 +96,25 @@ def test_core_refuses_a_token_id_consumed_elsewhere() -> None:
     ]
 
 
-def test_global_budget_used_up_elsewhere_burns_the_codes_waiting_here() -> None:
-    """W6's global budget counts failed connects on every instance, not just this one."""
+def test_global_budget_used_up_elsewhere_slows_down_failed_prefixes_here() -> None:
+    """W6's global budget counts failed connects on every instance, not just this one; used
+    up, it refuses addresses whose prefix failed (shared counts) and burns nothing."""
     core = RelayCore(RelayConfig(global_failure_budget=10))
     core.open(1, "10.0.0.1", 0.0)
     _send(core, 1, type="listen", otc="123456")
-    assert core.adopt_global_failures(9, resets_at=60.0, now=0.0) == []
-    burned = _frames(core.adopt_global_failures(10, resets_at=60.0, now=1.0), 1)
-    assert burned == [{"type": "error", "code": "otc_burned"}]
+    core.adopt_global_failures(10, resets_at=60.0)
     core.open(2, "10.0.0.2", 0.0)
+    assert core.counters_of(2, "connect") == [
+        ("pairing", "10.0.0.2"),
+        ("pairing_prefix", "10.0.0.0/24"),
+    ]
+    core.adopt_failures("pairing_prefix", "10.0.0.0/24", 1, resets_at=60.0)
     assert _send(core, 2, type="connect", otc="654321") == [
         {"type": "error", "code": "rate_limited"}
+    ]
+    core.open(3, "192.0.2.1", 1.0)
+    assert _frames(core.receive(3, '{"type":"connect","otc":"123456"}', 1.0), 3) == [
+        {"type": "peer_found"}
     ]
 
 

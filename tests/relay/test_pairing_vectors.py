@@ -52,9 +52,14 @@ async def test_relay_pairing_observed(shared_relay: RelayProcess) -> None:
         await exchange(third, "a third socket connects")
         await exchange(third, "second listen on an OTC that is in use")
         await exchange(third, "connect to an unknown OTC")
-        # Our limiter counts failures only (W6); the three failures above used up this IP's
-        # budget of 3, so the reference's answer happens to be ours as well.
-        await exchange(third, "further listen from the same IP")
+        # The reference refuses this listen (it counted every attempt). Ours counts failed
+        # connects apart from codes opened (H4: failures must not stop the people
+        # behind one address from opening codes), and this address opened only two so far.
+        index, item = case("further listen from the same IP")
+        assert item["received"] == ['{"type":"error","code":"rate_limited"}']
+        await third.send(item["sent"])
+        assert await third.recv() == '{"type":"ack","message":"session_open"}'
+        record("pairing.json", "relay_pairing_observed", index)
         index, item = case("controller socket closes mid-session")
         await controller.close()
         assert await target.recv() == item["received"][0]

@@ -192,6 +192,19 @@ def _successful_pairings(steps: list[Step]) -> list[Step]:
     return [*steps[:25], to("T3", PEER_FOUND), to("C3", PEER_FOUND)]
 
 
+def _five_failures_per_address(steps: list[Step]) -> list[Step]:
+    # The reference counts a failed connect twice (3 allowed); ours allows 5 failures.
+    not_found = [error("B", "otc_not_found")]
+    return replace(steps, {9: not_found, 11: not_found})
+
+
+def _bruteforce_within_one_network(steps: list[Step]) -> list[Step]:
+    # The 20 "rotating" addresses share one /24, whose budget (4 x 5 failures) they use up:
+    # the 21st and 22nd addresses of that network get no guess, even at a live code.
+    expect_frame(91, "U", PEER_FOUND)(steps)
+    return [*steps[:91], error("V", "rate_limited"), *steps[93:96], error("W", "rate_limited")]
+
+
 def _watch_rate_limit(steps: list[Step]) -> list[Step]:
     expect_frame(27, "W", {"type": "error", "code": "rate_limited"})(steps)
     return replace(steps, {27: [to("W", {"type": "bootstrap_watching", "jti": "bt_rl_11"})]})
@@ -339,16 +352,16 @@ def _lazy_expiry(steps: list[Step]) -> list[Step]:
 def _window_reset(steps: list[Step]) -> list[Step]:
     async def window(replay: Replay) -> None:
         client = replay.clients["A"]
-        for otc in ("900001", "900002", "900003"):
+        for otc in ("900001", "900002", "900003", "900004", "900005"):
             assert await client.request({"type": "connect", "otc": otc}) == {
                 "type": "error",
                 "code": "otc_not_found",
             }
         limited = {"type": "error", "code": "rate_limited"}
-        assert await client.request({"type": "connect", "otc": "900004"}) == limited
+        assert await client.request({"type": "connect", "otc": "900006"}) == limited
 
         async def fresh_quota() -> bool:
-            reply = await client.request({"type": "connect", "otc": "900005"})
+            reply = await client.request({"type": "connect", "otc": "900007"})
             return bool(reply == {"type": "error", "code": "otc_not_found"})
 
         await wait_for(fresh_quota, timeout=RECV_DEADLINE, interval=0.1)
@@ -437,6 +450,8 @@ ADAPTED: dict[str, Adapted] = {
     "session_cap": Adapted("W2", _session_cap),
     "unbounded_forwarding": Adapted("W10", _volume_cap),
     "rate_limit_listen": Adapted("W6", _rate_limit_listen),
+    "rate_limit_connect_not_found": Adapted("W6", _five_failures_per_address),
+    "otc_bruteforce_across_ips": Adapted("W6", _bruteforce_within_one_network),
     "rate_limit_successful_pairings": Adapted("W6", _successful_pairings),
     "xff_ignored_without_trust_proxy": Adapted(
         "W6", _acks_instead_of_rate_limited, {"AMESH_TRUST_PROXY": "0"}

@@ -6,15 +6,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
+from typing import Any
 
 import pytest
 
 from authmesh.relay.clientip import client_ip, is_valid_ip, rate_key
-from authmesh.relay.config import ConfigError, RelayConfig, parse_trust_proxy
+from authmesh.relay.config import (
+    ConfigError,
+    RelayConfig,
+    parse_trust_proxy,
+    unknown_variable_warnings,
+)
 from authmesh.relay.jsonwire import JsonWireError, dumps, format_number, loads
 from authmesh.relay.limits import FailureLimiter
 from authmesh.relay.protocol import RelayCore, Send
 from tests.relay.conftest import REPO
+from tests.relayproc import free_port, relay_env, start_relay
 
 
 @pytest.mark.parametrize(
@@ -127,18 +135,56 @@ def test_config_from_env_with_overrides() -> None:
         RelayConfig.from_env({"PORT": "70000"})
 
 
-def test_cli_reports_bad_settings_in_one_sentence() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "authmesh.relay", "--max-sessions", "none"],
+def run_relay_command(*args: str, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "authmesh.relay", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=30,
         check=False,
+        env=relay_env(env),
     )
+
+
+def test_cli_reports_bad_settings_in_one_sentence() -> None:
+    result = run_relay_command("--max-sessions", "none")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("amesh-relay: AMESH_MAX_SESSIONS='none' is invalid")
+    assert result.stderr.startswith("amesh-relay: --max-sessions 'none' is invalid")
+    from_env = run_relay_command(env={"AMESH_MAX_SESSIONS": "none"})
+    assert from_env.stderr.startswith("amesh-relay: AMESH_MAX_SESSIONS='none' is invalid")
+
+
+def test_cli_version() -> None:
+    result = run_relay_command("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"amesh-relay {version('authmesh')}\n"
+
+
+def test_unreachable_redis_error_names_where_the_url_was_given() -> None:
+    """With --redis-url the error used to say "fix AMESH_REDIS_URL"."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    by_flag = run_relay_command("--redis-url", url)
+    assert by_flag.returncode == 2
+    assert by_flag.stderr.startswith("amesh-relay: cannot reach Redis at ")
+    assert by_flag.stderr.endswith("; start Redis or fix --redis-url.\n")
+    by_env = run_relay_command(env={"AMESH_REDIS_URL": url})
+    assert by_env.stderr.endswith("; start Redis or fix AMESH_REDIS_URL.\n")
+
+
+def test_unknown_amesh_variables_get_a_one_line_warning() -> None:
+    """A misspelt setting (AMESH_MAX_SESIONS) used to be ignored silently."""
+    relay = start_relay({"AMESH_MAX_SESIONS": "5", "AMESH_RELAY_URL": "ws://x/ws"})
+    assert relay.stop() == 0
+    assert relay.stderr_text().splitlines() == [
+        "amesh-relay: warning: AMESH_MAX_SESIONS is not a relay setting and is ignored; "
+        "did you mean AMESH_MAX_SESSIONS?"
+    ]
+    assert unknown_variable_warnings({"AMESH_TOTALLY_ELSE": "1", "PATH": "/bin"}) == [
+        "AMESH_TOTALLY_ELSE is not a relay setting and is ignored; see amesh-relay --help "
+        "for the settings."
+    ]
 
 
 def test_failure_limiter_window_and_bound() -> None:

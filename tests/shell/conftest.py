@@ -32,7 +32,11 @@ TERM = "vt220"
 
 
 # Tests open many sessions from one IP; the limiter is tested with the relay.
-_RELAY_ENV = {"AMESH_SHELL_FAILURE_LIMIT": "10000", "AMESH_AGENT_FAILURE_LIMIT": "10000"}
+_RELAY_ENV = {
+    "AMESH_SHELL_FAILURE_LIMIT": "10000",
+    "AMESH_SHELL_REQUEST_LIMIT": "10000",
+    "AMESH_AGENT_FAILURE_LIMIT": "10000",
+}
 
 
 def registered_agents(relay: RelayProcess) -> int:

@@ -1,7 +1,8 @@
 """Pairing two machines through a relay, and provisioning one from a bootstrap token.
 
-* :func:`listen` / :func:`invite` — interactive pairing (v2 by default, ``legacy=True`` for
-  the reference's v1), returning a :class:`PairingResult`.
+* :func:`listen` / :func:`invite` — interactive pairing, configured by :class:`ListenOptions`
+  / :class:`InviteOptions` (pairing v3 by default: one :class:`PairingCode`, a PAKE; ``protocol=2``
+  or ``protocol=1`` for the reference's exchange), returning a :class:`PairingResult`.
 * :func:`provision` / :func:`bootstrap` — token-based provisioning (controller / target),
   returning a :class:`BootstrapResult`.
 
@@ -19,13 +20,18 @@ from authmesh.pairing.bootstrap import (
     issue_token,
     provision,
 )
-from authmesh.pairing.errors import PairingError
+from authmesh.pairing.code import PairingCode
+from authmesh.pairing.errors import MAX_FRIENDLY_NAME_CHARS, PairingError
 from authmesh.pairing.identity import PairingResult, PeerIdentity
-from authmesh.pairing.interactive import invite, listen
+from authmesh.pairing.interactive import InviteOptions, ListenOptions, invite, listen
 
 __all__ = [
+    "MAX_FRIENDLY_NAME_CHARS",
     "BootstrapResult",
+    "InviteOptions",
     "IssuedToken",
+    "ListenOptions",
+    "PairingCode",
     "PairingError",
     "PairingResult",
     "PeerIdentity",

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from authmesh.errors import AuthMeshError
 
-__all__ = ["MESSAGES", "PairingError"]
+__all__ = ["MAX_FRIENDLY_NAME_CHARS", "MESSAGES", "PairingError"]
 
 _RERUN = "run the pairing again"
+# Where a relay claims the peer cannot do better: the cost of legacy pairing and how to check.
+_CHECK = (
+    "legacy pairing (--legacy) lets a hostile relay impersonate either machine, so use it only "
+    "with a reference peer through a relay you run yourself — check that --relay or "
+    "AMESH_RELAY_URL names your relay and which amesh the other machine runs (`amesh --version`)"
+)
+# Kept here (not in identity.py) because identity.py imports this module.
+MAX_FRIENDLY_NAME_CHARS = 256
 
 MESSAGES: dict[str, str] = {
     # Relay and transport.
@@ -36,12 +44,33 @@ MESSAGES: dict[str, str] = {
     "`amesh listen` again for a new code.",
     "missing_dependency": "Pairing needs the websockets package; install authmesh with the "
     "relay extra (pip install 'authmesh[relay]').",
-    # Protocol negotiation.
-    "peer_is_legacy": "The other machine only speaks the legacy pairing protocol; rerun with "
-    "--legacy on both machines to pair with a reference peer.",
-    "peer_requires_v2": "The other machine requires pairing v2; rerun without --legacy.",
-    "relay_without_v2": "This relay does not support pairing v2; rerun with --legacy to pair "
-    "with a reference peer, or use an authmesh relay.",
+    # Protocol negotiation. A relay can lie about what the peer speaks, so no message sends
+    # the operator to a weaker protocol without saying what it costs (issue 10 item 8).
+    "peer_is_legacy": "The other machine did not answer in pairing v3 or v2: it is a reference "
+    f"amesh peer or an old authmesh, or the relay is pushing you to a weaker protocol; {_CHECK}.",
+    "peer_is_v2": "The other machine speaks pairing v2 (an older authmesh, or `amesh listen "
+    "--v2`): update it, or run both sides with --v2, which adds a verification code that the "
+    "target's operator must type and check.",
+    "peer_not_v2": "The relay says the target is not waiting with pairing v2: if it shows a "
+    "14-digit code it runs pairing v3, so run `amesh invite` without --v2 and type the whole "
+    f"code; otherwise {_CHECK}.",
+    "peer_left_before_v3": "The other machine left without answering pairing v3: it may run "
+    "the reference amesh or an authmesh older than v3 (check `amesh --version` there), or the "
+    f"relay dropped it; {_RERUN}.",
+    "peer_requires_v2": "The other machine requires a newer pairing protocol; rerun without "
+    "--legacy on both machines.",
+    "relay_without_v2": "The relay did not confirm pairing v2: it is a reference relay, or a "
+    "hostile one hiding the protocol; pair with pairing v3 (the default, which works through "
+    f"any relay), or {_CHECK}.",
+    "short_code": "That is a 6-digit code from pairing v2, legacy pairing or the reference; "
+    "`amesh listen` shows a 14-digit code such as 123456-1234-5678, type all of it (for a "
+    "target running `amesh listen --v2`, run `amesh invite --v2 CODE`).",
+    "invalid_v3_code": "The pairing code must be the 14 digits `amesh listen` shows, such as "
+    "123456-1234-5678 (spaces and dashes are ignored); check it and try again.",
+    "name_too_long": f"This machine's name has more than {MAX_FRIENDLY_NAME_CHARS} characters, "
+    "more than pairing accepts; give it a shorter name and pair again.",
+    "peer_name_too_long": f"The other machine's name has more than {MAX_FRIENDLY_NAME_CHARS} "
+    "characters, more than pairing accepts; give it a shorter name and pair again.",
     # Handshake integrity.
     "protocol_violation": f"The peer sent an unexpected message; {_RERUN}.",
     "decrypt_failed": f"A pairing message failed authentication (tampered or corrupted); {_RERUN}.",
@@ -53,7 +82,14 @@ MESSAGES: dict[str, str] = {
     f"{_RERUN}.",
     "commitment_mismatch": "The peer's key does not match its earlier commitment (possible "
     f"man-in-the-middle); {_RERUN} on a trusted network.",
-    "sas_mismatch": f"Code mismatch — possible man-in-the-middle; nothing was saved, {_RERUN}.",
+    "sas_mismatch": "The verification code did not match after every attempt — possible "
+    f"man-in-the-middle; nothing was saved, {_RERUN}.",
+    "code_mismatch": "The pairing code typed on the controller differs from the one the target "
+    "shows (a typo, or someone else tried to join); nothing was saved, run `amesh listen` "
+    "again for a new code.",
+    "role_mismatch": "The pairing messages came from the wrong side (a relay rewriting the "
+    f"exchange); nothing was saved, {_RERUN} through a relay you trust.",
+    "peer_declined": "The other machine's operator declined this pairing; nothing was saved.",
     "peer_rejected": "The target rejected the verification code (possible man-in-the-middle); "
     f"nothing was saved, {_RERUN}.",
     "no_confirmation": "The target did not confirm the verification code in time; nothing was "

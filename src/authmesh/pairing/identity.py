@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from authmesh.core.b64 import b64encode
-from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64
-from authmesh.pairing.errors import PairingError
+from authmesh.core.b64 import B64Error, b64decode, b64encode
+from authmesh.core.keys import InvalidKeyError, device_id, public_key_from_b64, verify
+from authmesh.core.selfsig import Signer, iso_timestamp
+from authmesh.pairing.errors import MAX_FRIENDLY_NAME_CHARS, PairingError
 from authmesh.pairing.relay_client import relay_error
 
 __all__ = [
@@ -15,13 +17,16 @@ __all__ = [
     "PairingResult",
     "PeerIdentity",
     "Role",
+    "check_own_name",
     "data_payload",
     "friendly_name",
+    "identity_statement",
+    "length_prefixed",
     "peer_public_key",
+    "signed_identity",
+    "verified_identity",
 ]
 
-# Reference peers send host names; the bound keeps a hostile name out of files and terminals.
-MAX_FRIENDLY_NAME_CHARS = 256
 Role = Literal["controller", "target"]
 
 
@@ -48,8 +53,10 @@ class PairingResult:
 
     ``peer_role`` is the role to record for the peer (``"controller"`` on the target,
     ``"target"`` on the controller). ``protocol`` is what the peer speaks (1 or 2), for the
-    allow-list entry's protocol field. ``confirmed`` says whether the target's operator
-    accepted the verification code; a legacy controller can never know (pairing.md W7).
+    allow-list entry's protocol field; ``pairing`` is the pairing version that ran (1, 2 or
+    3: a v3 peer is an authmesh peer, so it speaks protocol 2). ``confirmed`` says whether
+    the target accepted (for v1/v2, its operator's verdict on the verification code; a
+    legacy controller can never know, pairing.md W7). ``sas`` is empty for v3.
     """
 
     peer: PeerIdentity
@@ -57,6 +64,7 @@ class PairingResult:
     protocol: int
     sas: str
     confirmed: bool
+    pairing: int
 
 
 def data_payload(message: dict[str, Any]) -> str:
@@ -86,6 +94,73 @@ def peer_public_key(text: object, own_public_key: bytes) -> bytes:
 
 
 def friendly_name(value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_FRIENDLY_NAME_CHARS:
+    """A peer's name; one over the limit is named as such, not as a protocol error."""
+    if not isinstance(value, str):
         raise PairingError("protocol_violation")
+    if len(value) > MAX_FRIENDLY_NAME_CHARS:
+        raise PairingError("peer_name_too_long")
     return value
+
+
+def check_own_name(name: str) -> None:
+    """Refuse, before contacting the relay, a name the peer would refuse (issue 13)."""
+    if len(name) > MAX_FRIENDLY_NAME_CHARS:
+        raise PairingError("name_too_long")
+
+
+def length_prefixed(data: bytes) -> bytes:
+    """A 4-byte length then the bytes: signed statements stay unambiguous whatever the
+    contents (W4)."""
+    return struct.pack(">I", len(data)) + data
+
+
+def identity_statement(
+    domain: bytes, role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
+) -> bytes:
+    """What a v2/v3 identity signature covers: the protocol's domain, the signer's role, the
+    transcript hash, its key, name and timestamp, each length-delimited."""
+    return (
+        domain
+        + b"/identity\x00"
+        + length_prefixed(role.encode("ascii"))
+        + length_prefixed(transcript)
+        + length_prefixed(public_key)
+        + length_prefixed(name.encode("utf-8"))
+        + length_prefixed(timestamp.encode("utf-8"))
+    )
+
+
+def signed_identity(
+    signer: Signer, domain: bytes, role: str, transcript: bytes, name: str, now: float
+) -> dict[str, str]:
+    """The identity fields a v2/v3 side seals: its key, name, timestamp (``now``) and the
+    signature of :func:`identity_statement` for its role and the transcript."""
+    timestamp = iso_timestamp(now)
+    public_key = signer.public_key
+    statement = identity_statement(domain, role, transcript, public_key, name, timestamp)
+    return {
+        "publicKey": b64encode(public_key),
+        "friendlyName": name,
+        "timestamp": timestamp,
+        "sig": b64encode(signer.sign(statement)),
+    }
+
+
+def verified_identity(
+    fields: dict[str, Any], domain: bytes, role: str, transcript: bytes, own_public_key: bytes
+) -> PeerIdentity:
+    """The peer of ``role`` from its opened identity fields, once its signature over the
+    transcript verifies; ``bad_peer_signature`` / ``protocol_violation`` otherwise."""
+    public_key = peer_public_key(fields.get("publicKey"), own_public_key)
+    name = friendly_name(fields.get("friendlyName"))
+    timestamp, signature = fields.get("timestamp"), fields.get("sig")
+    if not isinstance(timestamp, str) or len(timestamp) > 64 or not isinstance(signature, str):
+        raise PairingError("protocol_violation")
+    statement = identity_statement(domain, role, transcript, public_key, name, timestamp)
+    try:
+        valid = verify(public_key, b64decode(signature), statement)
+    except B64Error:
+        valid = False
+    if not valid:
+        raise PairingError("bad_peer_signature")
+    return PeerIdentity(public_key, name, timestamp)

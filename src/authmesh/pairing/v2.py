@@ -20,6 +20,7 @@ SAS: it matches with probability 10^-6 per attempt instead of by grinding (W1).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -27,20 +28,23 @@ import struct
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from authmesh.core.b64 import B64Error, b64decode, b64encode
-from authmesh.core.keys import PrivateKey, verify
+from authmesh.core.keys import PrivateKey
 from authmesh.core.sas import format_sas
-from authmesh.core.selfsig import Signer, iso_timestamp
+from authmesh.core.selfsig import Signer
 from authmesh.core.tunnel import NONCE_LENGTH, TunnelError, hkdf_sha256, open_blob, seal_b64
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.identity import (
     PeerIdentity,
     data_payload,
-    friendly_name,
+    length_prefixed,
     peer_public_key,
+    signed_identity,
+    verified_identity,
 )
+from authmesh.pairing.identity import identity_statement as statement
 from authmesh.pairing.relay_client import Frame, encode_frame, json_object
 
 __all__ = [
@@ -58,11 +62,6 @@ PROTOCOL = 2
 MAX_CLOCK_SKEW_SECONDS = 300
 _DOMAIN = b"amesh-pair-v2"
 _NONCE_BYTES = 32
-
-
-def _field(data: bytes) -> bytes:
-    """Length-prefixed field: the statement stays unambiguous whatever the contents (W4)."""
-    return struct.pack(">I", len(data)) + data
 
 
 def commitment(controller_ephemeral: bytes, controller_nonce: bytes) -> bytes:
@@ -83,11 +82,11 @@ def transcript_hash(
         _DOMAIN
         + b"/transcript\x00"
         + struct.pack(">I", PROTOCOL)
-        + _field(otc.encode("ascii"))
-        + _field(commit)
-        + _field(target_ephemeral)
-        + _field(controller_ephemeral)
-        + _field(controller_nonce)
+        + length_prefixed(otc.encode("ascii"))
+        + length_prefixed(commit)
+        + length_prefixed(target_ephemeral)
+        + length_prefixed(controller_ephemeral)
+        + length_prefixed(controller_nonce)
     ).digest()
 
 
@@ -107,15 +106,7 @@ def identity_statement(
     role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
 ) -> bytes:
     """What an identity signature covers: domain, role, transcript, key, name, timestamp."""
-    return (
-        _DOMAIN
-        + b"/identity\x00"
-        + _field(role.encode("ascii"))
-        + _field(transcript)
-        + _field(public_key)
-        + _field(name.encode("utf-8"))
-        + _field(timestamp.encode("utf-8"))
-    )
+    return statement(_DOMAIN, role, transcript, public_key, name, timestamp)
 
 
 def _parse_timestamp(text: str) -> float:
@@ -137,7 +128,7 @@ def _expect(message: Frame, kind: str) -> dict[str, Any]:
     return body
 
 
-def _bytes_field(body: dict[str, Any], name: str, length: int) -> bytes:
+def _byteslength_prefixed(body: dict[str, Any], name: str, length: int) -> bytes:
     value = body.get(name)
     try:
         raw = b64decode(value) if isinstance(value, str) else b""
@@ -146,6 +137,29 @@ def _bytes_field(body: dict[str, Any], name: str, length: int) -> bytes:
     if len(raw) != length:
         raise PairingError("protocol_violation")
     return raw
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _in_order(expected: str, following: str) -> Callable[[_Method], _Method]:
+    """Message order enforced by the object itself: a step out of turn, or any step after a
+    failed one, ends the exchange with ``protocol_violation``."""
+
+    def decorate(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def step(self: _Side, *args: Any) -> Any:
+            if self._stage != expected:
+                self._stage = "failed"
+                raise PairingError("protocol_violation")
+            self._stage = "failed"  # until the step succeeds
+            result = method(self, *args)
+            self._stage = following
+            return result
+
+        return step  # type: ignore[return-value]
+
+    return decorate
 
 
 class _Side:
@@ -174,6 +188,7 @@ class _Side:
         self._received = 0
         self.transcript = b""
         self.sas = ""
+        self._stage = "new"
 
     def _establish(self, shared: bytes, transcript: bytes) -> None:
         to_target, to_controller, self.sas = schedule(shared, transcript)
@@ -215,38 +230,19 @@ class _Side:
         return json_object(plaintext)
 
     def _identity_frame(self) -> Frame:
-        timestamp = iso_timestamp(self._clock())
-        public_key = self._signer.public_key
-        statement = identity_statement(
-            self.role, self.transcript, public_key, self._name, timestamp
+        fields = signed_identity(
+            self._signer, _DOMAIN, self.role, self.transcript, self._name, self._clock()
         )
-        return self._sealed(
-            "identity",
-            {
-                "publicKey": b64encode(public_key),
-                "friendlyName": self._name,
-                "timestamp": timestamp,
-                "sig": b64encode(self._signer.sign(statement)),
-            },
-        )
+        return self._sealed("identity", fields)
 
     def _peer_identity(self, message: Frame) -> PeerIdentity:
         fields = self._open(message, "identity")
-        public_key = peer_public_key(fields.get("publicKey"), self._signer.public_key)
-        name = friendly_name(fields.get("friendlyName"))
-        timestamp, signature = fields.get("timestamp"), fields.get("sig")
-        if not isinstance(timestamp, str) or not isinstance(signature, str):
-            raise PairingError("protocol_violation")
-        if abs(_parse_timestamp(timestamp) - self._clock()) > MAX_CLOCK_SKEW_SECONDS:
+        peer = verified_identity(
+            fields, _DOMAIN, self.peer_role, self.transcript, self._signer.public_key
+        )
+        if abs(_parse_timestamp(peer.timestamp) - self._clock()) > MAX_CLOCK_SKEW_SECONDS:
             raise PairingError("clock_skew")
-        statement = identity_statement(self.peer_role, self.transcript, public_key, name, timestamp)
-        try:
-            valid = verify(public_key, b64decode(signature), statement)
-        except B64Error:
-            valid = False
-        if not valid:
-            raise PairingError("bad_peer_signature")
-        return PeerIdentity(public_key, name, timestamp)
+        return peer
 
 
 class V2Controller(_Side):
@@ -271,9 +267,11 @@ class V2Controller(_Side):
     def connect_frame(self) -> Frame:
         return {"type": "connect", "otc": self._otc, "protocol": PROTOCOL}
 
+    @_in_order("new", "committed")
     def commit_frame(self) -> Frame:
         return _message({"kind": "commit", "commitment": b64encode(self._commitment)})
 
+    @_in_order("committed", "revealed")
     def on_target_key(self, message: Frame) -> list[Frame]:
         """Take ``E_T``; returns the reveal and our sealed identity."""
         body = _expect(message, "key")
@@ -289,9 +287,11 @@ class V2Controller(_Side):
         )
         return [reveal, self._identity_frame()]
 
+    @_in_order("revealed", "identified")
     def on_target_identity(self, message: Frame) -> PeerIdentity:
         return self._peer_identity(message)
 
+    @_in_order("identified", "confirmed")
     def on_confirm(self, message: Frame) -> bool:
         """The target's verdict on the SAS."""
         accepted = self._open(message, "confirm").get("accepted")
@@ -299,6 +299,7 @@ class V2Controller(_Side):
             raise PairingError("protocol_violation")
         return accepted
 
+    @_in_order("confirmed", "done")
     def receipt_frame(self) -> Frame:
         return self._sealed("receipt", {"received": True})
 
@@ -308,31 +309,41 @@ class V2Target(_Side):
 
     role, peer_role = "target", "controller"
     _commitment = b""  # the controller's, once its commit frame arrives
+    _accepted = False
 
     def listen_frame(self) -> Frame:
         return {"type": "listen", "otc": self._otc, "protocol": PROTOCOL}
 
+    @_in_order("new", "committed")
     def on_commit(self, message: Frame) -> Frame:
-        self._commitment = _bytes_field(_expect(message, "commit"), "commitment", 32)
+        self._commitment = _byteslength_prefixed(_expect(message, "commit"), "commitment", 32)
         return _message({"kind": "key", "ephemeralKey": self._ephemeral.public_key_b64})
 
+    @_in_order("committed", "revealed")
     def on_reveal(self, message: Frame) -> None:
         body = _expect(message, "reveal")
         own = self._ephemeral.public_key
         controller_ephemeral = peer_public_key(body.get("ephemeralKey"), own)
-        nonce = _bytes_field(body, "nonce", _NONCE_BYTES)
+        nonce = _byteslength_prefixed(body, "nonce", _NONCE_BYTES)
         if not hmac.compare_digest(commitment(controller_ephemeral, nonce), self._commitment):
             raise PairingError("commitment_mismatch")
         transcript = transcript_hash(self._otc, self._commitment, own, controller_ephemeral, nonce)
         self._establish(self._ephemeral.exchange(controller_ephemeral), transcript)
 
+    @_in_order("revealed", "identified")
     def on_controller_identity(self, message: Frame) -> tuple[PeerIdentity, Frame]:
         """Verify the controller; returns it and our sealed identity to send."""
         return self._peer_identity(message), self._identity_frame()
 
+    @_in_order("identified", "confirmed")
     def confirm_frame(self, accepted: bool) -> Frame:
+        """The verdict, sent once; after a rejection the exchange is over (on_receipt refuses)."""
+        self._accepted = accepted
         return self._sealed("confirm", {"accepted": accepted})
 
+    @_in_order("confirmed", "done")
     def on_receipt(self, message: Frame) -> None:
+        if not self._accepted:
+            raise PairingError("protocol_violation")
         if self._open(message, "receipt").get("received") is not True:
             raise PairingError("protocol_violation")

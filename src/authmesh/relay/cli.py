@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from authmesh.relay.config import (
     SETTINGS,
@@ -19,6 +20,7 @@ from authmesh.relay.config import (
     ConfigError,
     RelayConfig,
     parse_setting,
+    unknown_variable_warnings,
 )
 from authmesh.relay.logs import configure_logging
 from authmesh.relay.server import RelayServer, run
@@ -31,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="amesh-relay",
         description="authmesh pairing relay (wire-compatible with the amesh reference relay).",
     )
+    parser.add_argument("--version", action="version", version=f"amesh-relay {_version()}")
     for setting in SETTINGS:
         parser.add_argument(
             setting.flag,
@@ -41,14 +44,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(argv: Sequence[str] | None) -> RelayConfig:
+def _version() -> str:
+    try:
+        return version("authmesh")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _config(argv: Sequence[str] | None) -> tuple[RelayConfig, set[str]]:
+    """The settings, and the names of those given as flags."""
     args = _parser().parse_args(argv)
     overrides = {}
     for setting in SETTINGS:
         raw = getattr(args, setting.name)
         if raw is not None:
-            overrides[setting.name] = parse_setting(setting, raw)
-    return RelayConfig.from_env(os.environ, **overrides)
+            overrides[setting.name] = parse_setting(setting, raw, from_flag=True)
+    return RelayConfig.from_env(os.environ, **overrides), set(overrides)
 
 
 async def _serve(config: RelayConfig) -> None:
@@ -68,14 +79,18 @@ async def _serve(config: RelayConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit status."""
     try:
-        config = _config(argv)
+        config, flags = _config(argv)
     except ConfigError as exc:
         print(f"amesh-relay: {exc}", file=sys.stderr)
         return 2
+    for warning in unknown_variable_warnings(os.environ):
+        print(f"amesh-relay: warning: {warning}", file=sys.stderr)
     configure_logging(config.log_level, config.log_format)
     try:
         run(_serve(config))
     except ClusterUnavailable as exc:
+        if "redis_url" in flags:
+            exc.setting = "--redis-url"
         print(f"amesh-relay: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

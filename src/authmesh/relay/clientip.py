@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["UNKNOWN_CLIENT", "client_ip", "is_valid_ip", "rate_key"]
+__all__ = ["UNKNOWN_CLIENT", "client_ip", "is_valid_ip", "prefix_key", "rate_key"]
 
 UNKNOWN_CLIENT = "unknown"
 _MAX_IP_LENGTH = 64
@@ -57,3 +57,17 @@ def rate_key(ip: str) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
     return str(address)
+
+
+def prefix_key(ip: str) -> str | None:
+    """Bucket key of the network around an address: IPv4 by its /24, IPv6 by its /48 (one
+    site usually owns a /48). ``ip`` may also be a :func:`rate_key` (an IPv6 /64, as a
+    client's key travels between relay instances). None for anything else."""
+    try:
+        address = ipaddress.ip_network(ip, strict=False).network_address
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    bits = 24 if isinstance(address, ipaddress.IPv4Address) else 48
+    return str(ipaddress.ip_network((address, bits), strict=False))

@@ -23,7 +23,8 @@ messages go to, so the state machine and every rule stay exactly those of a sing
   with ``relay_unavailable``; forwarded sockets are closed; sessions held entirely by this
   instance go on. Redis is retried every second and everything resumes when it answers.
 
-Caps (connections, sessions) and the global failure budget stay per instance.
+Caps (connections, sessions) stay per instance; failure counters per address, per network
+prefix and the global failed-connect count are shared.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from redis.exceptions import RedisError
 
 from authmesh.relay.config import ClusterUnavailable, RelayConfig, redacted_url
 from authmesh.relay.jsonwire import JsonWireError, dumps, loads
-from authmesh.relay.protocol import LIMITER_OF, Action, Close, RelayCore, Send
+from authmesh.relay.protocol import Action, Close, RelayCore, Send
 from authmesh.relay.redislink import RedisLink
 
 __all__ = ["DEGRADED_REASON", "RedisCluster"]
@@ -224,7 +225,7 @@ class RedisCluster:
             await self._redis.aclose()
             raise ClusterUnavailable(
                 f"cannot reach Redis at {redacted_url(self.config.redis_url)} "
-                f"({str(exc) or type(exc).__name__}); start Redis or fix AMESH_REDIS_URL."
+                f"({str(exc) or type(exc).__name__}); start Redis or fix {{setting}}."
             ) from None
         self._spawn(self._publish())
         self._spawn(self._keep_beating())
@@ -393,7 +394,7 @@ class RedisCluster:
                 keys = self._fact_keys(conn_id, parsed)
                 facts = await self._read_facts(keys) if keys else None
             if facts:
-                actions += self._adopt(conn_id, parsed, facts)
+                self._adopt(conn_id, parsed, facts)
         actions += self.core.receive(conn_id, text, time.monotonic(), parsed)
         journal, self.core.journal = self.core.journal, []
         if journal and self.degraded is None:
@@ -401,14 +402,14 @@ class RedisCluster:
         return actions
 
     def _fact_keys(self, conn_id: int, parsed: dict[str, Any]) -> list[str]:
-        """What the core must know from Redis before handling ``parsed``: the client's failure
-        count, for ``connect`` the global one, for ``bootstrap_init`` whether the jti is used."""
+        """What the core must know from Redis before handling ``parsed``: the counts of the
+        client's address and network prefix, for ``connect`` the global one, for
+        ``bootstrap_init`` whether the jti is used."""
         kind = parsed.get("type")
-        limiter = LIMITER_OF.get(kind) if isinstance(kind, str) else None
-        client = self.core.client_key(conn_id)
-        if limiter is None or client is None:
+        counters = self.core.counters_of(conn_id, kind) if isinstance(kind, str) else []
+        if not counters:
             return []
-        keys = [_failures_key(limiter, client)]
+        keys = [_failures_key(limiter, client) for limiter, client in counters]
         if kind == "connect":
             keys.append(_GLOBAL_FAILURES_KEY)
         jti = parsed.get("jti")
@@ -427,22 +428,20 @@ class RedisCluster:
             self._lose(exc)
             return None
 
-    def _adopt(self, conn_id: int, parsed: dict[str, Any], facts: list[Any]) -> list[Action]:
+    def _adopt(self, conn_id: int, parsed: dict[str, Any], facts: list[Any]) -> None:
         """Hand the facts read for :meth:`_fact_keys` to the core (same order)."""
         kind = parsed["type"]
-        client = self.core.client_key(conn_id)
-        if client is None:
-            return []
+        counters = self.core.counters_of(conn_id, kind)
         now = time.monotonic()
         pairs = [(facts[i], facts[i + 1]) for i in range(0, len(facts), 2)]
-        count, ttl_ms = pairs.pop(0)
-        self.core.adopt_failures(LIMITER_OF[kind], client, _count(count), now + _ms_left(ttl_ms))
+        for limiter, client in counters:
+            count, ttl_ms = pairs.pop(0)
+            self.core.adopt_failures(limiter, client, _count(count), now + _ms_left(ttl_ms))
         if kind == "connect":
             count, ttl_ms = pairs.pop(0)
-            return self.core.adopt_global_failures(_count(count), now + _ms_left(ttl_ms), now)
+            self.core.adopt_global_failures(_count(count), now + _ms_left(ttl_ms))
         if kind == "bootstrap_init" and pairs and pairs[0][0]:
             self.core.adopt_consumed(parsed["jti"], now)
-        return []
 
     async def _write_shared(self, journal: list[tuple[str, str, str]]) -> None:
         window_ms = self._ms(self.config.rate_window)

@@ -7,6 +7,7 @@ consume. Time values are seconds (floats allowed, which the tests use to run qui
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "Setting",
     "parse_trust_proxy",
     "redacted_url",
+    "unknown_variable_warnings",
 ]
 
 
@@ -28,7 +30,19 @@ class ConfigError(ValueError):
 
 
 class ClusterUnavailable(Exception):
-    """``AMESH_REDIS_URL`` is set but Redis cannot be used; the message says what to do."""
+    """``AMESH_REDIS_URL`` is set but Redis cannot be used; the message says what to do.
+
+    ``{setting}`` in the message stands for where the URL was given: :attr:`setting`, which
+    ``amesh-relay`` sets to ``--redis-url`` when the flag was used.
+    """
+
+    def __init__(self, message: str, setting: str = "AMESH_REDIS_URL") -> None:
+        super().__init__(message)
+        self.message = message
+        self.setting = setting
+
+    def __str__(self) -> str:
+        return self.message.replace("{setting}", self.setting)
 
 
 def parse_trust_proxy(text: str) -> int:
@@ -140,7 +154,10 @@ class RelayConfig:
     pairing_session_bytes: int = 256 * 1024
     shell_session_bytes: int = 64 * 1024 * 1024
     rate_window: float = 60.0
-    pairing_failure_limit: int = 3
+    pairing_failure_limit: int = 5
+    listen_limit: int = 10
+    shell_request_limit: int = 20
+    prefix_limit_factor: int = 4
     shell_failure_limit: int = 3
     watch_failure_limit: int = 10
     bootstrap_failure_limit: int = 10
@@ -177,17 +194,53 @@ class RelayConfig:
         return cls(**values)
 
 
-def parse_setting(setting: Setting, raw: str) -> Any:
-    """Parse one raw value, turning any failure into a one-sentence :class:`ConfigError`."""
+def parse_setting(setting: Setting, raw: str, *, from_flag: bool = False) -> Any:
+    """Parse one raw value, turning any failure into a one-sentence :class:`ConfigError` that
+    names the flag or the variable it came from."""
     try:
         return setting.parse(raw)
     except ConfigError:
         raise
     except ValueError as exc:
-        raise ConfigError(
-            f"{setting.env}={setting.shown(raw)!r} is invalid ({exc}); fix the value or unset it "
-            f"to use the default."
-        ) from None
+        given = (
+            f"{setting.flag} {setting.shown(raw)!r}"
+            if from_flag
+            else (f"{setting.env}={setting.shown(raw)!r}")
+        )
+        fix = "fix the value" if from_flag else "fix the value or unset it to use the default"
+        raise ConfigError(f"{given} is invalid ({exc}); {fix}.") from None
+
+
+# AMESH_* variables of the authmesh client, which may share an environment with the relay.
+_CLIENT_VARIABLES = frozenset(
+    {
+        "AMESH_RELAY_URL",
+        "AMESH_PASSPHRASE_FILE",
+        "AMESH_DIR",
+        "AMESH_DEBUG",
+        "AMESH_BOOTSTRAP_TOKEN",
+    }
+)
+
+
+def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``AMESH_*`` variable that no setting reads (most likely misspelt),
+    naming the closest setting."""
+    known = [setting.env for setting in SETTINGS]
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("AMESH_") or name in known or name in _CLIENT_VARIABLES:
+            continue
+        # Compared without the common prefix, which would make every name look close.
+        suffixes = {env.removeprefix("AMESH_"): env for env in known}
+        close = difflib.get_close_matches(name.removeprefix("AMESH_"), suffixes, n=1, cutoff=0.7)
+        hint = (
+            f"did you mean {suffixes[close[0]]}?"
+            if close
+            else "see amesh-relay --help for the settings."
+        )
+        warnings.append(f"{name} is not a relay setting and is ignored; {hint}")
+    return warnings
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -237,7 +290,25 @@ SETTINGS: tuple[Setting, ...] = (
         "pairing_failure_limit",
         "AMESH_PAIRING_FAILURE_LIMIT",
         _positive_int,
-        "failed listen/connect per IP per window (3)",
+        "failed listen/connect per address per window (5)",
+    ),
+    Setting(
+        "listen_limit",
+        "AMESH_LISTEN_LIMIT",
+        _positive_int,
+        "codes one address may open (listen) per window, successful or not (10)",
+    ),
+    Setting(
+        "shell_request_limit",
+        "AMESH_SHELL_REQUEST_LIMIT",
+        _positive_int,
+        "shell requests one address may send per window, answered or not (20)",
+    ),
+    Setting(
+        "prefix_limit_factor",
+        "AMESH_PREFIX_LIMIT_FACTOR",
+        _positive_int,
+        "a network prefix (IPv4 /24, IPv6 /48) gets this many times each per-address limit (4)",
     ),
     Setting(
         "shell_failure_limit",
@@ -273,7 +344,8 @@ SETTINGS: tuple[Setting, ...] = (
         "global_failure_budget",
         "AMESH_GLOBAL_FAILURE_BUDGET",
         _positive_int,
-        "failed connects per window from all IPs before waiting codes burn (1000)",
+        "failed connects per window from all addresses before only addresses without failures "
+        "may connect (1000)",
     ),
     Setting(
         "watcher_ttl", "AMESH_WATCHER_TTL", _positive_float, "bootstrap watch lifetime s (300)"

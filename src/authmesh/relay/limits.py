@@ -1,8 +1,10 @@
 """Fixed-window failure counters keyed by client (or anything else).
 
-Only failures are recorded, so successful users are never throttled (relay spec W6: the
-reference counted every attempt). The map is bounded: when it is full, expired entries are
-dropped first and then the oldest entry, so a flood of fresh keys cannot grow memory.
+Most limiters record only failures, so successful users are never throttled (relay spec W6:
+the reference counted every attempt); the few that bound an unauthenticated action itself
+(opening a code, asking an agent for a shell) count every attempt. The map is bounded: when
+it is full, expired entries are dropped first and then the oldest entry, so a flood of fresh
+keys cannot grow memory.
 """
 
 from __future__ import annotations
@@ -30,10 +32,14 @@ class FailureLimiter:
     def __len__(self) -> int:
         return len(self._windows)
 
+    def failures(self, key: str, now: float) -> int:
+        """Failures of ``key`` in its current window."""
+        entry = self._windows.get(key)
+        return entry.count if entry is not None and now < entry.resets_at else 0
+
     def blocked(self, key: str, now: float) -> bool:
         """True while ``key`` has used up its failures in the current window."""
-        entry = self._windows.get(key)
-        return entry is not None and now < entry.resets_at and entry.count >= self.limit
+        return self.failures(key, now) >= self.limit
 
     def fail(self, key: str, now: float) -> None:
         """Record one failure for ``key``."""

@@ -31,12 +31,12 @@ from authmesh.core.keys import (
     verify,
 )
 from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
-from authmesh.relay.clientip import rate_key
+from authmesh.relay.clientip import prefix_key, rate_key
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
 from authmesh.relay.limits import FailureLimiter
 
-__all__ = ["LIMITER_OF", "Action", "Close", "RelayCore", "RelayStats", "Send"]
+__all__ = ["LIMITERS_OF", "Action", "Close", "RelayCore", "RelayStats", "Send"]
 
 log = logging.getLogger("authmesh.relay")
 
@@ -89,6 +89,7 @@ class RelayStats:
 class _Conn:
     id: int
     key: str  # rate-limit bucket of the client address
+    prefix: str | None  # rate-limit bucket of the network around it (IPv4 /24, IPv6 /48)
     last_message: float
     session: _Session | None = None
     challenge: _Challenge | None = None
@@ -161,17 +162,19 @@ class _Watch:
     created: float
 
 
-# The failure limiter each message type consults (relay instances share these counts).
-LIMITER_OF = {
-    "listen": "pairing",
-    "connect": "pairing",
-    "bootstrap_watch": "watch",
-    "bootstrap_init": "bootstrap",
-    "agent": "agent",
-    "agent_challenge_response": "agent",
-    "agent_session": "agent",
-    "shell": "shell",
+# The limiters each message type consults (relay instances share these counts). Each one
+# counts per client address and, under ``<name>_prefix``, per network prefix.
+LIMITERS_OF: dict[str, tuple[str, ...]] = {
+    "listen": ("listen",),
+    "connect": ("pairing",),
+    "bootstrap_watch": ("watch",),
+    "bootstrap_init": ("bootstrap",),
+    "agent": ("agent",),
+    "agent_challenge_response": ("agent",),
+    "agent_session": ("agent",),
+    "shell": ("shell", "shell_request"),
 }
+_PREFIX = "_prefix"
 
 # Shell requests a protocol-2 agent may have outstanding (each holds a token until claimed).
 _MAX_PENDING_SHELLS_PER_AGENT = 16
@@ -227,18 +230,24 @@ class RelayCore:
         self._targets: dict[str, _Conn] = {}
         self._consumed: dict[str, float] = {}
         window, keys = config.rate_window, config.max_tracked_ips
-        self._limiters = {
-            "pairing": FailureLimiter(config.pairing_failure_limit, window, keys),
-            "shell": FailureLimiter(config.shell_failure_limit, window, keys),
-            "watch": FailureLimiter(config.watch_failure_limit, window, keys),
-            "bootstrap": FailureLimiter(config.bootstrap_failure_limit, window, keys),
-            "agent": FailureLimiter(config.agent_failure_limit, window, keys),
-        }
+        self._limiters: dict[str, FailureLimiter] = {}
+        for name, limit in {
+            "pairing": config.pairing_failure_limit,
+            "listen": config.listen_limit,  # every code opened, not only failures
+            "shell": config.shell_failure_limit,
+            "shell_request": config.shell_request_limit,  # every request, not only failures
+            "watch": config.watch_failure_limit,
+            "bootstrap": config.bootstrap_failure_limit,
+            "agent": config.agent_failure_limit,
+        }.items():
+            self._limiters[name] = FailureLimiter(limit, window, keys)
+            prefix_limit = limit * config.prefix_limit_factor
+            self._limiters[name + _PREFIX] = FailureLimiter(prefix_limit, window, keys)
         self._global_failures = 0
         self._global_resets_at = 0.0
         # State changes other relay instances must learn of, as (kind, name, value) records:
-        # ("fail", limiter, client key), ("fail", "global", "") for a failed connect from
-        # anyone, ("jti", jti, ""), ("watch", jti, ""), ("agent", device id, ""),
+        # ("fail", limiter, client or prefix key), ("fail", "global", "") for a failed connect
+        # from anyone, ("jti", jti, ""), ("watch", jti, ""), ("agent", device id, ""),
         # ("pending", shell token, "").
         # None (the embedded relay) records nothing.
         self.journal: list[tuple[str, str, str]] | None = None
@@ -272,6 +281,19 @@ class RelayCore:
         conn = self._conns.get(conn_id)
         return None if conn is None else conn.key
 
+    def counters_of(self, conn_id: int, kind: str) -> list[tuple[str, str]]:
+        """The (limiter, key) counters a message of type ``kind`` from ``conn_id`` consults:
+        per address and per network prefix, for every limiter of the type."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return []
+        counters = []
+        for limiter in LIMITERS_OF.get(kind, ()):
+            counters.append((limiter, conn.key))
+            if conn.prefix is not None:
+                counters.append((limiter + _PREFIX, conn.prefix))
+        return counters
+
     def is_movable(self, conn_id: int) -> bool:
         """Whether an open connection has no state here yet (no session, watch, agent...),
         so another relay instance may take it over."""
@@ -282,15 +304,9 @@ class RelayCore:
         """Take a failure count shared by all relay instances."""
         self._limiters[limiter].adopt(key, count, resets_at)
 
-    def adopt_global_failures(self, count: int, resets_at: float, now: float) -> list[Action]:
-        """Take the failed-connect count of all instances; crossing the budget burns the
-        codes waiting here as if the failures had been counted here."""
-        out: list[Action] = []
-        was_locked = self._global_lockdown(now)
+    def adopt_global_failures(self, count: int, resets_at: float) -> None:
+        """Take the failed-connect count of all instances."""
         self._global_failures, self._global_resets_at = count, resets_at
-        if not was_locked and self._global_lockdown(now):
-            self._lock_down(out)
-        return out
 
     def agent_moved(self, agent_id: str) -> list[Action]:
         """The agent registered again on another relay instance: retire it here."""
@@ -339,7 +355,7 @@ class RelayCore:
             self.stats.rejections["too_many_connections"] += 1
             log.debug("connection refused", extra={"event": "too_many_connections"})
             return [Close(conn_id, 1013, "too_many_connections")]
-        self._conns[conn_id] = _Conn(conn_id, key, now)
+        self._conns[conn_id] = _Conn(conn_id, key, prefix_key(ip), now)
         self._per_ip[key] += 1
         self.stats.connections_opened += 1
         return []
@@ -479,15 +495,29 @@ class RelayCore:
             out.append(Close(conn.id, code, reason))
 
     def _limited(self, limiter: str, conn: _Conn, now: float) -> bool:
-        if self._limiters[limiter].blocked(conn.key, now):
+        """Whether the client's address or its network prefix used up ``limiter``."""
+        if self._limiters[limiter].blocked(conn.key, now) or (
+            conn.prefix is not None and self._limiters[limiter + _PREFIX].blocked(conn.prefix, now)
+        ):
             self.stats.rate_limited[limiter] += 1
             log.debug("rate limited", extra={"event": "rate_limited", "limiter": limiter})
             return True
         return False
 
     def _fail(self, limiter: str, conn: _Conn, now: float) -> None:
+        """Count one failure (or attempt) against the client's address and network prefix."""
         self._limiters[limiter].fail(conn.key, now)
         self._record("fail", limiter, conn.key)
+        if conn.prefix is not None:
+            self._limiters[limiter + _PREFIX].fail(conn.prefix, now)
+            self._record("fail", limiter + _PREFIX, conn.prefix)
+
+    def _has_failed(self, limiter: str, conn: _Conn, now: float) -> bool:
+        """Whether the client's address or network prefix failed at all in this window."""
+        return self._limiters[limiter].failures(conn.key, now) > 0 or (
+            conn.prefix is not None
+            and self._limiters[limiter + _PREFIX].failures(conn.prefix, now) > 0
+        )
 
     def _record(self, kind: str, name: str, value: str = "") -> None:
         if self.journal is not None:
@@ -542,23 +572,23 @@ class RelayCore:
         self._finish_for(session.target, "otc_burned", out)
         self._finish_for(session.controller, "otc_burned", out)
 
-    def _global_failure(self, now: float, out: list[Action]) -> None:
-        """Count a failed connect from anyone; at the budget, waiting codes are burned."""
+    def _global_failure(self, now: float) -> None:
+        """Count a failed connect from anyone (guessing spread over many addresses)."""
         if now >= self._global_resets_at:
             self._global_failures = 0
             self._global_resets_at = now + self.config.rate_window
         self._global_failures += 1
         self._record("fail", "global")
         if self._global_failures == self.config.global_failure_budget:
-            self._lock_down(out)
+            log.warning("global pairing failure budget used up", extra={"event": "lockdown"})
 
-    def _lock_down(self, out: list[Action]) -> None:
-        log.warning("global pairing failure budget used up", extra={"event": "lockdown"})
-        waiting = [s for s in self._sessions.values() if s.kind == PAIRING and not s.controller]
-        for session in waiting:
-            self._burn(session, out)
+    def _under_attack(self, now: float) -> bool:
+        """Whether failed connects from everyone used up the global budget this window.
 
-    def _global_lockdown(self, now: float) -> bool:
+        H1: the budget slows guessing down instead of burning the codes waiting and
+        refusing everyone; while it is used up, only addresses (and prefixes) that have not
+        failed in their window may connect, so each guessing address gets one guess.
+        """
         return (
             now < self._global_resets_at
             and self._global_failures >= self.config.global_failure_budget
@@ -589,7 +619,7 @@ class RelayCore:
         return otc
 
     def _pairing_preamble(
-        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
+        self, conn: _Conn, message: dict[str, Any], out: list[Action]
     ) -> tuple[str, int] | None:
         otc = self._otc_or_error(conn, message, out)
         if otc is None:
@@ -602,9 +632,6 @@ class RelayCore:
         if conn.session is not None:
             self._error(conn, "already_in_session", out)
             return None
-        if self._limited("pairing", conn, now):
-            self._error(conn, "rate_limited", out)
-            return None
         return otc, protocol
 
     def _code_failure(self, session: _Session, out: list[Action]) -> None:
@@ -613,10 +640,17 @@ class RelayCore:
             self._burn(session, out)
 
     def _listen(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        checked = self._pairing_preamble(conn, message, now, out)
+        checked = self._pairing_preamble(conn, message, out)
         if checked is None:
             return
         otc, protocol = checked
+        # H2: every code opened counts, so probing for live codes (listen, then done
+        # or close) costs the prober as much as a hit does. Failed connects from the same
+        # address do not stop it from opening codes (H4: a NAT shares one address).
+        if self._limited("listen", conn, now):
+            self._error(conn, "rate_limited", out)
+            return
+        self._fail("listen", conn, now)
         existing = self._lookup(otc, now, out)
         if existing is not None:
             # Probing for live codes is a failure for the prober and for the code (W6).
@@ -642,11 +676,14 @@ class RelayCore:
         self._send(conn, _ACK_SESSION_OPEN, out)
 
     def _connect(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        checked = self._pairing_preamble(conn, message, now, out)
+        checked = self._pairing_preamble(conn, message, out)
         if checked is None:
             return
         otc, protocol = checked
-        if self._global_lockdown(now):
+        if self._limited("pairing", conn, now):
+            self._error(conn, "rate_limited", out)
+            return
+        if self._under_attack(now) and self._has_failed("pairing", conn, now):
             self.stats.rate_limited["global"] += 1
             self._error(conn, "rate_limited", out)
             return
@@ -654,7 +691,7 @@ class RelayCore:
         if session is None or session.kind != PAIRING:
             self._fail("pairing", conn, now)
             self._error(conn, "otc_not_found", out)
-            self._global_failure(now, out)
+            self._global_failure(now)
             return
         if session.controller is not None:
             self._fail("pairing", conn, now)
@@ -662,8 +699,12 @@ class RelayCore:
             self._code_failure(session, out)
             return
         if protocol != session.protocol:
-            # Contract: tell the newcomer, leave the session alone, count nothing.
+            # H5: both sides learn which protocol the other announced (the waiting side
+            # must not wait until its code expires); the code is over, nothing is counted.
             self._error(conn, "protocol_mismatch", out, protocol=session.protocol)
+            self._end_session(session)
+            self._error(session.target, "protocol_mismatch", out, protocol=protocol)
+            self._close(session.target, out)
             return
         session.controller = conn
         conn.session = session
@@ -945,9 +986,12 @@ class RelayCore:
         if conn.session is not None or conn.pending_shell is not None:
             self._error(conn, "already_in_session", out)
             return
-        if self._limited("shell", conn, now):
+        if self._limited("shell", conn, now) or self._limited("shell_request", conn, now):
             self._error(conn, "rate_limited", out)
             return
+        # H3: every request counts, answered or not; unauthenticated requests reach
+        # the agent, which must not be flooded by one address.
+        self._fail("shell_request", conn, now)
         agent = self._agents.get(agent_id)
         matched = agent is not None and not agent.conn.closing and agent.conn is not conn
         if matched and agent is not None:
