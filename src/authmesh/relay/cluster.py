@@ -45,6 +45,20 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from authmesh.relay.config import ClusterUnavailable, RelayConfig, redacted_url
+from authmesh.relay.envelopes import (
+    AgentMoved,
+    Closed,
+    Envelope,
+    EnvelopeError,
+    Frame,
+    HandOver,
+    Message,
+    Shut,
+    bundle,
+    decode,
+    encode,
+    unbundle,
+)
 from authmesh.relay.jsonwire import JsonWireError, dumps, loads
 from authmesh.relay.protocol import Action, Close, RelayCore, Send
 from authmesh.relay.redislink import RedisLink
@@ -202,7 +216,7 @@ class RedisCluster:
         }
         self._homes: dict[int, str] = {}  # local socket -> instance that handles it
         self._guests: dict[str, int] = {}  # "instance:socket" handled here -> core conn id
-        self._origins: dict[int, tuple[str, str]] = {}  # core conn id -> (instance, socket)
+        self._origins: dict[int, tuple[str, int]] = {}  # core conn id -> (instance, socket)
         # Facts read by the instance that handed a socket over, for its first message here.
         self._handed_facts: dict[int, list[Any]] = {}
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_OUTBOX_LIMIT)
@@ -273,7 +287,7 @@ class RedisCluster:
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
         home = self._homes.get(conn_id)
         if home is not None:
-            await self._outbox.put((home, f"R|{self.instance}:{conn_id}|{text}"))
+            await self._outbox.put((home, encode(Message(self._origin(conn_id), text))))
             return []
         parsed = _parse(text)
         kind = parsed.get("type") if parsed is not None else None
@@ -301,7 +315,7 @@ class RedisCluster:
         home = self._homes.get(conn_id)
         if home is not None:
             try:
-                self._outbox.put_nowait((home, f"R|{self.instance}:{conn_id}|{text}"))
+                self._outbox.put_nowait((home, encode(Message(self._origin(conn_id), text))))
             except asyncio.QueueFull:
                 return None  # receive() waits for room
             return []
@@ -332,8 +346,8 @@ class RedisCluster:
         """This instance is stopping: sockets of other instances it handled lose their peer,
         not their relay."""
         for instance, socket in self._origins.values():
-            self._post(instance, f"S|{socket}|{_PEER_GONE}")
-            self._post(instance, f"X|{socket}|1011|peer_disconnected")
+            self._post(instance, Frame(socket, _PEER_GONE))
+            self._post(instance, Shut(socket, 1011, "peer_disconnected"))
         self._guests.clear()
         self._origins.clear()
 
@@ -345,7 +359,7 @@ class RedisCluster:
         """A local socket is gone; the instance handling it forgets it too."""
         home = self._homes.pop(conn_id, None)
         if home is not None:
-            self._post(home, f"C|{self.instance}:{conn_id}")
+            self._post(home, Closed(self._origin(conn_id)))
 
     async def _route_owner(
         self, route: _Route, name: str, fact_keys: list[str]
@@ -372,10 +386,9 @@ class RedisCluster:
             return
         self._deliver(self.core.close(conn_id, time.monotonic()))
         self._homes[conn_id] = owner
-        origin = f"{self.instance}:{conn_id}"
-        handed = f"|{dumps(facts)}" if facts else ""
-        await self._outbox.put((owner, f"O|{origin}|{client}{handed}"))
-        await self._outbox.put((owner, f"R|{origin}|{text}"))
+        origin = self._origin(conn_id)
+        await self._outbox.put((owner, encode(HandOver(origin, client, facts))))
+        await self._outbox.put((owner, encode(Message(origin, text))))
 
     # ------------------------------------------------------------------ handling a message here
 
@@ -463,7 +476,7 @@ class RedisCluster:
             return
         for (kind, name, _), previous in zip(journal, results, strict=True):
             if kind == "agent" and isinstance(previous, str) and previous != self.instance:
-                self._post(previous, f"A|{name}")  # one registration per agent, cluster-wide
+                self._post(previous, AgentMoved(name))  # one registration per agent, cluster-wide
 
     @staticmethod
     def _ms(seconds: float) -> int:
@@ -478,55 +491,57 @@ class RedisCluster:
             return
         instance, socket = origin
         if isinstance(action, Close):
-            self._post(instance, f"X|{socket}|{action.code}|{action.reason}")
+            self._post(instance, Shut(socket, action.code, action.reason))
         else:
-            self._post(instance, f"S|{socket}|{action.text}")
+            self._post(instance, Frame(socket, action.text))
 
-    def _post(self, instance: str, envelope: str) -> None:
+    def _origin(self, conn_id: int) -> str:
+        """How other instances name a socket of this one."""
+        return f"{self.instance}:{conn_id}"
+
+    def _post(self, instance: str, envelope: Envelope) -> None:
         try:
-            self._outbox.put_nowait((instance, envelope))
+            self._outbox.put_nowait((instance, encode(envelope)))
         except asyncio.QueueFull:
             # The publisher is far behind (Redis slow): the frame is lost, so is the socket.
             log.warning("cluster outbox full", extra={"event": "cluster_overflow"})
             asyncio.get_running_loop().call_soon(self._instance_gone, instance)
 
     async def _on_bundle(self, bundle: str) -> None:
-        for envelope in _unbundle(bundle):
+        for envelope in unbundle(bundle):
             await self._on_envelope(envelope)
 
-    async def _on_envelope(self, envelope: str) -> None:
-        op, _, rest = envelope.partition("|")
+    async def _on_envelope(self, text: str) -> None:
         try:
+            envelope = decode(text)
             # Frames only ever reach sockets this instance handed over, never local sessions.
-            if op == "S":
-                socket, _, text = rest.partition("|")
-                if int(socket) in self._homes:
-                    self._deliver([Send(int(socket), text)])
-            elif op == "X":
-                socket, code, reason = rest.split("|", 2)
-                if int(socket) in self._homes:
-                    self._deliver([Close(int(socket), int(code), reason)])
-            elif op == "O":
-                origin, client, *facts = rest.split("|", 2)
-                conn_id = self._new_conn_id()
-                self._guests[origin] = conn_id
-                self._origins[conn_id] = tuple(origin.split(":", 1))  # type: ignore[assignment]
-                handed = _facts(facts[0]) if facts else None
-                if handed is not None:
-                    self._handed_facts[conn_id] = handed
-                self._deliver(self.core.open(conn_id, client, time.monotonic()))
-            elif op == "R":
-                origin, _, text = rest.partition("|")
-                guest = self._guests.get(origin)
-                if guest is not None:
-                    facts_read = self._handed_facts.pop(guest, None)
-                    self._deliver(await self._handle(guest, text, _parse(text), facts_read))
-            elif op == "C":
-                self._drop_guest(rest)
-            elif op == "A":
-                self._deliver(self.core.agent_moved(rest))
+            match envelope:
+                case Frame(socket, frame) if socket in self._homes:
+                    self._deliver([Send(socket, frame)])
+                case Shut(socket, code, reason) if socket in self._homes:
+                    self._deliver([Close(socket, code, reason)])
+                case HandOver(origin, client, facts):
+                    instance, _, number = origin.partition(":")
+                    home = (instance, int(number))
+                    conn_id = self._new_conn_id()
+                    self._guests[origin] = conn_id
+                    self._origins[conn_id] = home
+                    if facts is not None:
+                        self._handed_facts[conn_id] = facts
+                    self._deliver(self.core.open(conn_id, client, time.monotonic()))
+                case Message(origin, message):
+                    guest = self._guests.get(origin)
+                    if guest is not None:
+                        facts = self._handed_facts.pop(guest, None)
+                        self._deliver(await self._handle(guest, message, _parse(message), facts))
+                case Closed(origin):
+                    self._drop_guest(origin)
+                case AgentMoved(agent_id):
+                    self._deliver(self.core.agent_moved(agent_id))
         except (RedisError, OSError):
             raise
+        except EnvelopeError:
+            log.warning("malformed cluster envelope", extra={"event": "cluster_envelope"})
         except Exception:
             # One bad envelope must not stop this instance from hearing the others.
             log.exception("cluster envelope failed", extra={"event": "cluster_envelope"})
@@ -558,12 +573,12 @@ class RedisCluster:
         # One message per instance: each envelope prefixed with its length (order kept).
         bundles: dict[str, list[str]] = {}
         for instance, envelope in batch:
-            bundles.setdefault(instance, []).append(f"{len(envelope)}:{envelope}")
+            bundles.setdefault(instance, []).append(envelope)
         link = self._link
         try:
             if link is None:
                 raise ConnectionError("the Redis link is down")
-            sent = [link.publish(_channel(i), "".join(parts)) for i, parts in bundles.items()]
+            sent = [link.publish(_channel(i), bundle(parts)) for i, parts in bundles.items()]
             async with asyncio.timeout(_REDIS_TIMEOUT):
                 receivers = await asyncio.gather(*sent)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -652,30 +667,6 @@ class RedisCluster:
                     px = self._route_ms[kind]
                     pipe.set(_route_key(kind, name), self.instance, nx=True, px=px)
             await pipe.execute()
-
-
-def _unbundle(bundle: str) -> list[str]:
-    """The envelopes of one published message (see ``_publish_batch``)."""
-    envelopes: list[str] = []
-    position = 0
-    try:
-        while position < len(bundle):
-            colon = bundle.index(":", position)
-            end = colon + 1 + int(bundle[position:colon])
-            envelopes.append(bundle[colon + 1 : end])
-            position = end
-    except ValueError:
-        log.warning("malformed cluster message", extra={"event": "cluster_envelope"})
-    return envelopes
-
-
-def _facts(text: str) -> list[Any] | None:
-    """Facts that came with a hand-over (None, and they are read here, if malformed)."""
-    try:
-        value = loads(text)
-    except JsonWireError:
-        return None
-    return value if isinstance(value, list) and len(value) % 2 == 0 else None
 
 
 def _count(value: Any) -> int:
