@@ -36,7 +36,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
@@ -60,7 +59,7 @@ from authmesh.relay.envelopes import (
     unbundle,
 )
 from authmesh.relay.jsonwire import JsonWireError, dumps, loads
-from authmesh.relay.protocol import Action, Close, RelayCore, Send
+from authmesh.relay.protocol import MESSAGE_TYPES, Action, Close, RelayCore, Route, Send
 from authmesh.relay.redislink import RedisLink
 
 __all__ = ["DEGRADED_REASON", "RedisCluster"]
@@ -128,27 +127,6 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
-
-
-@dataclass(frozen=True)
-class _Route:
-    """How a message type finds its owner: route kind, the field naming it, claim or look up."""
-
-    kind: str
-    field: str
-    claims: bool
-
-
-_ROUTES = {
-    "listen": _Route("otc", "otc", claims=True),
-    "connect": _Route("otc", "otc", claims=False),
-    "bootstrap_watch": _Route("watch", "jti", claims=True),
-    "bootstrap_init": _Route("watch", "jti", claims=False),
-    "shell": _Route("agent", "targetDeviceId", claims=False),
-    "agent_session": _Route("pending", "session", claims=False),
-}
-# Message types that create state other instances must find: refused while Redis is lost.
-_NEEDS_REDIS = frozenset(_ROUTES) | {"agent"}
 
 
 def _digest(value: str) -> str:
@@ -291,8 +269,9 @@ class RedisCluster:
             return []
         parsed = _parse(text)
         kind = parsed.get("type") if parsed is not None else None
-        route = _ROUTES.get(kind) if isinstance(kind, str) else None
-        if self.degraded is not None and kind in _NEEDS_REDIS:
+        declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+        route = declared.route if declared is not None else None
+        if self.degraded is not None and declared is not None and declared.needs_redis:
             reply = _BOOTSTRAP_UNAVAILABLE if kind == "bootstrap_init" else _UNAVAILABLE
             return self._deliver([Send(conn_id, reply)])  # type: ignore[no-any-return]
         facts: list[Any] | None = None
@@ -324,7 +303,9 @@ class RedisCluster:
         parsed = _parse(text)
         if parsed is not None:
             kind = parsed.get("type")
-            movable = isinstance(kind, str) and kind in _ROUTES and self.core.is_movable(conn_id)
+            declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+            routed = declared is not None and declared.route is not None
+            movable = routed and self.core.is_movable(conn_id)
             if movable or self._fact_keys(conn_id, parsed):
                 return None
         actions = self.core.receive(conn_id, text, time.monotonic(), parsed)
@@ -362,7 +343,7 @@ class RedisCluster:
             self._post(home, Closed(self._origin(conn_id)))
 
     async def _route_owner(
-        self, route: _Route, name: str, fact_keys: list[str]
+        self, route: Route, name: str, fact_keys: list[str]
     ) -> tuple[str, list[Any] | None]:
         """The live owner ('' for none) and the values and PTTLs of ``fact_keys``."""
         try:
@@ -679,7 +660,7 @@ def _ms_left(pttl: Any) -> float:
     return max(0, int(pttl)) / 1000
 
 
-def _routable(route: _Route, name: str) -> bool:
+def _routable(route: Route, name: str) -> bool:
     """Names worth a route: anything else gets the core's own error wherever it lands."""
     if route.kind == "otc":
         return len(name) == 6 and name.isascii() and name.isdigit()

@@ -36,7 +36,17 @@ from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
 from authmesh.relay.limits import FailureLimiter
 
-__all__ = ["LIMITERS_OF", "Action", "Close", "RelayCore", "RelayStats", "Send"]
+__all__ = [
+    "LIMITERS_OF",
+    "MESSAGE_TYPES",
+    "Action",
+    "Close",
+    "MessageType",
+    "RelayCore",
+    "RelayStats",
+    "Route",
+    "Send",
+]
 
 log = logging.getLogger("authmesh.relay")
 
@@ -164,16 +174,6 @@ class _Watch:
 
 # The limiters each message type consults (relay instances share these counts). Each one
 # counts per client address and, under ``<name>_prefix``, per network prefix.
-LIMITERS_OF: dict[str, tuple[str, ...]] = {
-    "listen": ("listen",),
-    "connect": ("pairing",),
-    "bootstrap_watch": ("watch",),
-    "bootstrap_init": ("bootstrap",),
-    "agent": ("agent",),
-    "agent_challenge_response": ("agent",),
-    "agent_session": ("agent",),
-    "shell": ("shell", "shell_request"),
-}
 _PREFIX = "_prefix"
 
 # Shell requests a protocol-2 agent may have outstanding (each holds a token until claimed).
@@ -251,20 +251,6 @@ class RelayCore:
         # ("pending", shell token, "").
         # None (the embedded relay) records nothing.
         self.journal: list[tuple[str, str, str]] | None = None
-        self._handlers: dict[str, Callable[[_Conn, dict[str, Any], float, list[Action]], None]] = {
-            "listen": self._listen,
-            "connect": self._connect,
-            "done": self._done,
-            "bootstrap_watch": self._bootstrap_watch,
-            "bootstrap_init": self._bootstrap_init,
-            "bootstrap_ack": self._bootstrap_answer,
-            "bootstrap_reject": self._bootstrap_answer,
-            "agent": self._agent,
-            "agent_challenge_response": self._agent_challenge_response,
-            "shell": self._shell,
-            "agent_session": self._agent_session,
-            "ping": self._ping,
-        }
 
     # ------------------------------------------------------------------ read-only views
 
@@ -393,11 +379,11 @@ class RelayCore:
             if kind == "data":
                 self._data(conn, value, now, out, size)
                 return out
-            handler = self._handlers.get(kind) if isinstance(kind, str) else None
-            if handler is None:
+            declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+            if declared is None:
                 self._error(conn, "unknown_type", out)
                 return out
-            handler(conn, value, now, out)
+            declared.handler(self, conn, value, now, out)
         except Exception:
             log.exception("message handler failed", extra={"event": "handler_error"})
             self._error(conn, "invalid_message", out)
@@ -1095,3 +1081,64 @@ class RelayCore:
         controller.session = session
         self.stats.shell_sessions += 1
         self._send(conn, _PEER_FOUND, out)
+
+
+# ---------------------------------------------------------------------- message types
+
+
+@dataclass(frozen=True)
+class Route:
+    """How relay instances find the one owning a message's subject (``cluster.py``): the
+    route kind, the field naming the subject, and whether the message claims it."""
+
+    kind: str
+    field: str
+    claims: bool
+
+
+Handler = Callable[[RelayCore, _Conn, dict[str, Any], float, list[Action]], None]
+
+
+@dataclass(frozen=True)
+class MessageType:
+    """Everything the relay knows about one message type, in one place: the core's handler,
+    the failure limiters it consults (counts shared by relay instances), its cluster route,
+    and whether it is refused while a cluster has lost Redis (it creates state other
+    instances must find). ``data`` is the one type outside this table: its handler also
+    takes the frame's size, and it is the hot path."""
+
+    handler: Handler
+    limiters: tuple[str, ...] = ()
+    route: Route | None = None
+    needs_redis: bool = False
+
+
+MESSAGE_TYPES: dict[str, MessageType] = {
+    "listen": MessageType(RelayCore._listen, ("listen",), Route("otc", "otc", True), True),
+    "connect": MessageType(RelayCore._connect, ("pairing",), Route("otc", "otc", False), True),
+    "done": MessageType(RelayCore._done),
+    "bootstrap_watch": MessageType(
+        RelayCore._bootstrap_watch, ("watch",), Route("watch", "jti", True), True
+    ),
+    "bootstrap_init": MessageType(
+        RelayCore._bootstrap_init, ("bootstrap",), Route("watch", "jti", False), True
+    ),
+    "bootstrap_ack": MessageType(RelayCore._bootstrap_answer),
+    "bootstrap_reject": MessageType(RelayCore._bootstrap_answer),
+    "agent": MessageType(RelayCore._agent, ("agent",), needs_redis=True),
+    "agent_challenge_response": MessageType(RelayCore._agent_challenge_response, ("agent",)),
+    "shell": MessageType(
+        RelayCore._shell,
+        ("shell", "shell_request"),
+        Route("agent", "targetDeviceId", False),
+        True,
+    ),
+    "agent_session": MessageType(
+        RelayCore._agent_session, ("agent",), Route("pending", "session", False), True
+    ),
+    "ping": MessageType(RelayCore._ping),
+}
+# The failure limiters each message type consults (relay instances share these counts).
+LIMITERS_OF: dict[str, tuple[str, ...]] = {
+    name: declared.limiters for name, declared in MESSAGE_TYPES.items() if declared.limiters
+}
