@@ -59,7 +59,15 @@ from authmesh.relay.envelopes import (
     unbundle,
 )
 from authmesh.relay.jsonwire import JsonWireError, dumps, loads
-from authmesh.relay.protocol import MESSAGE_TYPES, Action, Close, RelayCore, Route, Send
+from authmesh.relay.protocol import (
+    MESSAGE_TYPES,
+    Action,
+    Close,
+    RelayCore,
+    Route,
+    Send,
+    SharedFact,
+)
 from authmesh.relay.redislink import RedisLink
 
 __all__ = ["DEGRADED_REASON", "RedisCluster"]
@@ -437,7 +445,7 @@ class RedisCluster:
         if kind == "bootstrap_init" and pairs and pairs[0][0]:
             self.core.adopt_consumed(parsed["jti"], now)
 
-    async def _write_shared(self, journal: list[tuple[str, str, str]]) -> None:
+    async def _write_shared(self, journal: list[SharedFact]) -> None:
         window_ms = self._ms(self.config.rate_window)
         jti_ms = self._ms(self.config.jti_ttl)
         try:

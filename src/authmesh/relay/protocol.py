@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from authmesh.core.b64 import B64Error, b64decode
 from authmesh.core.keys import (
@@ -46,6 +46,7 @@ __all__ = [
     "RelayStats",
     "Route",
     "Send",
+    "SharedFact",
 ]
 
 log = logging.getLogger("authmesh.relay")
@@ -93,6 +94,16 @@ class RelayStats:
     bytes_forwarded: int = 0
     rate_limited: Counter[str] = field(default_factory=Counter)
     rejections: Counter[str] = field(default_factory=Counter)
+
+
+class SharedFact(NamedTuple):
+    """One entry of :attr:`RelayCore.journal`: ``("fail", limiter, client or prefix key)``,
+    ``("fail", "global", "")`` for a failed connect from anyone, ``("jti", jti, "")``,
+    ``("watch", jti, "")``, ``("agent", device id, "")``, ``("pending", shell token, "")``."""
+
+    kind: str
+    name: str
+    client: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -245,12 +256,9 @@ class RelayCore:
             self._limiters[name + _PREFIX] = FailureLimiter(prefix_limit, window, keys)
         self._global_failures = 0
         self._global_resets_at = 0.0
-        # State changes other relay instances must learn of, as (kind, name, value) records:
-        # ("fail", limiter, client or prefix key), ("fail", "global", "") for a failed connect
-        # from anyone, ("jti", jti, ""), ("watch", jti, ""), ("agent", device id, ""),
-        # ("pending", shell token, "").
-        # None (the embedded relay) records nothing.
-        self.journal: list[tuple[str, str, str]] | None = None
+        # State changes other relay instances must learn of; None (the embedded relay)
+        # records nothing.
+        self.journal: list[SharedFact] | None = None
 
     # ------------------------------------------------------------------ read-only views
 
@@ -505,9 +513,9 @@ class RelayCore:
             and self._limiters[limiter + _PREFIX].failures(conn.prefix, now) > 0
         )
 
-    def _record(self, kind: str, name: str, value: str = "") -> None:
+    def _record(self, kind: str, name: str, client: str = "") -> None:
         if self.journal is not None:
-            self.journal.append((kind, name, value))
+            self.journal.append(SharedFact(kind, name, client))
 
     def _live(self, session: _Session, now: float, out: list[Action]) -> bool:
         """Whether ``session`` is still current; an expired one is ended with notice (W9)."""
