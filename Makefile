@@ -1,5 +1,6 @@
 # The two commands of the README: `make relay` and `make test`.
 VENV ?= .venv
+RELAY_VENV ?= .venv-relay
 PY := $(VENV)/bin/python
 PORT ?= 3001
 HOST ?= 0.0.0.0
@@ -14,9 +15,15 @@ $(VENV)/.installed: pyproject.toml
 
 deps: $(VENV)/.installed
 
-# One venv serves both commands; the relay needs only the base install.
-relay: deps
-	PORT=$(PORT) HOST=$(HOST) $(VENV)/bin/amesh-relay
+# The relay gets a venv of its own with the base install only (no extras, no dev tools).
+$(RELAY_VENV)/.installed: pyproject.toml
+	python3 -m venv $(RELAY_VENV)
+	$(RELAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RELAY_VENV)/bin/python -m pip install --quiet .
+	touch $@
+
+relay: $(RELAY_VENV)/.installed
+	PORT=$(PORT) HOST=$(HOST) $(RELAY_VENV)/bin/amesh-relay
 
 system-deps:
 	@scripts/install-system-deps
@@ -30,4 +37,4 @@ test: system-deps deps lint
 	scripts/run-pytest $(VENV)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RELAY_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

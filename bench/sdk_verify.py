@@ -82,8 +82,18 @@ else:
     asyncio.run(main())
 """
 
+# wrk prints this line at the end: 200 answers and failures counted by the script.
+WRK_RESULT = """
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d\\n", summary.requests, summary.duration,
+    summary.errors.status, summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout))
+end
+"""
+
 # Each wrk thread takes every n-th header of the pool file; every request uses the next.
-WRK_SCRIPT = """
+WRK_SCRIPT = (
+    """
 local threads = 0
 function setup(thread)
   thread:set("id", threads)
@@ -104,12 +114,9 @@ function request()
   return "GET /bench HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nAuthorization: "
     .. pool[position] .. "\\r\\n\\r\\n"
 end
-function done(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d\\n", summary.requests, summary.duration,
-    summary.errors.status, summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout))
-end
 """
+    + WRK_RESULT
+)
 
 
 @dataclass(frozen=True)
@@ -220,11 +227,17 @@ def wrk_load(
         output = subprocess.run(
             command, capture_output=True, text=True, timeout=seconds + 60, check=True
         ).stdout
+    requests, duration_us, non_200, errors = wrk_result(output)
+    return (requests - non_200) / (duration_us / 1e6), non_200 + errors
+
+
+def wrk_result(output: str) -> tuple[int, int, int, int]:
+    """(requests, duration in µs, non-200 answers, socket errors) from ``WRK_RESULT``."""
     found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+)", output)
     if found is None:
         raise SystemExit(f"wrk printed no result:\n{output}")
     requests, duration_us, non_200, errors = (int(group) for group in found.groups())
-    return (requests - non_200) / (duration_us / 1e6), non_200 + errors
+    return requests, duration_us, non_200, errors
 
 
 def server_cpu_seconds(pid: int) -> float | None:

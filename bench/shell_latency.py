@@ -10,7 +10,12 @@ with two fresh, paired amesh homes, then drives a controller in-process with the
 * throughput: the session runs ``cat`` on a 4 MiB file (base64 text, no newlines, so the PTY
   does not expand anything) and the time from COMMAND until EXIT is measured.
 
-    .venv/bin/python bench/shell_latency.py [--keystrokes 500] [--runs 3]
+Beside each figure: CPU time of the agent, the relay and this process (the load generator),
+per keystroke and per MiB, read from ``/proc``. ``--agent-src DIR`` runs the agent from another
+checkout's ``src`` (for before/after figures in one run; the relay and the controller stay the
+same).
+
+    .venv/bin/python bench/shell_latency.py [--keystrokes 500] [--runs 3] [--agent-src DIR]
 """
 
 from __future__ import annotations
@@ -37,11 +42,38 @@ from authmesh.core.shell.frames import (
     encode_data,
 )
 from authmesh.core.shell.wire import data_message
-from authmesh.shell.channel import RelaySocket, encode_message, receive_data
+from authmesh.shell.channel import connect, receive_data
 from authmesh.shell.handshake import run_controller_handshake
 from authmesh.store import AmeshHome, create_identity, load_context, now_timestamp
 
 FILE_BYTES = 4 * 1024 * 1024
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by processes between :meth:`start` and :meth:`read`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+
+    @staticmethod
+    def _seconds(pid: int) -> float:
+        if pid == os.getpid():
+            return time.process_time()
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+
+    def start(self) -> None:
+        self._start = {name: self._seconds(pid) for name, pid in self.pids.items()}
+
+    def read(self) -> dict[str, float]:
+        return {name: self._seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+
+
+def per_unit(cpu: dict[str, float], units: float, unit: str) -> str:
+    return "  ".join(f"{name} {used / units * 1000:.3f} ms/{unit}" for name, used in cpu.items())
 
 
 def free_port() -> int:
@@ -105,15 +137,13 @@ class Session:
         self.context = load_context(home=AmeshHome(home), environ={})
 
     async def open(self, command: str) -> None:
-        self.socket = await RelaySocket.connect(self.url)
+        self.socket = await connect(self.url)
         await self.socket.send(
-            encode_message(
-                {
-                    "type": "shell",
-                    "targetDeviceId": self.target.device_id,
-                    "targetPublicKey": self.target.public_key,
-                }
-            )
+            {
+                "type": "shell",
+                "targetDeviceId": self.target.device_id,
+                "targetPublicKey": self.target.public_key,
+            }
         )
         await self.socket.receive(10)
         established = await run_controller_handshake(
@@ -128,7 +158,7 @@ class Session:
         await self.send(encode_command(command))
 
     async def send(self, frame: bytes) -> None:
-        await self.socket.send(data_message(self.cipher.encrypt(frame)))
+        await self.socket.send_text(data_message(self.cipher.encrypt(frame)))
 
     async def frame(self):  # type: ignore[no-untyped-def]
         return decode_frame(self.cipher.decrypt(await receive_data(self.socket, 30)))
@@ -174,9 +204,11 @@ async def throughput(session: Session, path: Path) -> tuple[float, int]:
 
 
 async def measure(
-    url: str, home: Path, target: Device, args: argparse.Namespace, path: Path
+    url: str, home: Path, target: Device, args: argparse.Namespace, path: Path, cpu: CpuMeter
 ) -> None:
+    cpu.start()
     latency = await keystroke_latency(Session(url, home, target), args.keystrokes)
+    print(f"CPU per keystroke: {per_unit(cpu.read(), len(latency), 'key')}")
     latency.sort()
     print(f"keystroke round trip over {len(latency)} keys (ms):")
     print(
@@ -184,6 +216,7 @@ async def measure(
         f"  p99 {latency[int(len(latency) * 0.99)]:.2f}  max {latency[-1]:.2f}"
     )
     rates = []
+    cpu.start()
     for _ in range(args.runs):
         elapsed, received = await throughput(Session(url, home, target), path)
         if received != FILE_BYTES:
@@ -191,12 +224,15 @@ async def measure(
         rates.append(FILE_BYTES / elapsed / 2**20)
     print(f"cat of a 4 MiB file, {args.runs} runs (MiB/s, incl. handshake):")
     print(f"  best {max(rates):.1f}  median {statistics.median(rates):.1f}")
+    mebibytes = args.runs * FILE_BYTES / 2**20
+    print(f"CPU per MiB: {per_unit(cpu.read(), mebibytes, 'MiB')}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keystrokes", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--agent-src", type=Path, help="run the agent from this src directory")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="amesh-bench-") as scratch:
         base = Path(scratch)
@@ -210,6 +246,8 @@ def main() -> None:
             [sys.executable, "-m", "authmesh.relay"], env=env, stdout=subprocess.DEVNULL
         )
         agent_env = {**os.environ, "AUTH_MESH_DIR": str(target_home)}
+        if args.agent_src is not None:
+            agent_env["PYTHONPATH"] = str(args.agent_src.resolve())
         agent = subprocess.Popen(
             [sys.executable, "-m", "authmesh.cli", "agent", "start", "--allow-root",
              "--relay", url, "--shell", "/bin/sh"],
@@ -218,7 +256,8 @@ def main() -> None:
         )  # fmt: skip
         try:
             wait_for(lambda: healthy(port), 20, "the agent to register")
-            asyncio.run(measure(url, controller_home, target_entry, args, data_file))
+            cpu = CpuMeter({"agent": agent.pid, "relay": relay.pid, "load generator": os.getpid()})
+            asyncio.run(measure(url, controller_home, target_entry, args, data_file, cpu))
         finally:
             for process in (agent, relay):
                 process.send_signal(signal.SIGTERM)

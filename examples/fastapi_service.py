@@ -1,28 +1,44 @@
 """A FastAPI service that accepts only requests signed by a paired controller.
 
+    pip install "uvicorn[standard]"
     AUTH_MESH_DIR=~/.amesh uvicorn examples.fastapi_service:app --port 8000
+
+``uvicorn[standard]`` brings httptools and uvloop, which uvicorn then uses by itself:
+on the machine of docs/benchmarks.md a verified request took 151 µs of server CPU
+with them against 214 µs with the pure-Python h11 parser and asyncio loop.
 
 The identity and allow list come from the amesh home (``amesh init`` + ``amesh
 listen`` on this machine). Every route but ``/health`` needs a valid signature.
+``/metrics`` serves the verification counters (exempt here; keep it off the public
+network or behind its own auth).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.fastapi import verified_device
+from authmesh.sdk.metrics import VerificationMetrics
 from authmesh.sdk.verifier import VerifiedDevice, Verifier
 
 app = FastAPI(title="authmesh example")
-app.add_middleware(AuthMeshMiddleware, verifier=Verifier.from_home(), exempt_paths={"/health"})
+registry = CollectorRegistry()
+verifier = Verifier.from_home(observer=VerificationMetrics(registry))
+app.add_middleware(AuthMeshMiddleware, verifier=verifier, exempt_paths={"/health", "/metrics"})
 
 
 @app.get("/health")
 async def health() -> dict[str, bool]:
     return {"ok": True}
+
+
+@app.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @app.post("/orders")

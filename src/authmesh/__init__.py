@@ -7,13 +7,28 @@ stays importable with nothing but ``cryptography`` installed.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["AsyncClient", "AuthMeshAuth", "Client", "Verifier", "bootstrap_if_needed"]
+__all__ = [
+    "AsyncClient",
+    "AuthMeshAuth",
+    "Client",
+    "Verifier",
+    "__version__",
+    "bootstrap_if_needed",
+]
+
+try:
+    __version__ = version("authmesh")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+_SDK_NAMES = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _SDK_NAMES:
         from authmesh import sdk
 
         return getattr(sdk, name)

@@ -7,7 +7,10 @@ sentence naming the problem and the fix, fit to show a user as is.
 
 from __future__ import annotations
 
-__all__ = ["AuthMeshError"]
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["AuthMeshError", "MissingExtraError", "requires_extra"]
 
 
 class AuthMeshError(Exception):
@@ -20,3 +23,23 @@ class AuthMeshError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+class MissingExtraError(AuthMeshError, ImportError):
+    """An optional module was imported without the extra that installs what it needs."""
+
+
+@contextmanager
+def requires_extra(extra: str, feature: str) -> Iterator[None]:
+    """Wrap the imports of an optional module: a missing package names the extra to install.
+
+    ``with requires_extra("fastapi", "authmesh.sdk.fastapi"): from fastapi import Request``
+    """
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            "missing_extra",
+            f"{feature} needs the {exc.name or 'missing'} package; install it with "
+            f"pip install 'authmesh[{extra}]'.",
+        ) from exc

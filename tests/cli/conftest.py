@@ -16,6 +16,8 @@ from typing import Any
 import pexpect
 import pytest
 
+from authmesh.cli.exit_codes import exit_code_for
+from authmesh.pairing.errors import MESSAGES
 from tests.relayproc import RelayProcess, start_relay
 
 # The reference transcripts were recorded with an amesh dir whose path is 27..30 characters
@@ -108,6 +110,25 @@ class AmeshRunner:
             timeout=timeout,
             check=False,
         )
+
+    def on_terminal(
+        self, args: list[str], home: Path, *, env: dict[str, str] | None = None, stdin: str = ""
+    ) -> tuple[int, str]:
+        """Run on a pty (80 columns, no echo) and type ``stdin``: exit status and output
+        (stdout and stderr interleaved, as an operator sees them, with ``\n`` line ends)."""
+        child = pexpect.spawn(
+            CLI[0],
+            [*CLI[1:], *args],
+            env=self.env(home, env),
+            timeout=STEP_TIMEOUT,
+            dimensions=(24, 80),
+        )
+        child.setecho(False)
+        child.send(stdin)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus is not None, child.signalstatus
+        return child.exitstatus, (child.before or b"").decode().replace("\r\n", "\n")
 
 
 @pytest.fixture
@@ -236,15 +257,19 @@ def unwrapped(text: str | bytes) -> str:
     return text.replace("\r\n", "\n").replace("\n ›   ", "")
 
 
-def fails_with(child: pexpect.spawn, message: str) -> None:
-    """The child ends with exit status 2 after printing ``message`` as its one error."""
+def fails_with(child: pexpect.spawn, message: str, status: int | None = None) -> None:
+    """The child ends with exit ``status`` after printing ``message`` as its one error; for a
+    pairing message (:data:`MESSAGES`) the status defaults to the table's for its code."""
+    if status is None:
+        (code,) = [code for code, text in MESSAGES.items() if text == message]
+        status = exit_code_for(code)
     child.expect(pexpect.EOF)
     output = unwrapped(child.before or b"")
     child.close()
     assert message in output, output
     assert output.count("Error:") == 1, output
     assert "Traceback" not in output
-    assert child.exitstatus == 2
+    assert child.exitstatus == status
 
 
 @pytest.fixture

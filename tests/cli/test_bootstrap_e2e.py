@@ -16,6 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.bootstrap_token import BootstrapTokenError
 from authmesh.pairing.errors import MESSAGES
 from tests.cli.conftest import AmeshRunner, Device, unwrapped
@@ -70,7 +71,7 @@ def test_provision_then_bootstrap_then_replay(
 
     replay_home = homes()
     replay = amesh(["bootstrap", token, "--backend", "encrypted-file"], replay_home)
-    assert replay.returncode == 2
+    assert replay.returncode == ExitCode.REFUSED
     assert MESSAGES["token_already_used"] in unwrapped(replay.stderr)
     assert replay.stderr.count("Error:") == 1
     assert not (replay_home / "identity.json").exists()
@@ -81,24 +82,36 @@ def test_bootstrap_rejects_garbage_and_expired_tokens_before_any_io(
 ) -> None:
     home = homes()
     garbage = amesh(["bootstrap", "amesh-bt-v1.not-a-token"], home)
-    assert garbage.returncode == 2
+    assert garbage.returncode == ExitCode.USAGE
     assert str(BootstrapTokenError("invalid_token_format")) in unwrapped(garbage.stderr)
     assert not (home / "identity.json").exists()
 
 
-def test_bootstrap_refuses_when_an_identity_exists(
-    amesh: AmeshRunner, provisioner: Device, relay: RelayProcess, children: list
+def test_bootstrap_over_an_identity_names_a_way_forward_that_works(
+    amesh: AmeshRunner,
+    provisioner: Device,
+    make_device: Callable[..., Device],
+    relay: RelayProcess,
+    children: list,
 ) -> None:
     watcher, token = provision(provisioner, relay, children)
-    result = amesh(["bootstrap", token], provisioner.home)
-    assert result.returncode == 2
-    assert "already has an identity" in result.stderr
-    watcher.terminate(force=True)
+    used = make_device("Used box")
+    result = amesh(["bootstrap", token], used.home)
+    assert result.returncode == ExitCode.FAILED
+    message = unwrapped(result.stderr)
+    assert "already has an identity" in message and "amesh bootstrap --force" in message
+    replaced = amesh(
+        ["bootstrap", "--force", token, "--backend", "encrypted-file"], used.home, timeout=60
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    watcher.expect("added to the allow list as a target")
+    identity = json.loads((used.home / "identity.json").read_text())
+    assert identity["deviceId"] != used.device_id and identity["friendlyName"] == "Edge box"
 
 
 def test_provision_ttl_over_24h_is_refused(amesh: AmeshRunner, provisioner: Device) -> None:
     result = amesh(["provision", "--name", "x", "--ttl", "25h"], provisioner.home)
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.USAGE
     assert str(BootstrapTokenError("ttl_too_long")) in unwrapped(result.stderr)
 
 
@@ -114,7 +127,7 @@ def test_bootstrap_without_a_watching_controller_leaves_no_identity(
     watcher.expect(pexpect.EOF)
     home = homes()
     result = amesh(["bootstrap", token, "--backend", "encrypted-file"], home)
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.FAILED
     assert MESSAGES["no_watcher"] in unwrapped(result.stderr)
     assert result.stderr.count("Error:") == 1
     assert not (home / "identity.json").exists()
@@ -128,9 +141,9 @@ def test_provision_json_output(
         "provision", "--name", "Edge", "--ttl", "30m", "--output", "json", relay=relay
     )
     children.append(child)
-    child.expect(rb"(\{\"token\".*\})\r\n")
+    child.expect(rb"(\{\"event\": \"token_issued\".*\})\r\n")
     issued = json.loads(child.match.group(1))
-    assert list(issued) == ["token", "jti", "name", "issuedAt", "expiresAt", "relay"]
+    assert list(issued) == ["event", "token", "jti", "name", "issuedAt", "expiresAt", "relay"]
     assert TOKEN.fullmatch(issued["token"].encode())
     assert (issued["name"], issued["relay"]) == ("Edge", relay.url)
     lifetime = datetime.fromisoformat(issued["expiresAt"]) - datetime.fromisoformat(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from authmesh.cli.exit_codes import ExitCode
 from authmesh.pairing.errors import MESSAGES
 from authmesh.pairing.interactive import SAS_ATTEMPTS
 from tests.cli.conftest import AmeshRunner, Device, fails_with, unwrapped
@@ -134,7 +135,7 @@ def test_confirm_flags_apply_to_v2_only(
     _, controller = pair
     code = "123456" if "--legacy" in flags else "123456-1234-5678"
     result = amesh(["invite", code, *flags], controller.home, env={"AMESH_RELAY_URL": relay.url})
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.USAGE
     expected = "--v2 and --legacy" if "--v2" in flags else "apply to --v2 only"
     assert expected in unwrapped(result.stderr)
 
@@ -194,11 +195,11 @@ def test_wrong_code_is_one_clear_sentence(
     _, controller = pair
     env = {"AMESH_RELAY_URL": relay.url}
     result = amesh(["invite", "--v2", "123456"], controller.home, env=env)
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.FAILED
     assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
     assert "Traceback" not in result.stderr
     malformed = amesh(["invite", "--v2", "12345"], controller.home, env=env)
-    assert malformed.returncode == 2
+    assert malformed.returncode == ExitCode.USAGE
     assert MESSAGES["invalid_code"] in unwrapped(malformed.stderr)
 
 
@@ -206,8 +207,8 @@ def test_relay_unreachable(amesh: AmeshRunner, pair: tuple[Device, Device]) -> N
     _, controller = pair
     url = f"ws://127.0.0.1:{free_port()}/ws"
     result = amesh(["invite", "123456-1234-5678"], controller.home, env={"AMESH_RELAY_URL": url})
-    assert result.returncode == 2
-    assert MESSAGES["relay_unreachable"] in unwrapped(result.stderr)
+    assert result.returncode == ExitCode.RELAY
+    assert f"Could not reach the relay at {url}: connection refused" in unwrapped(result.stderr)
     assert result.stderr.count("Error:") == 1
 
 
@@ -224,11 +225,11 @@ def test_expired_code(
     children.append(listener)
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
-    fails_with(listener, "The pairing code expired before a controller joined")
+    fails_with(listener, "The pairing code expired before a controller joined", ExitCode.TIMED_OUT)
     result = amesh(
         ["invite", "--v2", code], controller.home, env={"AMESH_RELAY_URL": short_lived.url}
     )
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.FAILED
     assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
     assert target.entries() == []
 
@@ -294,7 +295,11 @@ def test_max_controllers_reached_is_refused_by_default(
         target, second, relay, children, target_asks=r"Replace it with Desktop\? \(y/N\)"
     )
     listener.sendline("")
-    fails_with(listener, "This device already has the maximum number of controllers (1)")
+    fails_with(
+        listener,
+        "This device already has the maximum number of controllers (1)",
+        ExitCode.REFUSED,
+    )
     fails_with(inviter, MESSAGES["peer_disconnected"])
     assert [d["deviceId"] for d in target.entries()] == [first.device_id]
     assert second.entries() == []
@@ -302,7 +307,7 @@ def test_max_controllers_reached_is_refused_by_default(
 
 def test_listen_without_identity(amesh: AmeshRunner, home: Path, relay: RelayProcess) -> None:
     result = amesh(["listen", "--relay", relay.url], home)
-    assert (result.returncode, result.stdout) == (2, "")
+    assert (result.returncode, result.stdout) == (ExitCode.FAILED, "")
     assert result.stderr == " ›   Error: No identity found. Run `amesh init` first.\n"
 
 
@@ -322,7 +327,11 @@ def test_tampered_allow_list_on_the_target_stops_pairing(
     code = listener.match.group(1).decode()
     inviter = controller.spawn("invite", "--v2", "--no-confirm", code, relay=relay)
     children.append(inviter)
-    fails_with(listener, "CRITICAL: Allow list integrity check failed — possible tampering.")
+    fails_with(
+        listener,
+        "CRITICAL: Allow list integrity check failed — possible tampering.",
+        ExitCode.FAILED,
+    )
     fails_with(inviter, MESSAGES["peer_disconnected"])
     assert '"Laptop (evil)"' in sealed.read_text()  # refused, never re-sealed
 

@@ -17,6 +17,7 @@ import pexpect
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing.errors import MESSAGES
 from authmesh.pairing.v2 import V2Target
@@ -161,7 +162,11 @@ def test_a_declined_controller_is_told_and_nothing_is_saved(
     children.append(inviter)
     listener.expect(r"Replace it with Desktop\? \(y/N\)")
     listener.sendline("")
-    fails_with(listener, "This device already has the maximum number of controllers (1)")
+    fails_with(
+        listener,
+        "This device already has the maximum number of controllers (1)",
+        ExitCode.REFUSED,
+    )
     fails_with(inviter, MESSAGES["peer_declined"])
     assert [d["deviceId"] for d in target.entries()] == [first.device_id]
     assert second.entries() == []

@@ -69,3 +69,23 @@ def test_tpm_target_pairs_with_a_file_controller(
     inviter.expect("added to the allow list as a target")
     assert [d["deviceId"] for d in target.allow_list(amesh)] == [controller.device_id]
     assert [d["deviceId"] for d in controller.entries()] == [target.device_id]
+
+
+@pytest.mark.skipif(
+    any(Path(node).exists() for node in ("/dev/tpmrm0", "/dev/tpm0")),
+    reason="this host has a TPM device node",
+)
+def test_detection_names_the_missing_device_when_tpm2_tools_are_installed(
+    amesh: AmeshRunner, home: Path, tmp_path: Path
+) -> None:
+    """tpm2-tools present, no TPM device and no TCTI: the line says the device is missing
+    (not "tpm2-tools not found"), and the hint recommends nothing authmesh lacks."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    getcap = tools / "tpm2_getcap"
+    getcap.write_text("#!/bin/sh\necho 'ERROR: tcti init failed' >&2\nexit 1\n")
+    getcap.chmod(0o755)
+    result = amesh(["init", "--name", "box"], home, env={"PATH": f"{tools}:/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "  TPM 2.0           not available (tpm2-tools found, but no TPM device" in result.stdout
+    assert "Keychain" not in result.stderr and "macOS" not in result.stderr

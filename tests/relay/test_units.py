@@ -117,7 +117,7 @@ def test_trust_proxy_values(value: str, hops: int) -> None:
     assert parse_trust_proxy(value) == hops
 
 
-@pytest.mark.parametrize("value", ["maybe", "-1", "99", "1 2"])
+@pytest.mark.parametrize("value", ["maybe", "-1", "99", "1 2", "²", "١"])
 def test_trust_proxy_rejects_unclear_values(value: str) -> None:
     with pytest.raises(ConfigError, match="AMESH_TRUST_PROXY"):
         parse_trust_proxy(value)

@@ -87,7 +87,11 @@ class WsgiDispatcher:
 
 # Django: settings once per process; the middleware picks up CURRENT.verifier.
 def django_echo(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(echo(request.authmesh, request.body))  # type: ignore[attr-defined]
+    """The echo, plus the path and query items as Django reads them."""
+    query = [[name, value] for name, values in request.GET.lists() for value in values]
+    return JsonResponse(
+        {**echo(request.authmesh, request.body), "path": request.path, "query": query}  # type: ignore[attr-defined]
+    )
 
 
 urlpatterns = [re_path(r"^.*$", django_echo)]

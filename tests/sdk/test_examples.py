@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 
 from authmesh.core.allowlist import Device
@@ -79,8 +80,10 @@ def test_fastapi_example_with_client_script(homes: tuple[Path, Path]) -> None:
     app = _load_example("fastapi_service").app
     with uvicorn_server(app) as port:
         result = _run_client(f"http://127.0.0.1:{port}/orders", client_home)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=DEADLINE_SECONDS).text
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("200 ") and '"from":"billing-job"' in result.stdout
+    assert 'authmesh_verifications_total{outcome="accepted"} 1.0' in metrics
 
 
 def test_flask_example_with_client_script(homes: tuple[Path, Path]) -> None:

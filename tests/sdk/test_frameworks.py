@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import socket
 from pathlib import Path
 from typing import Annotated, Any
@@ -153,3 +154,9 @@ def test_websocket_routes_need_a_signed_handshake(tmp_path: Path) -> None:
         with pytest.raises(InvalidStatus) as refused:
             connect(url, open_timeout=10)
         assert refused.value.response.status_code == 403
+
+
+def test_fastapi_dependencies_run_on_the_event_loop() -> None:
+    """A plain ``def`` dependency is run in FastAPI's thread pool on every request."""
+    assert inspect.iscoroutinefunction(verified_device)
+    assert inspect.iscoroutinefunction(AuthMeshDependency.__call__)

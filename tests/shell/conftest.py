@@ -8,6 +8,7 @@ subprocess, controllers driven through pexpect on a pseudo-terminal. Homes are c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -179,6 +180,20 @@ class AgentProcess:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(10)
+
+
+@contextlib.contextmanager
+def box_agent(
+    homes: Homes, relay: RelayProcess, scratch: Path, name: str, *extra: str, registered: str
+) -> Iterator[AgentProcess]:
+    """An agent for a new target ``name`` paired with the controller, once ``registered``
+    is in its log; stopped afterwards."""
+    agent = AgentProcess(paired_box(homes, scratch, name), relay, scratch, f"{name}-agent", *extra)
+    try:
+        agent.wait_for(registered)
+        yield agent
+    finally:
+        agent.stop()
 
 
 # Every long-running test command carries this number, so leftovers can be found in /proc.

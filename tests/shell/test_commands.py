@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
 from authmesh.core.keys import PrivateKey
 from authmesh.store import AmeshHome, create_identity
@@ -66,7 +67,7 @@ def test_grant_refuses_with_one_sentence(
     home, controller_id, target_id = target_home
     device = {"controller": controller_id, "target": target_id}.get(who, "am_AAAAAAAAAAAAAAAA")
     result = run_cli(home, scratch, "grant", device, *flags)
-    assert result.returncode == 2
+    assert result.returncode == (ExitCode.FAILED if who == "unknown" else ExitCode.USAGE)
     assert expected in " ".join(result.stderr.replace("›", " ").split())
     assert "Traceback" not in result.stderr
     assert not _shell_permission(home, controller_id)
@@ -88,18 +89,18 @@ def test_shell_to_an_unknown_target_fails_before_the_network(
     home, controller_id, _ = target_home
     for name in ("nowhere", controller_id):  # a controller entry is not a target
         result = run_cli(home, scratch, "shell", name, "--relay", "ws://127.0.0.1:9/ws", "-c", "id")
-        assert result.returncode == 2
+        assert result.returncode == ExitCode.FAILED
         assert "is not in the allow list as a target" in " ".join(
             result.stderr.replace("›", " ").split()
         )
 
 
-def test_unreachable_relay_is_exit_255_with_a_sentence(
+def test_unreachable_relay_is_exit_5_with_a_sentence(
     target_home: tuple[Path, str, str], scratch: Path
 ) -> None:
     home, _, target_id = target_home
     result = run_cli(home, scratch, "shell", "db", "--relay", "ws://127.0.0.1:9/ws", "-c", "id")
-    assert result.returncode == 255
+    assert result.returncode == ExitCode.RELAY
     flat = " ".join(result.stderr.replace("›", " ").split())
     assert "Could not reach the relay at ws://127.0.0.1:9/ws" in flat
     assert target_id  # the target was resolved by its friendly name first

@@ -46,7 +46,7 @@ class ReplayChannel:
         self._incoming = deque(json.loads(text) for text in recorded)
         self.sent: list[str] = []
 
-    async def send(self, text: str) -> None:
+    async def send_text(self, text: str) -> None:
         self.sent.append(text)
 
     async def receive(self, timeout: float | None) -> dict[str, Any]:

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from authmesh.cli.exit_codes import ExitCode
 from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     MARKER,
     AgentProcess,
     Homes,
+    box_agent,
     exit_status,
     marked_processes,
-    paired_box,
     run_shell,
     spawn_shell,
     type_line,
@@ -32,11 +33,11 @@ TARGET = "legacy-box"
 
 @pytest.fixture(scope="module")
 def legacy_agent(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
-    box = paired_box(homes, scratch, TARGET)
-    agent = AgentProcess(box, relay, scratch, "legacy-agent", "--protocol", "1")
-    agent.wait_for("Registered with relay (identity verified, legacy relay)")
-    yield agent
-    agent.stop()
+    registered = "Registered with relay (identity verified, legacy relay)"
+    with box_agent(
+        homes, relay, scratch, TARGET, "--protocol", "1", registered=registered
+    ) as agent:
+        yield agent
 
 
 @pytest.fixture
@@ -83,7 +84,9 @@ def test_a_second_request_cannot_divert_the_live_session(
     child = spawn_shell(homes.controller, relay, scratch, target=TARGET)
     type_line(child, "echo D$((5+6))D", "D11D")
     status, output = _command(homes, relay, scratch, "--timeout", "1", "-c", "id")
-    assert status == 255 and "did not answer" in " ".join(output.replace("›", " ").split())
+    assert status == ExitCode.TIMED_OUT and "did not answer" in " ".join(
+        output.replace("›", " ").split()
+    )
     type_line(child, "echo D$((6+6))D", "D12D")
     child.send("exit\r")
     assert exit_status(child) == 0

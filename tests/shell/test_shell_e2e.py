@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pexpect
 
+from authmesh.cli.exit_codes import ExitCode
 from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     CLI,
@@ -94,6 +95,15 @@ def test_command_mode_exit_codes_and_output(
     assert "x" in failed.stdout  # stderr of the remote command shares the PTY
 
 
+def test_bulk_output_right_before_exit_arrives_whole(
+    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+) -> None:
+    # The shell exits while its last output is still being gathered from the PTY.
+    result = run_shell(homes.controller, relay, scratch, "-c", "yes 0123456789 | head -n 40000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace("\r\n", "\n") == "0123456789\n" * 40000
+
+
 def test_piped_stdin_drives_a_session_and_its_end_is_sent(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
@@ -140,7 +150,7 @@ def test_ungranted_controller_is_refused_quickly(
 ) -> None:
     started = time.monotonic()
     result = run_shell(homes.ungranted, relay, scratch, "-c", "id")
-    assert result.returncode == 255
+    assert result.returncode == ExitCode.REFUSED
     assert "refused the session" in result.stderr and "amesh grant" in result.stderr
     assert result.stdout == ""
     assert time.monotonic() - started < 8  # our agent says `done`; no 30 s timeout
@@ -151,7 +161,7 @@ def test_target_role_peer_is_refused(
     homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     result = run_shell(homes.target_peer, relay, scratch, "-c", "id")
-    assert result.returncode == 255
+    assert result.returncode == ExitCode.REFUSED
     assert "refused the session" in result.stderr
     assert "paired with this device as a target" in healthy_agent.log()
 
@@ -170,7 +180,7 @@ def test_second_request_cannot_divert_a_live_session(
         "-c",
         "id",
     )
-    assert intruder.returncode == 255
+    assert intruder.returncode in (ExitCode.REFUSED, ExitCode.TIMED_OUT)
     type_line(child, "echo G$((6+6))G", "G12G")  # the first session still gets its output
     child.send("exit 7\r")
     assert exit_status(child) == 7
@@ -263,7 +273,7 @@ def test_concurrent_sessions_up_to_the_limit(
         sessions.append(child)
     started = time.monotonic()
     refused = run_shell(homes.controller, relay, scratch, "-c", "id")
-    assert refused.returncode == 255
+    assert refused.returncode == ExitCode.REFUSED
     assert "at its session limit" in " ".join(refused.stderr.replace("›", " ").split())
     assert time.monotonic() - started < 8  # told at once, not after the handshake timeout
     type_line(sessions[0], "echo C$((3+10))C", "C13C")  # the others are undisturbed
@@ -285,7 +295,10 @@ def test_stopping_the_agent_ends_its_sessions(
     assert stopping.process.wait(10) == 0
     wait_until(lambda: not marked_processes(), 10, "the stopped agent's shells to be ended")
     assert exit_status(child) == 255
-    assert "Agent stopped." in stopping.log()
+    log = stopping.log()
+    assert "Agent stopped." in log
+    # Issue 13: every task of the agent is awaited, none is left to report at exit.
+    assert "never retrieved" not in log and "Traceback" not in log, log
 
 
 def test_idle_sessions_are_ended(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,9 +23,15 @@ CLI_VECTORS = {v["name"]: v for v in section("sdk-cli.json", "vectors")}
 def test_init_lays_out_the_home_like_the_reference(home_root: Path, env: dict[str, str]) -> None:
     lines: list[str] = []
     result = create_identity("Auto", environ=env, progress=lines.append)
-    # Same detection lines as sdk-cli.json init_autodetect_linux_no_tpm.
+    # The detection lines of sdk-cli.json init_autodetect_linux_no_tpm, naming what is really
+    # missing here: the tools, or (tools installed) a TPM that answers.
+    missing = (
+        "tpm2-tools not found"
+        if shutil.which("tpm2_getcap", path=env.get("PATH")) is None
+        else "tpm2-tools found, but the TPM did not answer tpm2_getcap"
+    )
     assert lines == [
-        "  TPM 2.0           not available (tpm2-tools not found)",
+        f"  TPM 2.0           not available ({missing})",
         "  Encrypted file    selected (software fallback)",
     ]
     identity = result.identity

@@ -4,19 +4,24 @@ Output is the reference's, line for line (sdk-keystore.md §9.2, §9.3), except 
 characters in names are shown as ``?`` so a name cannot drive the terminal. Differences on
 failure paths (W20): a wrong passphrase or unreadable key is reported as what it is instead of
 "No identity found"; a tampered allow list in ``revoke`` gets the same clear sentence and exit
-status 2 as in ``list`` instead of a raw exception with exit 1; ``--yes`` skips the question.
+status as in ``list`` instead of a raw exception with exit 1; ``--yes`` skips the question, and
+without a terminal to ask on, ``revoke`` refuses (usage error) unless ``--yes`` is given: a
+script must never believe a device was revoked when it was not. ``revoke`` also takes a
+friendly name when exactly one paired device has it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
-from authmesh.cli.options import required_argument
-from authmesh.cli.output import out, printable, prompt_line
+from authmesh.cli.options import json_option, required_argument
+from authmesh.cli.output import CliError, emit, out, printable, prompt_line
 from authmesh.cli.session import backend_label, open_context
+from authmesh.store.context import is_software_backend
 
 __all__ = ["list_command", "render_device_list", "revoke_command"]
 
@@ -51,7 +56,7 @@ def render_device_list(identity: Mapping[str, Any], devices: Sequence[Mapping[st
     """The full ``amesh list`` text (ends with a newline), exactly as the reference prints it."""
     backend = str(identity.get("storageBackend", ""))
     label = backend_label(backend)
-    if backend == "encrypted-file":
+    if is_software_backend(backend):
         label += " (software-only — not hardware-bound)"
     lines = [
         "",
@@ -77,35 +82,46 @@ def render_device_list(identity: Mapping[str, Any], devices: Sequence[Mapping[st
 
 
 @click.command("list")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print this device and the allow list as JSON."
-)
+@json_option
 def list_command(as_json: bool) -> None:
     """List this device and the devices it trusts."""
     context = open_context()
     devices = context.devices()
     if as_json:
-        out(context.as_json(devices))
+        emit("list", device=context.device_summary(), devices=devices)
         return
     click.echo(render_device_list(context.identity, devices), nl=False)
+
+
+def _confirmed() -> bool:
+    answer = prompt_line("  Are you sure? This device will lose access immediately. (y/N): ")
+    return answer is not None and answer.lower() == "y"
 
 
 @click.command("revoke")
 @required_argument("device_id", "deviceId", "Device ID to revoke (e.g., am_1a2b3c4d5e6f7a8b)")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
-def revoke_command(device_id: str, assume_yes: bool) -> None:
-    """Remove a device from the allow list (it loses access immediately)."""
+@json_option
+def revoke_command(device_id: str, assume_yes: bool, as_json: bool) -> None:
+    """Remove a device (by id, or by a friendly name only it has) from the allow list; it
+    loses access immediately."""
+    if not assume_yes and not sys.stdin.isatty():
+        raise CliError(
+            "amesh revoke needs a confirmation and there is no terminal to ask on; "
+            "pass --yes to revoke without asking.",
+            "confirmation_needed",
+        )
     context = open_context()
-    device = context.find_device(device_id)
+    device = context.find_device_or_name(device_id)
+    device_id = str(device.get("deviceId", ""))
     out()
     out(f"  Device: {printable(str(device.get('friendlyName', '')))}")
     out(f"  Added:  {_date(device.get('addedAt', ''))}")
     out()
-    if not assume_yes:
-        answer = prompt_line("  Are you sure? This device will lose access immediately. (y/N): ")
-        if answer is None or answer.lower() != "y":
-            out("  Cancelled.")
-            return
+    if not assume_yes and not _confirmed():
+        out("  Cancelled.")
+        emit("cancelled", deviceId=device_id)
+        return
     context.remove_device(device_id)
     out()
     out(f"  {device_id} removed from allow list.")
@@ -114,3 +130,9 @@ def revoke_command(device_id: str, assume_yes: bool) -> None:
     out("  Revocation is effective immediately on this machine.")
     out("  If this device authenticates to other machines, revoke it there too.")
     out()
+    emit(
+        "revoked",
+        deviceId=device_id,
+        friendlyName=device.get("friendlyName"),
+        role=device.get("role"),
+    )

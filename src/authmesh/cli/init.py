@@ -4,15 +4,19 @@ Output is the reference's line for line. Deliberate differences (sdk-keystore.md
 passphrase taken from ``AUTH_MESH_PASSPHRASE`` is never written to disk (the warning says so),
 ``--force`` removes the replaced identity's key material, and a backend that cannot work here
 (``tpm2`` without tpm2-tools, macOS backends on Linux) is refused with one sentence, exit 2,
-instead of the reference's crash with exit 1.
+instead of the reference's crash with exit 1. The name is checked against the limit pairing
+carries, so a name that pairing would refuse is refused here, before anything is created. The
+hint for hardware-backed storage names only what authmesh supports (TPM 2.0 on Linux).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from authmesh.cli.options import AtLeastOne, OclifChoice
-from authmesh.cli.output import CliError, out, print_warning
+from authmesh.cli.options import AtLeastOne, OclifChoice, check_name, json_option
+from authmesh.cli.output import CliError, emit, out, print_warning
 from authmesh.cli.session import (
     BACKENDS,
     CreatedIdentity,
@@ -20,12 +24,19 @@ from authmesh.cli.session import (
     create_identity,
     identity_exists,
 )
+from authmesh.store.context import is_software_backend
 
-__all__ = ["create_announced", "init_command", "software_backend_warning", "warn_if_software"]
+__all__ = [
+    "create_announced",
+    "identity_fields",
+    "init_command",
+    "software_backend_warning",
+    "warn_if_software",
+]
 
 _HARDWARE_HINT = (
-    "  For hardware-backed storage, use macOS (Keychain) or Linux with\n"
-    "  TPM 2.0, then re-run `amesh init --force`."
+    "  For hardware-backed storage, use Linux with TPM 2.0 (tpm2-tools\n"
+    "  and /dev/tpmrm0), then re-run `amesh init --force`."
 )
 
 
@@ -47,8 +58,8 @@ def software_backend_warning(*, detected: bool, passphrase_file: str | None) -> 
         )
     if detected:
         return head + (
-            "  For hardware-backed storage, use macOS (Keychain) or Linux with TPM 2.0, "
-            "then re-run `amesh init --force`."
+            "  For hardware-backed storage, use Linux with TPM 2.0 (tpm2-tools and "
+            "/dev/tpmrm0), then re-run `amesh init --force`."
         )
     return head + (
         f"  Passphrase is stored in {passphrase_file} with mode 0o400.\n"
@@ -76,7 +87,7 @@ def create_announced(
 
 def warn_if_software(created: CreatedIdentity, *, detected: bool) -> None:
     """The reference's stderr warning when the key is only software-protected."""
-    if created.identity["storageBackend"] == "encrypted-file":
+    if is_software_backend(created.identity["storageBackend"]):
         print_warning(
             software_backend_warning(detected=detected, passphrase_file=created.passphrase_file)
         )
@@ -93,10 +104,14 @@ def warn_if_software(created: CreatedIdentity, *, detected: bool) -> None:
     show_default=True,
     help="How many controllers may pair with this device.",
 )
-def init_command(name: str, backend: str | None, force: bool, max_controllers: int) -> None:
+@json_option
+def init_command(
+    name: str, backend: str | None, force: bool, max_controllers: int, as_json: bool
+) -> None:
     """Create this device's identity and key."""
+    check_name(name)
     if identity_exists() and not force:
-        raise CliError("Identity already exists. Use --force to overwrite.")
+        raise CliError("Identity already exists. Use --force to overwrite.", "identity_exists")
     created = create_announced(name, backend, force=force, max_controllers=max_controllers)
     identity = created.identity
     out()
@@ -112,3 +127,16 @@ def init_command(name: str, backend: str | None, force: bool, max_controllers: i
     out("Next steps:")
     out("  Target:     run `amesh listen`, then `amesh invite` from your controller")
     out("  Controller: run `amesh listen` on a target first, then `amesh invite` here")
+    emit("identity_created", **identity_fields(created))
+
+
+def identity_fields(created: CreatedIdentity) -> dict[str, Any]:
+    """The ``identity_created`` JSON fields (never the passphrase itself)."""
+    identity = created.identity
+    fields = {
+        name: identity.get(name)
+        for name in ("deviceId", "publicKey", "friendlyName", "storageBackend", "createdAt")
+    }
+    fields["softwareOnly"] = is_software_backend(identity["storageBackend"])
+    fields["passphraseFile"] = created.passphrase_file
+    return fields

@@ -17,6 +17,8 @@ import time
 from rich.console import Console
 from rich.status import Status
 
+from authmesh.cli.output import human_stream
+
 __all__ = ["Spinner", "ask"]
 
 _TICK_SECONDS = 0.25
@@ -119,7 +121,8 @@ async def ask(prompt: str) -> str | None:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(deliver, result)
 
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
+    stream = human_stream()
+    stream.write(prompt)
+    stream.flush()
     threading.Thread(target=read, name="amesh-prompt", daemon=True).start()
     return await answer

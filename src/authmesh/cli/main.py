@@ -1,8 +1,9 @@
 """The ``amesh`` command: click group, global options and the no-traceback entry point.
 
-Every failure ends in one oclif-style sentence on stderr and exit status 2 (user errors and
-parse errors alike, as the reference's ``this.error``); the reference's uncaught exceptions
-(exit 1 with a raw message) are all mapped to clear sentences here. ``AMESH_DEBUG=1`` shows the
+Every failure ends in one oclif-style sentence on stderr and the exit status of its error code
+(:mod:`authmesh.cli.exit_codes`, the table in docs/cli.md): 2 for a wrong command line, 1 for a
+failed operation, 3 refused, 4 timed out, 5 relay trouble, 130 interrupted. With ``--json`` the
+failure is also one ``{"event": "error", ...}`` line on stdout. ``AMESH_DEBUG=1`` shows the
 traceback of an unexpected internal error instead of hiding it.
 """
 
@@ -15,12 +16,14 @@ from typing import Any
 
 import click
 
+from authmesh import __version__
+from authmesh.cli.exit_codes import ExitCode, exit_code_for
 from authmesh.cli.options import HelpedArgument, OclifChoice, relay_option
-from authmesh.cli.output import USER_ERROR_EXIT, CliError, print_error
+from authmesh.cli.output import emit, print_error
+from authmesh.errors import AuthMeshError
 
 __all__ = ["cli", "main"]
 
-_INTERRUPTED_EXIT = 130
 _MORE_HELP = "See more help with --help"
 
 
@@ -38,6 +41,7 @@ _COMMANDS = {
     "grant": "authmesh.cli.shell_commands:grant_command",
     "shell": "authmesh.cli.shell_commands:shell_command",
     "agent": "authmesh.cli.shell_commands:agent_group",
+    "completion": "authmesh.cli.completion:completion_command",
 }
 
 
@@ -55,7 +59,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="authmesh", prog_name="amesh")
+@click.version_option(version=__version__, prog_name="amesh")
 @relay_option
 @click.pass_context
 def cli(ctx: click.Context, relay: str | None) -> None:
@@ -91,31 +95,36 @@ def _report_usage_error(exc: click.UsageError) -> None:
         print_error(f"{exc.format_message()}\n{_MORE_HELP}")
 
 
+def _fail(message: str, code: str) -> None:
+    status = exit_code_for(code)
+    print_error(message)
+    emit("error", code=code, exitCode=int(status), message=message)
+    sys.exit(status)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run ``amesh`` and exit with its status, never a traceback."""
     try:
         cli.main(args=argv, prog_name="amesh", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         _report_usage_error(exc)
-        sys.exit(0)
+        sys.exit(ExitCode.OK)
     except click.UsageError as exc:
         _report_usage_error(exc)
-        sys.exit(USER_ERROR_EXIT)
-    except CliError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(ExitCode.USAGE)
+    except AuthMeshError as exc:
+        _fail(exc.message, exc.code)
     except (KeyboardInterrupt, click.Abort):
-        sys.stdout.write("\n")
-        print_error("Interrupted; nothing was changed by the step in progress.")
-        sys.exit(_INTERRUPTED_EXIT)
+        sys.stderr.write("\n")
+        _fail("Interrupted; nothing was changed by the step in progress.", "interrupted")
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
         if os.environ.get("AMESH_DEBUG"):
             raise
-        print_error(
+        _fail(
             f"amesh failed unexpectedly ({type(exc).__name__}: {exc}). "
-            "Run again with AMESH_DEBUG=1 for details and report it."
+            "Run again with AMESH_DEBUG=1 for details and report it.",
+            "internal",
         )
-        sys.exit(USER_ERROR_EXIT)
-    sys.exit(0)
+    sys.exit(ExitCode.OK)

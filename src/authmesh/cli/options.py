@@ -12,13 +12,16 @@ from typing import Any, TypeVar
 
 import click
 
-from authmesh.cli.output import CliError
+from authmesh.cli.output import CliError, json_mode
+from authmesh.pairing.identity import MAX_FRIENDLY_NAME_CHARS
 
 __all__ = [
     "DEFAULT_RELAY_URL",
     "AtLeastOne",
     "HelpedArgument",
     "OclifChoice",
+    "check_name",
+    "json_option",
     "relay_option",
     "resolve_relay_url",
 ]
@@ -55,7 +58,7 @@ class AtLeastOne(click.ParamType):  # type: ignore[type-arg]  # generic since cl
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             number = value
-        elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        elif isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdigit():
             number = int(value)
         else:
             self.fail(f"Expected an integer but received: {value}", param, ctx)
@@ -107,6 +110,39 @@ def resolve_relay_url(ctx: click.Context, command_relay: str | None) -> str:
     if not str(url).startswith(("ws://", "wss://")):
         raise CliError(
             f"The relay URL {url!r} is not a WebSocket URL; give one starting with wss:// "
-            f"(or ws:// on a trusted network) with --relay or {RELAY_ENV}."
+            f"(or ws:// on a trusted network) with --relay or {RELAY_ENV}.",
+            "usage",
         )
     return str(url)
+
+
+def _enable_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        json_mode(True)
+    return value
+
+
+def json_option(function: _F) -> _F:
+    """``--json``: stdout carries only JSON, one object per line; human text goes to stderr."""
+    decorator = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=_enable_json,
+        help="Print results as JSON objects, one per line, on stdout (text goes to stderr).",
+    )
+    return decorator(function)
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A friendly name every pairing protocol can carry: not blank, at most the pairing limit."""
+    if not name.strip():
+        raise CliError(f"The device name must not be empty; pass a name with {flag}.", "usage")
+    if len(name) > MAX_FRIENDLY_NAME_CHARS:
+        raise CliError(
+            f"The device name is {len(name)} characters long; pairing carries at most "
+            f"{MAX_FRIENDLY_NAME_CHARS}, so pass a shorter {flag}.",
+            "usage",
+        )
+    return name

@@ -2,25 +2,33 @@
 
 The reference prints errors and warnings through oclif's pretty printer: the text is wrapped by
 ``wrap-ansi`` (hard, no trimming) at the error terminal width minus 6, and every line gets the
-prefix `` ›   ``. Errors exit with status 2. We reproduce that layout so scripts and operators see
-the same text, and print everything else verbatim (spinners: :mod:`authmesh.cli.interaction`).
+prefix `` ›   ``. We reproduce that layout so operators see the same text, and print everything
+else verbatim (spinners: :mod:`authmesh.cli.interaction`). Exit statuses are ours
+(:mod:`authmesh.cli.exit_codes`).
+
+With ``--json`` (:func:`json_mode`), stdout carries only JSON objects, one per line
+(:func:`emit`); the human text of :func:`out` and every prompt go to stderr instead.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import unicodedata
 from typing import IO, Any
 
-import click
+from authmesh.errors import AuthMeshError
 
 __all__ = [
-    "USER_ERROR_EXIT",
     "CliError",
+    "emit",
     "format_error",
     "format_warning",
+    "human_stream",
+    "is_json_mode",
+    "json_mode",
     "out",
     "print_error",
     "print_warning",
@@ -29,18 +37,46 @@ __all__ = [
     "wrap_like_oclif",
 ]
 
-USER_ERROR_EXIT = 2
 _BANG = "›"
 _NON_TTY_COLUMNS = 80
 
 
-class CliError(click.ClickException):
-    """A failure the user can fix: printed as one oclif-style error, exit status 2."""
+class CliError(AuthMeshError):
+    """A failure of a command, printed as one oclif-style error.
 
-    exit_code = USER_ERROR_EXIT
+    ``code`` decides the exit status (:func:`authmesh.cli.exit_codes.exit_code_for`): ``usage``
+    for a wrong command line, ``failed`` (the default) for an operation that could not be done,
+    or any code of the library errors.
+    """
 
-    def show(self, file: IO[Any] | None = None) -> None:
-        print_error(self.message)
+    def __init__(self, message: str, code: str = "failed") -> None:
+        super().__init__(code, message)
+
+
+class _Mode:
+    json = False
+
+
+def json_mode(enabled: bool) -> None:
+    """Switch ``--json`` output on: stdout gets only :func:`emit`'s objects."""
+    _Mode.json = enabled
+
+
+def is_json_mode() -> bool:
+    return _Mode.json
+
+
+def human_stream() -> IO[str]:
+    """Where text for people goes: stdout, or stderr when stdout carries JSON."""
+    return sys.stderr if _Mode.json else sys.stdout
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON object on one stdout line (``--json`` only): ``{"event": event, **fields}``."""
+    if not _Mode.json:
+        return
+    sys.stdout.write(json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def _char_width(char: str) -> int:
@@ -101,7 +137,7 @@ def _error_columns() -> int:
     if sys.stderr.isatty():
         return max(shutil.get_terminal_size((_NON_TTY_COLUMNS, 24)).columns, 40)
     override = os.environ.get("COLUMNS", "")
-    return int(override) if override.isdigit() and int(override) >= 40 else _NON_TTY_COLUMNS
+    return int(override) if override.isascii() and override.isdigit() and int(override) >= 40 else _NON_TTY_COLUMNS
 
 
 def _pretty(kind: str, message: str, columns: int) -> str:
@@ -140,9 +176,10 @@ def printable(text: str) -> str:
 
 
 def out(text: str = "") -> None:
-    """One line to stdout, verbatim (no markup, no wrapping), flushed for pipes and ptys."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    """One line of human text, verbatim (no markup, no wrapping), flushed for pipes and ptys."""
+    stream = human_stream()
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def prompt_line(prompt: str) -> str | None:
@@ -150,8 +187,9 @@ def prompt_line(prompt: str) -> str | None:
 
     Only the line terminator is removed: the reference compares answers untrimmed.
     """
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
+    stream = human_stream()
+    stream.write(prompt)
+    stream.flush()
     line = sys.stdin.readline()
     if not line:
         return None

@@ -25,8 +25,8 @@ from typing import TypeVar
 import click
 
 from authmesh.cli.interaction import Spinner, ask
-from authmesh.cli.options import relay_option, resolve_relay_url
-from authmesh.cli.output import CliError, out, print_warning, printable
+from authmesh.cli.options import json_option, relay_option, resolve_relay_url
+from authmesh.cli.output import CliError, emit, out, print_warning, printable
 from authmesh.cli.session import DeviceView, open_context
 from authmesh.core.allowlist import ROLE_CONTROLLER
 from authmesh.core.otc import is_valid_otc
@@ -66,13 +66,14 @@ def _failure(
     ):
         error = cause
     if refusal is not None and error.code == "operator_declined":
-        return CliError(refusal)
+        return CliError(refusal, error.code)
     if waiting_for_peer and error.code in ("timeout", "session_expired"):
         return CliError(
             "The pairing code expired before a controller joined; run `amesh listen` again "
-            "for a new code."
+            "for a new code.",
+            "code_expired",
         )
-    return CliError(str(error))
+    return CliError(str(error), error.code)
 
 
 def run_exchange(
@@ -81,7 +82,7 @@ def run_exchange(
     waiting: Callable[[], bool],
     refusal: Callable[[], str | None] = lambda: None,
 ) -> _T:
-    """Run one relay exchange; every pairing failure becomes one sentence (exit 2).
+    """Run one relay exchange; every pairing failure becomes one sentence with its code.
 
     ``waiting()`` says whether no peer has joined yet (a timeout then means the code expired);
     ``refusal()`` is this operator's reason when they declined the peer.
@@ -113,7 +114,7 @@ def _record(view: DeviceView, result: PairingResult, *, replace_controllers: boo
 
 def _protocol(v2_flag: bool, legacy: bool) -> int:
     if v2_flag and legacy:
-        raise CliError("--v2 and --legacy choose different protocols; pass at most one.")
+        raise CliError("--v2 and --legacy choose different protocols; pass at most one.", "usage")
     return 1 if legacy else 2 if v2_flag else 3
 
 
@@ -149,14 +150,26 @@ def _checked_code(text: str, protocol: int) -> str:
     try:
         code = str(PairingCode.parse(text)) if protocol == 3 else text.strip()
     except PairingError as error:
-        raise CliError(str(error)) from None
+        raise CliError(str(error), error.code) from None
     if protocol != 3 and not is_valid_otc(code):
-        raise CliError(str(PairingError("invalid_code")))
+        raise PairingError("invalid_code")
     return code
 
 
 def _describe(peer: PeerIdentity) -> str:
     return f"{printable(peer.friendly_name)} ({peer.device_id})"
+
+
+def emit_paired(result: PairingResult) -> None:
+    """The ``paired`` JSON event of ``listen`` and ``invite``."""
+    emit(
+        "paired",
+        deviceId=result.peer.device_id,
+        friendlyName=result.peer.friendly_name,
+        role=result.peer_role,
+        protocol=result.pairing,
+        confirmed=result.confirmed,
+    )
 
 
 class _TargetPrompts:
@@ -178,10 +191,12 @@ class _TargetPrompts:
         flag = " --v2" if self.protocol == 2 else " --legacy" if self.protocol == 1 else ""
         out(f"  On the controller, run:  amesh invite{flag} {code}")
         out()
+        emit("code", code=code, expiresIn=int(lifetime))
         self.spinner.show("Waiting for a controller to join", lifetime)
 
     def on_peer_found(self) -> None:
         self.peer_joined = True
+        emit("peer_joined")
         self.spinner.show("Controller joined; exchanging keys")
 
     async def accept_peer(self, peer: PeerIdentity) -> bool:
@@ -213,7 +228,9 @@ class _TargetPrompts:
     async def ask_sas(self, peer: PeerIdentity) -> str:
         answer = await ask("  Enter the verification code shown on the controller: ")
         if answer is None:
-            raise CliError("No verification code was entered; nothing was saved.")
+            raise CliError(
+                "No verification code was entered; nothing was saved.", "operator_declined"
+            )
         if self.protocol == 2:
             self.spinner.show("Confirming with the controller")
         return answer
@@ -230,8 +247,11 @@ class _TargetPrompts:
 @relay_option
 @_V2_OPTION
 @_LEGACY_OPTION
+@json_option
 @click.pass_context
-def listen_command(ctx: click.Context, relay: str | None, v2_flag: bool, legacy: bool) -> None:
+def listen_command(
+    ctx: click.Context, relay: str | None, v2_flag: bool, legacy: bool, as_json: bool
+) -> None:
     """Show a pairing code and wait for a controller (`amesh invite`) to pair."""
     protocol = _protocol(v2_flag, legacy)
     relay_url, view, signer, spinner = _prepare(ctx, relay, protocol)
@@ -257,6 +277,7 @@ def listen_command(ctx: click.Context, relay: str | None, v2_flag: bool, legacy:
         f"  Paired. {_describe(result.peer)} is now a trusted controller of this device"
         f" (pairing v{result.pairing})."
     )
+    emit_paired(result)
 
 
 @click.command("invite")
@@ -271,6 +292,7 @@ def listen_command(ctx: click.Context, relay: str | None, v2_flag: bool, legacy:
     "default, since a relay can forge v2's acceptance); --no-confirm is for scripts that "
     "accept that risk.",
 )
+@json_option
 @click.pass_context
 def invite_command(
     ctx: click.Context,
@@ -279,6 +301,7 @@ def invite_command(
     v2_flag: bool,
     legacy: bool,
     confirm: bool | None,
+    as_json: bool,
 ) -> None:
     """Pair with a target that shows CODE (from `amesh listen`; spaces and dashes ignored)."""
     protocol = _protocol(v2_flag, legacy)
@@ -286,7 +309,8 @@ def invite_command(
     if confirm is not None and protocol != 2:
         raise CliError(
             "--confirm and --no-confirm apply to --v2 only: pairing v3 needs no confirmation "
-            "(the relay cannot forge it) and legacy pairing never learns the target's verdict."
+            "(the relay cannot forge it) and legacy pairing never learns the target's verdict.",
+            "usage",
         )
     relay_url, view, signer, spinner = _prepare(ctx, relay, protocol)
 
@@ -296,6 +320,9 @@ def invite_command(
         out(f"  Target: {_describe(peer)}")
         out(f"  Verification code: {sas}")
         out("  Type this code on the target when `amesh listen` asks for it.")
+        emit(
+            "verification_code", code=sas, deviceId=peer.device_id, friendlyName=peer.friendly_name
+        )
         if protocol == 2:
             spinner.show("Waiting for the target to confirm the code", CONFIRM_TIMEOUT_SECONDS)
 
@@ -303,6 +330,7 @@ def invite_command(
         spinner.stop()
         out()
         out(f"  Target: {_describe(peer)}")
+        emit("peer", deviceId=peer.device_id, friendlyName=peer.friendly_name)
         spinner.show("Waiting for the target to accept", CONFIRM_TIMEOUT_SECONDS)
 
     async def target_says_paired(peer: PeerIdentity) -> bool:
@@ -314,12 +342,16 @@ def invite_command(
         )
         return (answer or "").strip().lower() in ("y", "yes")
 
+    def target_found() -> None:
+        emit("peer_joined")
+        spinner.show("Target found; exchanging keys")
+
     options = InviteOptions(
         relay_url=relay_url,
         protocol=protocol,
         show_sas=show_sas,
         on_peer=show_peer,
-        on_peer_found=lambda: spinner.show("Target found; exchanging keys"),
+        on_peer_found=target_found,
         confirm_on_controller=target_says_paired
         if protocol == 2 and confirm is not False
         else None,
@@ -337,3 +369,4 @@ def invite_command(
             "  Legacy pairing cannot tell whether the target accepted the code: if it reports a "
             f"mismatch, run `amesh revoke {result.peer.device_id}` here."
         )
+    emit_paired(result)

@@ -2,19 +2,19 @@
 
 Store failures arrive as :class:`~authmesh.store.errors.StoreError` whose message is already
 the sentence to show; this module turns them into :class:`~authmesh.cli.output.CliError`
-(exit 2) and uses the reference's exact wording where the reference has one (a tampered allow
-list, in every command — the reference's ``revoke`` crashes on it instead, W20). Nothing here
+(keeping the code, which decides the exit status) and uses the reference's exact wording where
+the reference has one (a tampered allow list, in every command — the reference's ``revoke``
+crashes on it instead, W20). Nothing here
 re-implements the store: it only adapts results for printing.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from authmesh.cli.output import CliError
 from authmesh.core.allowlist import Device
@@ -32,12 +32,15 @@ __all__ = [
     "CreatedIdentity",
     "DeviceView",
     "backend_label",
+    "by_id_or_unique_name",
     "create_identity",
     "discard_identity",
     "identity_exists",
     "open_context",
     "store_errors",
 ]
+
+_Entry = TypeVar("_Entry")
 
 # The reference's `amesh list` wording for an allow list that fails its integrity check; we
 # use it for every such failure, a malformed file included (sdk-keystore.md W17).
@@ -47,15 +50,36 @@ TAMPERED_MESSAGE = (
 )
 
 
+def by_id_or_unique_name(
+    entries: Sequence[_Entry],
+    name_or_id: str,
+    id_of: Callable[[_Entry], object],
+    name_of: Callable[[_Entry], object],
+    kind: str = "devices",
+) -> _Entry | None:
+    """The entry with this device id, else the only one with this friendly name (None: no
+    such entry); a name several entries share is refused, as the SDK and ``shell`` do."""
+    for entry in entries:
+        if id_of(entry) == name_or_id:
+            return entry
+    named = [entry for entry in entries if name_of(entry) == name_or_id]
+    if len(named) > 1:
+        raise CliError(
+            f'{len(named)} paired {kind} are named "{name_or_id}"; use the device id instead '
+            "(see amesh list).",
+            "usage",
+        )
+    return named[0] if named else None
+
+
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """Turn a store failure into a one-sentence CLI error (exit 2)."""
+    """Turn a store failure into a one-sentence CLI error with the same code."""
     try:
         yield
     except StoreError as exc:
-        if exc.code == "allow_list_tampered":
-            raise CliError(TAMPERED_MESSAGE) from None
-        raise CliError(str(exc)) from None
+        message = TAMPERED_MESSAGE if exc.code == "allow_list_tampered" else str(exc)
+        raise CliError(message, exc.code) from None
 
 
 def identity_exists() -> bool:
@@ -113,7 +137,19 @@ class DeviceView:
         for device in self.devices():
             if device.get("deviceId") == device_id:
                 return device
-        raise CliError(f"Device {device_id} not found in allow list.")
+        raise CliError(f"Device {device_id} not found in allow list.", "device_not_found")
+
+    def find_device_or_name(self, name_or_id: str) -> dict[str, Any]:
+        """The entry with this device id, else the only one with this friendly name."""
+        device = by_id_or_unique_name(
+            self.devices(),
+            name_or_id,
+            lambda entry: entry.get("deviceId"),
+            lambda entry: entry.get("friendlyName"),
+        )
+        if device is None:
+            raise CliError(f"Device {name_or_id} not found in allow list.", "device_not_found")
+        return device
 
     def remove_device(self, device_id: str) -> None:
         with store_errors():
@@ -149,17 +185,14 @@ class DeviceView:
             else:
                 self.context.allow_list.upsert(device)
 
-    def as_json(self, devices: list[dict[str, Any]]) -> str:
+    def device_summary(self) -> dict[str, Any]:
+        """This device's public fields, as ``--json`` outputs show them."""
         identity = self.identity
-        document = {
-            "device": {
-                name: identity[name]
-                for name in ("deviceId", "publicKey", "friendlyName", "createdAt", "storageBackend")
-                if name in identity
-            },
-            "devices": devices,
+        return {
+            name: identity[name]
+            for name in ("deviceId", "publicKey", "friendlyName", "createdAt", "storageBackend")
+            if name in identity
         }
-        return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 def open_context() -> DeviceView:

@@ -2,9 +2,11 @@
 
 ``grant`` runs on the target and stores the shell permission in the sealed allow list;
 ``agent start`` runs on the target and serves shells to granted controllers; ``shell`` runs on
-the controller. Failures are one sentence each: setup mistakes exit 2 like every command,
-connection failures of ``amesh shell`` exit 255 (as ssh does) so they never look like a remote
-exit status, and a completed session exits with the remote shell's status.
+the controller. Failures are one sentence each with the exit status of the table in
+docs/cli.md — also for ``amesh shell`` before its session starts (the remote command never ran,
+so there is no remote status to confuse it with); a completed session exits with the remote
+shell's status, and a session lost after it started exits 255 (as ssh: the remote status is
+unknown).
 """
 
 from __future__ import annotations
@@ -18,45 +20,36 @@ from pathlib import Path
 
 import click
 
-from authmesh.cli.options import AtLeastOne, relay_option, required_argument, resolve_relay_url
-from authmesh.cli.output import CliError, out
-from authmesh.cli.session import open_context, store_errors
+from authmesh.cli.options import (
+    AtLeastOne,
+    json_option,
+    relay_option,
+    required_argument,
+    resolve_relay_url,
+)
+from authmesh.cli.output import CliError, emit, out
+from authmesh.cli.session import by_id_or_unique_name, open_context, store_errors
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
 from authmesh.shell.agent import Agent, AgentConfig, AgentIdentity, printable
 from authmesh.shell.controller import ShellRequest, run_shell
-from authmesh.shell.errors import ShellError
 from authmesh.shell.handshake import HANDSHAKE_TIMEOUT
 from authmesh.shell.recording import prepare_directory
 
 __all__ = ["agent_group", "grant_command", "resolve_target", "shell_command"]
 
-# ssh's status for its own failures: never mistaken for the remote command's status.
-CONNECTION_FAILURE_EXIT = 255
-
-
-class ShellFailure(CliError):
-    """``amesh shell`` could not run or finish the session (exit 255)."""
-
-    exit_code = CONNECTION_FAILURE_EXIT
-
 
 def resolve_target(allow_list: AllowList, name_or_id: str) -> Device:
     """The paired target with this device id, else the one with this friendly name."""
     targets = [d for d in allow_list.devices if d.role == ROLE_TARGET]
-    for device in targets:
-        if device.device_id == name_or_id:
-            return device
-    named = [d for d in targets if d.friendly_name == name_or_id]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        raise CliError(
-            f'{len(named)} paired targets are named "{name_or_id}"; use the device id instead '
-            "(see amesh list)."
-        )
+    device = by_id_or_unique_name(
+        targets, name_or_id, lambda d: d.device_id, lambda d: d.friendly_name, "targets"
+    )
+    if device is not None:
+        return device
     raise CliError(
         f'Target "{name_or_id}" is not in the allow list as a target; run amesh list to see '
-        "paired devices."
+        "paired devices.",
+        "device_not_found",
     )
 
 
@@ -70,12 +63,14 @@ def resolve_target(allow_list: AllowList, name_or_id: str) -> Device:
     is_flag=True,
     help="Take shell access away (running sessions end within seconds).",
 )
-def grant_command(device_id: str, grant_shell: bool, revoke_shell: bool) -> None:
+@json_option
+def grant_command(device_id: str, grant_shell: bool, revoke_shell: bool, as_json: bool) -> None:
     """Grant or revoke a paired controller's shell access (run on the target)."""
     if grant_shell == revoke_shell:
         raise CliError(
             "Specify exactly one of --shell or --revoke-shell. Example: amesh grant "
-            "<device-id> --shell"
+            "<device-id> --shell",
+            "usage",
         )
     view = open_context()
     device = view.find_device(device_id)
@@ -83,7 +78,8 @@ def grant_command(device_id: str, grant_shell: bool, revoke_shell: bool) -> None
     if grant_shell and device.get("role") != ROLE_CONTROLLER:
         raise CliError(
             f"{device_id} ({name}) is paired as a target, so it cannot open shells here; "
-            "only controllers can be granted shell access."
+            "only controllers can be granted shell access.",
+            "usage",
         )
     with store_errors():
         view.context.allow_list.set_permissions(device_id, {"shell": grant_shell})
@@ -95,6 +91,12 @@ def grant_command(device_id: str, grant_shell: bool, revoke_shell: bool) -> None
         out(f"  Shell access revoked for {name} ({device_id}).")
         out("  Allow list resealed. Its running sessions end within seconds.")
     out()
+    emit(
+        "permissions",
+        deviceId=device_id,
+        friendlyName=device.get("friendlyName"),
+        shell=grant_shell,
+    )
 
 
 @click.command("shell")
@@ -128,18 +130,15 @@ def shell_command(
         click.echo(
             f"Connecting to {printable(entry.friendly_name)} ({entry.device_id})...", err=True
         )
-    try:
-        with store_errors():
-            status = asyncio.run(
-                run_shell(
-                    request,
-                    signer=signer,
-                    friendly_name=view.context.identity.friendly_name,
-                    allow_list=store.snapshot,
-                )
+    with store_errors():
+        status = asyncio.run(
+            run_shell(
+                request,
+                signer=signer,
+                friendly_name=view.context.identity.friendly_name,
+                allow_list=store.snapshot,
             )
-    except ShellError as exc:
-        raise ShellFailure(str(exc)) from None
+        )
     # SystemExit, not ctx.exit: the entry point runs click with standalone_mode=False, which
     # turns ctx.exit's status into a return value that main() does not propagate.
     sys.exit(status)
@@ -198,17 +197,21 @@ def agent_start_command(
     if os.geteuid() == 0 and not allow_root:
         raise CliError(
             "Refusing to run the agent as root: every shell it serves would be a root shell. "
-            "Run it as an unprivileged user, or pass --allow-root if that is really intended."
+            "Run it as an unprivileged user, or pass --allow-root if that is really intended.",
+            "usage",
         )
     if shell_path is not None and not os.access(shell_path, os.X_OK):
-        raise CliError(f"The shell {shell_path} is not an executable file; pass a valid --shell.")
+        raise CliError(
+            f"The shell {shell_path} is not an executable file; pass a valid --shell.", "usage"
+        )
     if record_dir is not None:
         try:
             record_dir = prepare_directory(record_dir)
         except OSError as exc:
             raise CliError(
                 f"Cannot record sessions in {record_dir} ({exc}); pass a writable --record "
-                "directory."
+                "directory.",
+                "usage",
             ) from None
     view = open_context()
     store = view.context.allow_list

@@ -37,6 +37,12 @@ FIELD_CAPS: Final = {"v": 8, "id": 128, "ts": 16, "nonce": 64, "sig": 256}
 _PREFIX: Final = SCHEME + " "
 # JS \w is ASCII-only; the value runs to the next double quote (no escaping).
 _PAIR: Final = re.compile(r'([A-Za-z0-9_]+)="([^"]*)"')
+# The exact layout every client writes (see ``AuthHeader.format``): for ASCII values it
+# parses to the same fields as the scan below, in one regex call instead of a loop.
+_FORMATTED: Final = re.compile(
+    r'AuthMesh v="([^"]{1,8})",id="([^"]{1,128})",ts="([^"]{1,16})",'
+    r'nonce="([^"]{1,64})",sig="([^"]{1,256})"'
+)
 
 
 class HeaderError(ValueError):
@@ -91,6 +97,10 @@ def parse_header(value: str | None) -> AuthHeader:
     """
     if not value:
         raise HeaderError("absent", "the Authorization header is missing")
+    if len(value) <= MAX_HEADER_LENGTH and value.isascii():
+        formatted = _FORMATTED.fullmatch(value)
+        if formatted is not None:
+            return AuthHeader(*formatted.groups())
     if not value.startswith(_PREFIX):
         raise HeaderError(
             "wrong_scheme", 'the Authorization header does not start with "AuthMesh "'

@@ -11,12 +11,19 @@ our controller. Beyond the reference (W2, W3):
   ``targetSig``, its own signature over ``jti``, its key and a digest of the token — proof that
   it holds the key *and* knows the token, which the relay does not, so the relay cannot
   substitute its own key;
-* the controller answers only the token it watches, checks the proof, and lets the caller
-  record the target (``accept_target``) before it acknowledges;
+* the controller answers only the token it watches and checks the proof;
+* a v2 target that accepted the controller's signed ack sends a **receipt**: a second
+  ``bootstrap_init`` for ``<jti>.done`` (:func:`receipt_jti`), signed by its key over the jti
+  (:func:`receipt_statement`), which the controller watches before it acks. The controller
+  lets the caller record the target (``accept_target``) only once that receipt verifies, so a
+  relay that drops ``controllerSig`` (the reference relay does) cannot leave the controller
+  trusting a target that never finished; the controller then acks the receipt, or rejects it
+  when recording failed, and the target gives up its new identity on that rejection;
 * every wait has a deadline and every relay answer ends in a result or a :class:`PairingError`.
 
-Legacy (reference SDK) targets send the token itself and no proof; a controller accepts
-them only with ``allow_legacy_target=True``.
+Legacy (reference SDK) targets send the token itself, no proof and no receipt; a controller
+accepts them only with ``allow_legacy_target=True``, and ``amesh provision`` records one only
+when its operator, who can see the target, confirms that it finished (``confirm_legacy``).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +63,8 @@ __all__ = [
     "init_statement",
     "issue_token",
     "provision",
+    "receipt_jti",
+    "receipt_statement",
 ]
 
 PROTOCOL = 2
@@ -166,6 +175,21 @@ def check_token(
     return decoded
 
 
+def receipt_jti(jti: str) -> str:
+    """The jti a v2 target's receipt travels under (the relay routes it like any init)."""
+    return f"{jti}.done"
+
+
+def receipt_statement(
+    jti: str, target_public_key_b64: str, controller_public_key_b64: str
+) -> bytes:
+    """What the receipt's ``targetSig`` covers: this target finished pairing with that
+    controller for that token."""
+    return (
+        f"amesh-bootstrap-done-v2\n{jti}\n{target_public_key_b64}\n{controller_public_key_b64}"
+    ).encode()
+
+
 def init_statement(jti: str, target_public_key_b64: str, token: str) -> bytes:
     """What ``targetSig`` covers; the token digest proves knowledge the relay cannot have."""
     digest = hashlib.sha256(b"amesh-bootstrap-v2/token\x00" + token.encode("utf-8")).digest()
@@ -204,12 +228,22 @@ async def bootstrap(
         init.update(targetPubKey=own_b64, targetSig=target_sig, protocol=PROTOCOL)
     async with await RelayConnection.open(relay_url or token_relay) as relay:
         await relay.send(init)
-        try:
-            answer = await relay.receive(timeout)
-        except PairingError as error:
-            if error.code == "timeout":
-                raise PairingError("bootstrap_timeout") from error
-            raise
+        _check_ack(await _answer_within(relay, timeout), jti, issuer, own_b64)
+        if not legacy:
+            await _send_receipt(relay, signer, jti, own_b64, b64encode(issuer), timeout)
+    return BootstrapResult(issuer, "controller", name, jti, 1 if legacy else PROTOCOL)
+
+
+async def _answer_within(relay: RelayConnection, timeout: float) -> dict[str, Any]:
+    try:
+        return await relay.receive(timeout)
+    except PairingError as error:
+        if error.code == "timeout":
+            raise PairingError("bootstrap_timeout") from error
+        raise
+
+
+def _check_ack(answer: dict[str, Any], jti: str, issuer: bytes, own_b64: str) -> None:
     kind = answer.get("type")
     if kind == "bootstrap_reject":
         raise _answer_error(answer.get("error"))
@@ -226,7 +260,37 @@ async def bootstrap(
             raise PairingError("controller_pubkey_mismatch") from exc
     if not verify_ack(issuer, answer.get("controllerSig"), own_b64, jti):
         raise PairingError("invalid_controller_signature")
-    return BootstrapResult(issuer, "controller", name, jti, 1 if legacy else PROTOCOL)
+
+
+async def _send_receipt(
+    relay: RelayConnection,
+    signer: Signer,
+    jti: str,
+    own_b64: str,
+    controller_b64: str,
+    timeout: float,
+) -> None:
+    """Tell the controller this side finished; fail only if it says it could not record us.
+
+    Any other outcome (its ack, silence, a closed socket) leaves this side paired: the
+    controller reports success only after it received this receipt, never before.
+    """
+    receipt_sig = b64encode(signer.sign(receipt_statement(jti, own_b64, controller_b64)))
+    await relay.send(
+        {
+            "type": "bootstrap_init",
+            "jti": receipt_jti(jti),
+            "targetPubKey": own_b64,
+            "targetSig": receipt_sig,
+            "protocol": PROTOCOL,
+        }
+    )
+    try:
+        answer = await relay.receive(timeout)
+    except PairingError:
+        return
+    if answer.get("type") == "bootstrap_reject" and answer.get("jti") == receipt_jti(jti):
+        raise _answer_error(answer.get("error"))
 
 
 async def provision(
@@ -236,7 +300,9 @@ async def provision(
     accept_target: Callable[[BootstrapResult], Any] | None = None,
     on_watching: Callable[[], Any] | None = None,
     allow_legacy_target: bool = False,
+    confirm_legacy: Callable[[BootstrapResult], bool | Awaitable[bool]] | None = None,
     read_timeout: float = 10.0,
+    receipt_timeout: float = ACK_TIMEOUT_SECONDS,
     rewatch_seconds: float = REWATCH_SECONDS,
     clock: Callable[[], float] = time.time,
 ) -> BootstrapResult:
@@ -245,8 +311,13 @@ async def provision(
     The watch is renewed on a fresh socket every ``rewatch_seconds`` (below the relay's
     watch lifetime, 300 s by default).
 
-    ``accept_target(result)`` runs before the acknowledgement is sent — record the target
-    there; if it raises, the target is told ``bootstrap_rejected`` and the error propagates.
+    ``accept_target(result)`` records the target. It runs only once the target proved it
+    finished: after its signed receipt (v2; without one, ``not_confirmed`` and nothing is
+    recorded). A legacy target sends none: it is recorded after ``confirm_legacy(result)``
+    returned True (False: ``not_confirmed``), or right after the ack when there is no
+    ``confirm_legacy`` (the caller then knows only that the ack was sent). If
+    ``accept_target`` raises, a v2 target is told ``bootstrap_rejected`` and the error
+    propagates.
     """
     watching_announced = False
     while True:
@@ -258,10 +329,20 @@ async def provision(
                 watching_announced = True
                 await call_hook(on_watching)
             message = await _next_init(relay, issued, rewatch_seconds, clock)
-            if message is not None:
-                return await _answer(
-                    relay, signer, issued, message, allow_legacy_target, accept_target, clock
-                )
+            if message is None:
+                continue
+            result = await _answer(relay, signer, issued, message, allow_legacy_target, clock)
+            if result.protocol == PROTOCOL:
+                await _await_receipt(relay, signer, issued.jti, result, receipt_timeout)
+            elif confirm_legacy is not None and not await call_hook(confirm_legacy, result):
+                raise PairingError("not_confirmed")
+            await _record(relay, signer, issued.jti, result, accept_target)
+            return result
+
+
+async def _reject(relay: RelayConnection, jti: str, error: BaseException) -> None:
+    code = error.code if isinstance(error, PairingError) else "bootstrap_rejected"
+    await relay.send({"type": "bootstrap_reject", "jti": jti, "error": code})
 
 
 async def _answer(
@@ -270,21 +351,16 @@ async def _answer(
     issued: IssuedToken,
     message: dict[str, Any],
     allow_legacy_target: bool,
-    accept_target: Callable[[BootstrapResult], Any] | None,
     clock: Callable[[], float],
 ) -> BootstrapResult:
-    """Check the init, let the caller record the target, then acknowledge (or reject)."""
+    """Check the init and acknowledge it (or reject it); for v2, watch the receipt first."""
     try:
         result = _check_init(signer, issued, message, allow_legacy_target, clock())
-        await call_hook(accept_target, result)
     except PairingError as error:
-        await relay.send({"type": "bootstrap_reject", "jti": issued.jti, "error": error.code})
+        await _reject(relay, issued.jti, error)
         raise
-    except Exception:
-        await relay.send(
-            {"type": "bootstrap_reject", "jti": issued.jti, "error": "bootstrap_rejected"}
-        )
-        raise
+    if result.protocol == PROTOCOL:
+        await _watch(relay, receipt_jti(issued.jti), ACK_TIMEOUT_SECONDS)
     own_b64 = b64encode(signer.public_key)
     await relay.send(
         {
@@ -296,6 +372,56 @@ async def _answer(
         }
     )
     return result
+
+
+async def _await_receipt(
+    relay: RelayConnection, signer: Signer, jti: str, result: BootstrapResult, timeout: float
+) -> None:
+    """The target's signed receipt for ``jti``, or ``not_confirmed``: nothing is recorded."""
+    try:
+        message = await relay.receive(timeout)
+    except PairingError as error:
+        raise PairingError("not_confirmed") from error
+    statement = receipt_statement(jti, result.peer_public_key_b64, b64encode(signer.public_key))
+    proof = message.get("targetSig")
+    try:
+        signature = b64decode(proof) if isinstance(proof, str) else b""
+    except B64Error:
+        signature = b""
+    if (
+        message.get("type") != "bootstrap_init"
+        or message.get("jti") != receipt_jti(jti)
+        or message.get("targetPubKey") != result.peer_public_key_b64
+        or not verify(result.peer_public_key, signature, statement)
+    ):
+        raise PairingError("not_confirmed")
+
+
+async def _record(
+    relay: RelayConnection,
+    signer: Signer,
+    jti: str,
+    result: BootstrapResult,
+    accept_target: Callable[[BootstrapResult], Any] | None,
+) -> None:
+    """Record the target; answer its receipt (a v2 target gives up when recording failed)."""
+    receipt = receipt_jti(jti)
+    try:
+        await call_hook(accept_target, result)
+    except Exception as error:
+        if result.protocol == PROTOCOL:
+            await _reject(relay, receipt, error)
+        raise
+    if result.protocol == PROTOCOL:
+        own_b64 = b64encode(signer.public_key)
+        await relay.send(
+            {
+                "type": "bootstrap_ack",
+                "jti": receipt,
+                "publicKey": own_b64,
+                "controllerPubKey": own_b64,
+            }
+        )
 
 
 async def _watch(relay: RelayConnection, jti: str, timeout: float) -> None:

@@ -25,6 +25,8 @@ MESSAGES: dict[str, str] = {
     # Relay and transport.
     "relay_unreachable": "Could not reach the relay; check the relay URL (--relay or "
     "AMESH_RELAY_URL) and your network.",
+    "relay_unavailable": "The relay is up but cannot serve pairing right now (its shared state "
+    "store is unavailable); try again later or use another relay.",
     "relay_closed": f"The relay closed the connection before pairing finished; {_RERUN}.",
     "timeout": "The peer did not answer in time; make sure both machines are running and "
     f"{_RERUN}.",
@@ -119,6 +121,9 @@ MESSAGES: dict[str, str] = {
     "update it, or allow legacy targets explicitly.",
     "wrong_token": "The bootstrap request is for a different token than the one being watched; "
     "use the token printed by this `amesh provision`.",
+    "not_confirmed": "The target did not confirm that it finished the bootstrap (a relay that "
+    "drops the controller's signature, or a target that gave up); nothing was recorded here, so "
+    "mint a new token with `amesh provision` and bootstrap again through an authmesh relay.",
     "provision_expired": "The bootstrap token expired before any machine used it; run "
     "`amesh provision` again.",
 }

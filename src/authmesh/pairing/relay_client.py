@@ -1,15 +1,20 @@
-"""A relay WebSocket connection with a deadline on every read.
+"""A relay WebSocket connection with a deadline on every read, for pairing and the shell.
 
 One compact JSON object per text frame, exactly as the reference relay and clients expect
-(pairing.md §6.1). Every failure becomes a :class:`PairingError`: an unreachable relay, a
-closed socket, a read that timed out, a frame that is not a JSON object, and relay ``error``
-frames mapped to their own codes.
+(pairing.md §6.1, shell.md §0). Every failure becomes a :class:`PairingError`: an unreachable
+relay, a closed socket (:class:`RelayClosed`), a read that timed out (:class:`RelayTimeout`,
+also a :class:`TimeoutError`), a frame that is not a JSON object, and relay ``error`` frames
+mapped to their own codes. Reads go straight to the socket, whose ``recv`` may be cancelled
+without losing a message, so several readers in turn (a handshake, then a session) never
+drop one between them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 from types import TracebackType
 from typing import Any
 
@@ -18,10 +23,13 @@ from authmesh.pairing.errors import PairingError
 __all__ = [
     "MAX_FRAME_BYTES",
     "Frame",
+    "RelayClosed",
     "RelayConnection",
+    "RelayTimeout",
     "encode_frame",
     "json_object",
     "relay_error",
+    "unreachable",
 ]
 
 MAX_FRAME_BYTES = 65_536
@@ -40,8 +48,53 @@ _RELAY_ERRORS = {
     "peer_disconnected": "peer_disconnected",
     "rate_limited": "rate_limited",
     "relay_capacity": "relay_capacity",
+    "relay_unavailable": "relay_unavailable",
     "session_expired": "session_expired",
 }
+
+
+def unreachable(url: str, exc: BaseException, timeout: float) -> PairingError:
+    """``relay_unreachable`` naming the URL tried and why (refused, DNS, TLS, HTTP status)."""
+    from websockets.exceptions import InvalidStatus
+
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        hint = " (wrong path? authmesh relays serve /ws)" if status == 404 else ""
+        cause = f"it answered HTTP {status} instead of a WebSocket{hint}"
+    elif isinstance(exc, socket.gaierror):
+        cause = "DNS lookup of its host name failed"
+    elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        cause = f"TLS error: {getattr(exc, 'reason', None) or exc}"
+    elif isinstance(exc, ConnectionResetError) and url.startswith("wss://"):
+        cause = "TLS error: the connection was reset in the handshake (a plain ws:// relay?)"
+    elif isinstance(exc, ConnectionResetError):
+        cause = "the connection was reset"
+    elif isinstance(exc, ConnectionRefusedError):
+        cause = "connection refused (nothing listens on that port)"
+    elif isinstance(exc, TimeoutError):
+        cause = f"no answer within {timeout:g} s"
+    else:
+        cause = str(exc) or type(exc).__name__
+    return PairingError(
+        "relay_unreachable",
+        f"Could not reach the relay at {url}: {cause}. Check the relay URL (--relay or "
+        "AMESH_RELAY_URL; a relay on another port or host must be named there in every "
+        "terminal) and your network.",
+    )
+
+
+class RelayClosed(PairingError):
+    """The relay connection is closed (by either side)."""
+
+    def __init__(self) -> None:
+        super().__init__("relay_closed")
+
+
+class RelayTimeout(PairingError, TimeoutError):
+    """Nothing arrived from the relay within the read's deadline."""
+
+    def __init__(self) -> None:
+        super().__init__("timeout")
 
 
 def encode_frame(message: dict[str, Any]) -> str:
@@ -75,7 +128,10 @@ class RelayConnection:
         self._socket = socket
 
     @classmethod
-    async def open(cls, url: str, *, timeout: float = _CONNECT_TIMEOUT) -> RelayConnection:
+    async def open(
+        cls, url: str, *, timeout: float = _CONNECT_TIMEOUT, max_frame_bytes: int = MAX_FRAME_BYTES
+    ) -> RelayConnection:
+        """Connect to ``url``; frames larger than ``max_frame_bytes`` are refused."""
         try:
             from websockets.asyncio.client import connect
             from websockets.exceptions import WebSocketException
@@ -86,12 +142,17 @@ class RelayConnection:
                 url,
                 open_timeout=timeout,
                 close_timeout=_CLOSE_TIMEOUT,
-                max_size=MAX_FRAME_BYTES,
+                max_size=max_frame_bytes,
                 compression=None,
             )
         except (OSError, TimeoutError, ValueError, WebSocketException) as exc:
-            raise PairingError("relay_unreachable") from exc
+            raise unreachable(url, exc, timeout) from exc
         return cls(socket)
+
+    @property
+    def close_reason(self) -> str:
+        """The reason the relay gave when it closed the connection ('' if none)."""
+        return str(getattr(self._socket, "close_reason", "") or "")
 
     async def __aenter__(self) -> RelayConnection:
         return self
@@ -105,24 +166,29 @@ class RelayConnection:
         await self.close()
 
     async def send(self, message: dict[str, Any]) -> None:
+        await self.send_text(encode_frame(message))
+
+    async def send_text(self, text: str) -> None:
+        """Send one message already encoded (a shell wire message)."""
         from websockets.exceptions import ConnectionClosed
 
         try:
-            await self._socket.send(encode_frame(message))
+            await self._socket.send(text)
         except ConnectionClosed as exc:
-            raise PairingError("relay_closed") from exc
+            raise RelayClosed() from exc
 
-    async def receive(self, timeout: float) -> dict[str, Any]:
-        """The next JSON object from the relay, within ``timeout`` seconds."""
+    async def receive(self, timeout: float | None) -> dict[str, Any]:
+        """The next JSON object from the relay, within ``timeout`` seconds (None: no limit)."""
         from websockets.exceptions import ConnectionClosed
 
         try:
             frame = await asyncio.wait_for(self._socket.recv(), timeout)
         except TimeoutError as exc:
-            raise PairingError("timeout") from exc
+            raise RelayTimeout() from exc
         except ConnectionClosed as exc:
-            raise PairingError("relay_closed") from exc
+            raise RelayClosed() from exc
         return json_object(frame)
 
     async def close(self) -> None:
+        """Close the socket, waiting at most the close timeout for the relay's answer."""
         await self._socket.close()

@@ -55,7 +55,7 @@ def parse_trust_proxy(text: str) -> int:
         return 0
     if value in ("true", "yes"):
         return 1
-    if value.isdigit() and int(value) <= 32:
+    if value.isascii() and value.isdigit() and int(value) <= 32:
         return int(value)
     raise ConfigError(
         f"AMESH_TRUST_PROXY={text!r} is not understood; use 1/true/yes for one trusted proxy, "

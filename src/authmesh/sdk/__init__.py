@@ -4,10 +4,16 @@ Clients: :class:`AuthMeshAuth` (httpx sync/async and requests), :class:`Client` 
 :class:`AsyncClient`. Servers: the transport-free :class:`Verifier` and its adapters
 in :mod:`authmesh.sdk.asgi`, :mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`
 and :mod:`authmesh.sdk.fastapi`; Redis nonce stores in :mod:`authmesh.sdk.redis_nonce`;
-:func:`bootstrap_if_needed` pairs a fresh machine from a token at start-up.
+:func:`bootstrap_if_needed` pairs a fresh machine from a token at start-up;
+:class:`VerificationMetrics` counts verification outcomes for Prometheus.
 
 Names are imported lazily so a server needs no HTTP client library installed and a
 client needs no web framework.
+
+Errors: every failure a caller can receive from these names is an :class:`AuthMeshError`
+(``code`` + one-sentence message): :class:`SigningError`, :class:`StoreError` (loading the
+amesh home, e.g. ``AuthMeshAuth.from_home``), :class:`PairingError` (bootstrap) and
+:class:`MissingExtraError` (an adapter imported without its extra installed).
 """
 
 from __future__ import annotations
@@ -16,22 +22,31 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from authmesh.errors import AuthMeshError, MissingExtraError
+    from authmesh.pairing.errors import PairingError
     from authmesh.sdk.asgi import AuthMeshMiddleware
     from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
     from authmesh.sdk.client import AsyncClient, AuthMeshAuth, Client, SigningError
+    from authmesh.sdk.metrics import VerificationMetrics
     from authmesh.sdk.signing import RequestSigner
     from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
+    from authmesh.store.errors import StoreError
 
 __all__ = [
     "AsyncClient",
     "AuthMeshAuth",
+    "AuthMeshError",
     "AuthMeshMiddleware",
     "AuthMeshWSGIMiddleware",
     "Client",
+    "MissingExtraError",
+    "PairingError",
     "Rejection",
     "RequestSigner",
     "SigningError",
+    "StoreError",
+    "VerificationMetrics",
     "VerifiedDevice",
     "Verifier",
     "bootstrap_if_needed",
@@ -39,6 +54,10 @@ __all__ = [
 ]
 
 _HOMES = {
+    "AuthMeshError": "authmesh.errors",
+    "MissingExtraError": "authmesh.errors",
+    "PairingError": "authmesh.pairing.errors",
+    "StoreError": "authmesh.store.errors",
     "AsyncClient": "authmesh.sdk.client",
     "AuthMeshAuth": "authmesh.sdk.client",
     "Client": "authmesh.sdk.client",
@@ -48,6 +67,7 @@ _HOMES = {
     "bootstrap_if_needed_async": "authmesh.sdk.bootstrap",
     "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",
     "RequestSigner": "authmesh.sdk.signing",
+    "VerificationMetrics": "authmesh.sdk.metrics",
     "Rejection": "authmesh.sdk.verifier",
     "VerifiedDevice": "authmesh.sdk.verifier",
     "Verifier": "authmesh.sdk.verifier",

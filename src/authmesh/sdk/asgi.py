@@ -24,7 +24,12 @@ from typing import Any
 
 from authmesh.sdk.verifier import Rejection, Verifier
 
-__all__ = ["BODY_TIMEOUT_SECONDS", "AuthMeshMiddleware", "request_target"]
+__all__ = [
+    "BODY_TIMEOUT_SECONDS",
+    "AuthMeshMiddleware",
+    "request_target",
+    "wanted_headers",
+]
 
 BODY_TIMEOUT_SECONDS = 30.0
 """Longest wait for the whole request body; a stalled upload gets 408."""
@@ -43,7 +48,7 @@ class _ClientDisconnected(Exception):
 _HEADERS_READ = frozenset((b"authorization", b"host", b"content-length", b"transfer-encoding"))
 
 
-def _wanted_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+def wanted_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
     """First value of each header the middleware reads, in one pass (OWS stripped)."""
     found: dict[bytes, str] = {}
     for key, value in headers:
@@ -114,7 +119,7 @@ class AuthMeshMiddleware:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
             return
-        headers = _wanted_headers(scope["headers"])
+        headers = wanted_headers(scope["headers"])
         verifier = self.verifier
         try:
             pending = verifier.begin(
@@ -123,20 +128,7 @@ class AuthMeshMiddleware:
                 headers.get(b"authorization"),
                 headers.get(b"host"),
             )
-            content_length = headers.get(b"content-length")
-            verifier.check_content_length(content_length)
-            if (
-                content_length is None
-                and b"transfer-encoding" not in headers
-                and scope.get("http_version") in ("1.1", "1.0")
-            ):
-                body = await _read_body(receive, verifier)
-            else:
-                try:
-                    async with asyncio.timeout(self.body_timeout_seconds):
-                        body = await _read_body(receive, verifier)
-                except TimeoutError:
-                    raise Rejection(408, "request_timeout") from None
+            body = await self._body(scope, headers, receive)
             device = await verifier.finish_async(pending, body)
         except Rejection as rejection:
             await send_rejection(send, rejection)
@@ -155,9 +147,25 @@ class AuthMeshMiddleware:
 
         await self.app(scope, replay_body, send)
 
+    async def _body(self, scope: Scope, headers: dict[bytes, str], receive: Receive) -> bytes:
+        """The whole body, bounded in size and (when it may still be in flight) in time."""
+        verifier = self.verifier
+        content_length = verifier.check_content_length(headers.get(b"content-length"))
+        if (
+            content_length is None
+            and b"transfer-encoding" not in headers
+            and scope.get("http_version") in ("1.1", "1.0")
+        ):
+            return await _read_body(receive, verifier)
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                return await _read_body(receive, verifier)
+        except TimeoutError:
+            raise verifier.timed_out() from None
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket handshake is a bodiless GET: verified the same way, or refused (403)."""
-        headers = _wanted_headers(scope["headers"])
+        headers = wanted_headers(scope["headers"])
         try:
             pending = self.verifier.begin(
                 "GET", request_target(scope), headers.get(b"authorization"), headers.get(b"host")

@@ -34,6 +34,7 @@ from authmesh.core.canonical import (
     request_target_path,
     split_url,
 )
+from authmesh.errors import AuthMeshError
 from authmesh.sdk.home import resolve_home
 from authmesh.sdk.signing import KeySigner, RequestSigner
 from authmesh.sdk.verifier import DEFAULT_MAX_BODY_BYTES, SERVER_TIME_HEADER
@@ -42,8 +43,11 @@ from authmesh.store import AmeshHome, Context, load_context
 __all__ = ["AsyncClient", "AuthMeshAuth", "Client", "SigningError"]
 
 
-class SigningError(Exception):
+class SigningError(AuthMeshError):
     """A request cannot be signed as given; the message says why and what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("signing_failed", message)
 
 
 def _too_large(limit: int) -> SigningError:

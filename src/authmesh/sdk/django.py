@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.utils.module_loading import import_string
+from authmesh.errors import requires_extra
+
+with requires_extra("django", "authmesh.sdk.django"):
+    from django.conf import settings
+    from django.http import HttpRequest, HttpResponse
+    from django.utils.module_loading import import_string
 
 from authmesh.sdk.verifier import Rejection, Verifier
 from authmesh.sdk.wsgi import read_wsgi_body
@@ -82,4 +85,7 @@ class AuthMeshMiddleware:
                 response[name] = value
             return response
         request.authmesh = device
+        # A verified request carries a signature made with the calling machine's key, which no
+        # other site can produce: CSRF (a browser's ambient cookies) does not apply to it.
+        request._dont_enforce_csrf_checks = True
         return self.get_response(request)

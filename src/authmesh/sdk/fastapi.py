@@ -5,19 +5,25 @@ With :class:`~authmesh.sdk.asgi.AuthMeshMiddleware` installed, use
 ``Depends(AuthMeshDependency(verifier))`` verifies per route; its refusals are
 ``HTTPException``\\s, so their bodies follow FastAPI's ``{"detail": "<code>"}`` shape
 (the middleware is the adapter that answers byte-for-byte like the reference).
+
+Both are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+hop that cost more server CPU per request than the signature check itself.
 """
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from authmesh.errors import requires_extra
 
-from authmesh.sdk.asgi import request_target
+with requires_extra("fastapi", "authmesh.sdk.fastapi"):
+    from fastapi import HTTPException, Request
+
+from authmesh.sdk.asgi import request_target, wanted_headers
 from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
 
 __all__ = ["AuthMeshDependency", "verified_device"]
 
 
-def verified_device(request: Request) -> VerifiedDevice:
+async def verified_device(request: Request) -> VerifiedDevice:
     """The device the middleware verified; 500 if the middleware is not installed."""
     device = getattr(request.state, "authmesh", None)
     if not isinstance(device, VerifiedDevice):
@@ -38,15 +44,15 @@ class AuthMeshDependency:
         if isinstance(existing, VerifiedDevice):
             return existing
         verifier = self.verifier
-        headers = request.headers
+        headers = wanted_headers(request.scope["headers"])
         try:
             pending = verifier.begin(
                 request.method,
                 request_target(request.scope),
-                headers.get("authorization"),
-                headers.get("host"),
+                headers.get(b"authorization"),
+                headers.get(b"host"),
             )
-            verifier.check_content_length(headers.get("content-length"))
+            verifier.check_content_length(headers.get(b"content-length"))
             body = bytearray()
             async for chunk in request.stream():
                 body += chunk

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import logging
 
-import redis
-import redis.asyncio
+from authmesh.errors import requires_extra
+
+with requires_extra("redis", "authmesh.sdk.redis_nonce"):
+    import redis
+    import redis.asyncio
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",

@@ -9,6 +9,7 @@ header. It also keeps a clock offset learned from a server's 401 time hint.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ CLOCK_HINT_THRESHOLD_SECONDS = 10
 MAX_CLOCK_CORRECTION_SECONDS = 300
 """Largest correction taken from a hint: a lying server must not make us sign requests
 dated far in the future that it could replay elsewhere later."""
+_SERVER_TIME = re.compile(r"[0-9]{1,12}")  # ASCII only: "²".isdigit() is True, int("²") fails
 
 
 class KeySigner(Protocol):
@@ -102,7 +104,7 @@ class RequestSigner:
 
     def learn_server_time(self, server_time_text: str | None) -> bool:
         """Adopt the server's clock from a 401 hint when ours is off; True if it changed."""
-        if not server_time_text or not server_time_text.isdigit():
+        if not server_time_text or not _SERVER_TIME.fullmatch(server_time_text):
             return False
         offset = int(server_time_text) - math.floor(self._clock())
         if abs(offset) > MAX_CLOCK_CORRECTION_SECONDS:

@@ -21,7 +21,15 @@ Differences from the reference ``authMeshVerify``, all wire-compatible (spec §1
   v2 at pairing is refused when it signs with v1 (no downgrade);
 * a lowercase method or raw non-ASCII target is refused with 400, as the reference's
   HTTP servers do before its middleware runs (W19);
+* a target is refused with 400 unless it already is its own normalised form (no dot
+  segments, backslashes, fragment or empty query) and its escapes decode as UTF-8:
+  honest clients send exactly the form they sign, and any other spelling could be
+  read by the application as a different request than the one signed;
+* every number from the wire is ASCII digits or refused (``Content-Length``: 400);
 * log lines name the event and times only: no device ids, keys or nonces.
+
+An optional ``observer`` (:mod:`authmesh.sdk.metrics`) is told the outcome of every
+request the verifier decides on, whichever adapter called it.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from authmesh.core.allowlist import PROTOCOL_V2
@@ -51,6 +60,7 @@ from authmesh.core.header import HeaderError, parse_header
 from authmesh.core.keys import verify_with_key
 from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore
 from authmesh.sdk.home import resolve_home
+from authmesh.sdk.metrics import Outcome, VerificationObserver
 from authmesh.sdk.trusted_keys import DEFAULT_RECHECK_SECONDS, TrustedKey, TrustedKeys
 from authmesh.store import AllowListStore, StoreError, load_context
 
@@ -74,17 +84,32 @@ SERVER_TIME_HEADER = "X-AuthMesh-Server-Time"
 _log = logging.getLogger("authmesh.sdk")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _METHOD = re.compile(r"[A-Z0-9!#$%&'*+.^_`|~-]+")
+_DIGITS = re.compile(r"[0-9]+")
+_MAX_LENGTH_DIGITS = 18  # longer runs of digits are over any limit (and int() caps digits)
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+_ESCAPE_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _INTEGRITY_LOG = "[amesh] CRITICAL: allow list integrity check failed — possible tampering"
 
 
 class Rejection(Exception):
-    """The request is refused; ``status`` and ``error`` are what goes on the wire."""
+    """The request is refused; ``status`` and ``error`` are what goes on the wire.
 
-    def __init__(self, status: int, error: str, *, server_time: int | None = None) -> None:
+    ``outcome`` is the reason as observers count it (never sent).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        *,
+        server_time: int | None = None,
+        outcome: Outcome = Outcome.MALFORMED,
+    ) -> None:
         super().__init__(f"request refused with {status} {error}")
         self.status = status
         self.error = error
         self.server_time = server_time
+        self.outcome = outcome
 
     @property
     def body(self) -> bytes:
@@ -133,6 +158,8 @@ class PendingRequest:
     signature: str
     trusted: TrustedKey
     now: int
+    seconds: float = 0.0
+    """Time spent verifying so far (not waiting for the body)."""
 
 
 class Verifier:
@@ -148,6 +175,8 @@ class Verifier:
     ``allow_list_recheck_seconds``: how often at most the allow-list file is checked
     for changes; a revoked or newly paired device takes effect within this time
     (0: on every request).
+    ``observer``: told the :class:`~authmesh.sdk.metrics.Outcome` of every request,
+    e.g. :class:`~authmesh.sdk.metrics.VerificationMetrics` (Prometheus and logs).
     """
 
     def __init__(
@@ -161,6 +190,7 @@ class Verifier:
         authorities: Iterable[str] | None = None,
         clock: Callable[[], float] = time.time,
         allow_list_recheck_seconds: float = DEFAULT_RECHECK_SECONDS,
+        observer: VerificationObserver | None = None,
     ) -> None:
         if clock_skew_seconds < 0 or nonce_window_seconds < 0 or max_body_bytes < 0:
             raise ValueError("clock skew, nonce window and body limit must not be negative")
@@ -176,6 +206,7 @@ class Verifier:
             None if authorities is None else frozenset(normalize_authority(a) for a in authorities)
         )
         self._clock = clock
+        self.observer = observer
 
     @classmethod
     def from_home(cls, home: str | os.PathLike[str] | None = None, **options: Any) -> Verifier:
@@ -194,6 +225,15 @@ class Verifier:
     def _now(self) -> int:
         return math.floor(self._clock())
 
+    def _report(
+        self, outcome: Outcome, status: int, seconds: float | None, version: str | None
+    ) -> None:
+        if self.observer is not None:
+            self.observer.observe(outcome, status, seconds, version)
+
+    def _refused(self, rejection: Rejection, seconds: float | None, version: str | None) -> None:
+        self._report(rejection.outcome, rejection.status, seconds, version)
+
     def begin(
         self, method: str, target: str, authorization: str | None, host: str | None
     ) -> PendingRequest:
@@ -203,6 +243,18 @@ class Verifier:
         form), ``authorization`` the first Authorization header value (OWS
         stripped) and ``host`` the Host header value.
         """
+        started = perf_counter()
+        try:
+            pending = self._check_headers(method, target, authorization, host)
+        except Rejection as rejection:
+            self._refused(rejection, perf_counter() - started, None)
+            raise
+        pending.seconds = perf_counter() - started
+        return pending
+
+    def _check_headers(
+        self, method: str, target: str, authorization: str | None, host: str | None
+    ) -> PendingRequest:
         if not _METHOD.fullmatch(method) or not target.isascii():
             raise Rejection(400, "malformed_request")
         try:
@@ -213,6 +265,7 @@ class Verifier:
             ) from None
         if header.v not in ("1", "2"):
             raise Rejection(400, "unsupported_version")
+        path = _signed_path(target)
         now = self._now()
         try:
             trusted = self._trusted.lookup(header.id)
@@ -221,21 +274,21 @@ class Verifier:
                 _log.error(_INTEGRITY_LOG)
             else:
                 _log.error("[amesh] allow list unreadable: %s", error)
-            raise Rejection(500, "internal_error") from None
+            raise Rejection(500, "internal_error", outcome=Outcome.STORE_FAILURE) from None
         if trusted is None:
-            raise self._unauthorized(now)
+            raise self._unauthorized(now, Outcome.UNKNOWN_DEVICE)
         if not trusted.device.may_authenticate:
             self._log_event("role_rejected", now, "0")
-            raise self._unauthorized(now)
+            raise self._unauthorized(now, Outcome.ROLE_REFUSED)
         requested = int(header.ts) if _TIMESTAMP.fullmatch(header.ts) else None
         if requested is None or abs(now - requested) > self.clock_skew_seconds:
             self._log_event("timestamp_out_of_range", now, header.ts)
-            raise self._unauthorized(now)
+            raise self._unauthorized(now, Outcome.SKEW)
         if abs(now - requested) > max(self.clock_skew_seconds - 10, 0):
             self._log_event("clock_drift_warning", now, header.ts)
         if header.v == "1" and trusted.device.protocol == PROTOCOL_V2:
             self._log_event("downgrade_refused", now, header.ts)
-            raise self._unauthorized(now)
+            raise self._unauthorized(now, Outcome.DOWNGRADE)
         authority = None
         if header.v == "2":
             try:
@@ -246,11 +299,7 @@ class Verifier:
                 self._authorities is not None and authority not in self._authorities
             ):
                 self._log_event("wrong_authority", now, header.ts)
-                raise self._unauthorized(now)
-        try:
-            path = request_target_path(target)
-        except CanonicalError:
-            raise Rejection(400, "malformed_request") from None
+                raise self._unauthorized(now, Outcome.WRONG_AUTHORITY)
         return PendingRequest(
             method=method,
             path=path,
@@ -263,14 +312,34 @@ class Verifier:
             now=now,
         )
 
-    def check_content_length(self, value: str | None) -> None:
-        """Refuse (413) before reading when a declared length exceeds the limit."""
-        if value is not None and value.strip().isdigit() and int(value) > self.max_body_bytes:
-            raise Rejection(413, "payload_too_large")
+    def check_content_length(self, value: str | None) -> int | None:
+        """The declared body length (None if absent), checked before reading.
+
+        ASCII digits only (``²`` passes ``str.isdigit`` and still is no number):
+        anything else is refused with 400, a length above the limit with 413.
+        """
+        if value is None:
+            return None
+        value = value.strip(" \t")
+        if not _DIGITS.fullmatch(value):
+            rejection = Rejection(400, "malformed_request")
+            self._refused(rejection, None, None)
+            raise rejection
+        if len(value) > _MAX_LENGTH_DIGITS or int(value) > self.max_body_bytes:
+            raise self.too_large()
+        return int(value)
 
     def too_large(self) -> Rejection:
-        """The 413 to raise when the body read so far exceeds the limit."""
-        return Rejection(413, "payload_too_large")
+        """The 413 to raise when the body read so far exceeds the limit (reported)."""
+        rejection = Rejection(413, "payload_too_large", outcome=Outcome.TOO_LARGE)
+        self._refused(rejection, None, None)
+        return rejection
+
+    def timed_out(self) -> Rejection:
+        """The 408 to raise when the body did not arrive in time (reported)."""
+        rejection = Rejection(408, "request_timeout", outcome=Outcome.TIMEOUT)
+        self._refused(rejection, None, None)
+        return rejection
 
     def _check_signature(self, pending: PendingRequest, body: bytes) -> str:
         """Verify the signature over the body; return the nonce-store key."""
@@ -290,45 +359,67 @@ class Verifier:
             valid = False
         if not valid:
             self._log_event("invalid_signature", pending.now, pending.timestamp)
-            raise self._unauthorized(pending.now)
+            raise self._unauthorized(pending.now, Outcome.BAD_SIGNATURE)
         return f"{pending.trusted.device.device_id}:{pending.nonce}"
 
-    def _accepted(self, pending: PendingRequest, fresh: bool) -> VerifiedDevice:
+    def _accepted(self, pending: PendingRequest, fresh: bool, started: float) -> VerifiedDevice:
         if not fresh:
             self._log_event("replay_detected", pending.now, pending.timestamp)
-            raise self._unauthorized(pending.now)
+            rejection = self._unauthorized(pending.now, Outcome.REPLAY)
+            self._finished(pending, started, rejection)
+            raise rejection
+        self._finished(pending, started, None)
         device = pending.trusted.device
         return VerifiedDevice(device.device_id, device.friendly_name, pending.now, pending.version)
 
+    def _finished(self, pending: PendingRequest, started: float, error: Rejection | None) -> None:
+        seconds = pending.seconds + perf_counter() - started
+        if error is None:
+            self._report(Outcome.ACCEPTED, 200, seconds, pending.version)
+        else:
+            self._refused(error, seconds, pending.version)
+
     def _store_failed(self) -> Rejection:
         _log.error("[amesh] nonce store unavailable: refusing the request (fail closed)")
-        return Rejection(500, "internal_error")
+        return Rejection(500, "internal_error", outcome=Outcome.STORE_FAILURE)
+
+    def _fresh(self, key: str) -> bool:
+        """Record the nonce in a sync store: True if it was not there yet."""
+        store: NonceStore = self.nonce_store  # type: ignore[assignment]
+        try:
+            return store.check_and_store(key, self.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
+
+    async def _fresh_async(self, key: str) -> bool:
+        store: AsyncNonceStore = self.nonce_store  # type: ignore[assignment]
+        try:
+            return await store.check_and_store(key, self.nonce_ttl_seconds)
+        except Exception:  # whatever the store raised, fail closed
+            raise self._store_failed() from None
 
     def finish(self, pending: PendingRequest, body: bytes) -> VerifiedDevice:
         """Verify the signature over ``body``, then record the nonce (sync store)."""
         if self._store_is_async:
             raise TypeError("this Verifier has an async nonce store: use finish_async")
-        key = self._check_signature(pending, body)
-        store: NonceStore = self.nonce_store  # type: ignore[assignment]
+        started = perf_counter()
         try:
-            fresh = store.check_and_store(key, self.nonce_ttl_seconds)
-        except Exception:  # whatever the store raised, fail closed
-            raise self._store_failed() from None
-        return self._accepted(pending, fresh)
+            fresh = self._fresh(self._check_signature(pending, body))
+        except Rejection as rejection:
+            self._finished(pending, started, rejection)
+            raise
+        return self._accepted(pending, fresh, started)
 
     async def finish_async(self, pending: PendingRequest, body: bytes) -> VerifiedDevice:
         """As :meth:`finish`, awaiting an async nonce store when there is one."""
-        key = self._check_signature(pending, body)
+        started = perf_counter()
         try:
-            if self._store_is_async:
-                async_store: AsyncNonceStore = self.nonce_store  # type: ignore[assignment]
-                fresh = await async_store.check_and_store(key, self.nonce_ttl_seconds)
-            else:
-                sync_store: NonceStore = self.nonce_store  # type: ignore[assignment]
-                fresh = sync_store.check_and_store(key, self.nonce_ttl_seconds)
-        except Exception:  # whatever the store raised, fail closed
-            raise self._store_failed() from None
-        return self._accepted(pending, fresh)
+            key = self._check_signature(pending, body)
+            fresh = await self._fresh_async(key) if self._store_is_async else self._fresh(key)
+        except Rejection as rejection:
+            self._finished(pending, started, rejection)
+            raise
+        return self._accepted(pending, fresh, started)
 
     def verify(
         self,
@@ -344,10 +435,48 @@ class Verifier:
             raise self.too_large()
         return self.finish(pending, body)
 
-    def _unauthorized(self, now: int) -> Rejection:
-        return Rejection(401, "unauthorized", server_time=now)
+    def _unauthorized(self, now: int, outcome: Outcome) -> Rejection:
+        return Rejection(401, "unauthorized", server_time=now, outcome=outcome)
 
     @staticmethod
     def _log_event(event: str, now: int, request_ts: str) -> None:
         shown = request_ts if _TIMESTAMP.fullmatch(request_ts) else "NaN"
         _log.warning("[amesh] %s: serverNow=%d requestTs=%s", event, now, shown)
+
+
+def _escapes_are_utf8(text: str) -> bool:
+    """Every run of ``%XX`` escapes decodes as UTF-8 (literal ASCII breaks any sequence)."""
+    if "%" not in text:
+        return True
+    for run in _ESCAPE_RUN.findall(text):
+        try:
+            bytes.fromhex(run.replace("%", "")).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _signed_path(target: str) -> str:
+    """The stage-A path of a received target, which must already be in that form.
+
+    An absolute-form target contributes its path and query. Any target whose
+    normalised form differs from what arrived (``/a/../b``, ``/a\\\\b``, ``%2e%2e``,
+    a fragment, an empty ``?``), whose path starts with an empty segment, or whose
+    escapes are not UTF-8 (``%FE`` and ``%FF``
+    canonicalise alike in a query) is refused with 400: honest clients send the
+    normalised form, and the application could read another spelling differently.
+    """
+    absolute = _ABSOLUTE_FORM.match(target)
+    received = (target[absolute.end() :] or "/") if absolute else target
+    try:
+        path = request_target_path(received)
+    except CanonicalError:
+        path = None
+    if path != received or _empty_first_segment(received) or not _escapes_are_utf8(received):
+        raise Rejection(400, "malformed_request")
+    return path
+
+
+def _empty_first_segment(path: str) -> bool:
+    """``//x`` or ``/%2Fx``: Flask collapses the leading slashes, other servers see a host."""
+    return path.startswith("//") or path[1:4] in ("%2F", "%2f")

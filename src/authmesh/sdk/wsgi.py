@@ -41,12 +41,11 @@ def wsgi_request_target(environ: Environ) -> str:
 
 def read_wsgi_body(environ: Environ, verifier: Verifier) -> bytes:
     """Read the whole body, at most ``verifier.max_body_bytes``; raise 413 beyond."""
-    length_text = environ.get("CONTENT_LENGTH") or None
-    verifier.check_content_length(length_text)
+    declared = verifier.check_content_length(environ.get("CONTENT_LENGTH") or None)
     stream = environ["wsgi.input"]
     limit = verifier.max_body_bytes
-    if length_text is not None and length_text.strip().isdigit():
-        remaining = int(length_text)
+    if declared is not None:
+        remaining = declared
     elif environ.get("wsgi.input_terminated"):
         remaining = limit + 1  # chunked: read to the end, one byte past the limit at most
     else:

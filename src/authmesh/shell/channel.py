@@ -1,11 +1,10 @@
-"""Relay sockets for the shell: one reader per socket, messages dispatched by type.
+"""What a shell session talks through, and relay messages dispatched by type.
 
-A :class:`RelaySocket` owns a WebSocket to the relay and a single reader task that parses
-every text frame into a JSON object and queues it (bounded; a full queue stops reading, which
-pushes back on the relay). Nothing is ever discarded between the handshake and the session
-(weakness W2): whoever consumes the socket sees every message in order.
+Sockets are :class:`~authmesh.pairing.relay_client.RelayConnection`, the relay client pairing
+uses too; its reads may be cancelled without losing a message, so nothing is discarded between
+the handshake and the session (weakness W2).
 
-A :class:`Channel` is what one shell session talks through: either a whole socket (the
+A :class:`Channel` is what one shell session talks through: either a whole connection (the
 controller's, or an agent's per-session socket) or a :class:`SessionPipe`, the slice of an
 agent's registration socket that carries its one legacy session.
 """
@@ -13,140 +12,50 @@ agent's registration socket that carries its one legacy session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from typing import Any, Protocol
 
 from authmesh.core.shell.wire import MAX_RELAY_MESSAGE, WireError, data_payload
-from authmesh.shell.errors import ChannelClosed, SessionEnded, ShellError
+from authmesh.pairing.errors import PairingError
+from authmesh.pairing.relay_client import RelayClosed, RelayConnection, RelayTimeout
+from authmesh.shell.errors import SessionEnded, ShellError
 
-__all__ = [
-    "CLOSE_TIMEOUT",
-    "CONNECT_TIMEOUT",
-    "Channel",
-    "RelaySocket",
-    "SessionPipe",
-    "encode_message",
-    "receive_data",
-]
+__all__ = ["Channel", "SessionPipe", "connect", "receive_data"]
 
-CONNECT_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 2.0
 # Messages waiting for their consumer; at 64 KiB each this bounds a socket's backlog to 16 MiB.
 _INBOX_LIMIT = 256
 # A peer talking through a relay with a larger cap may send larger messages; refuse past this.
 _MAX_RECEIVED_MESSAGE = 1024 * 1024 + MAX_RELAY_MESSAGE
 
 
-def encode_message(message: dict[str, Any]) -> str:
-    """Compact JSON, the form every reference party sends."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-
-
 class Channel(Protocol):
     """The message stream of one shell session."""
 
-    async def send(self, text: str) -> None:
-        """Send one relay message (already encoded); raises :class:`ChannelClosed`."""
+    async def send_text(self, text: str) -> None:
+        """Send one relay message (already encoded); raises :class:`RelayClosed`."""
         ...
 
     async def receive(self, timeout: float | None) -> dict[str, Any]:
-        """The next message; raises :class:`ChannelClosed` or :class:`TimeoutError`."""
+        """The next message; raises :class:`RelayClosed` or :class:`TimeoutError`."""
         ...
 
 
-class RelaySocket:
-    """An open relay WebSocket with its reader task. Use :meth:`connect`."""
-
-    def __init__(self, socket: Any) -> None:
-        self._socket = socket
-        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_INBOX_LIMIT)
-        self._closed = asyncio.Event()
-        self.close_reason = ""
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def connect(cls, url: str, *, timeout: float = CONNECT_TIMEOUT) -> RelaySocket:
-        """Open a socket to ``url``; an unreachable relay is a :class:`ShellError`."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import WebSocketException
-
-        try:
-            socket = await connect(
-                url,
-                open_timeout=timeout,
-                close_timeout=CLOSE_TIMEOUT,
-                max_size=_MAX_RECEIVED_MESSAGE,
-                compression=None,
+async def connect(url: str) -> RelayConnection:
+    """Open a relay connection for the shell; an unreachable relay is a :class:`ShellError`."""
+    try:
+        return await RelayConnection.open(url, max_frame_bytes=_MAX_RECEIVED_MESSAGE)
+    except PairingError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ValueError):
+            message = (
+                f"The relay URL {url!r} is not a WebSocket URL ({cause}); use ws:// or wss://."
             )
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise ShellError(
-                "relay_unreachable",
-                f"Could not reach the relay at {url} ({exc or type(exc).__name__}); check the "
-                "URL (--relay or AMESH_RELAY_URL) and your network.",
-            ) from None
-        except ValueError as exc:
-            raise ShellError(
-                "relay_unreachable",
-                f"The relay URL {url!r} is not a WebSocket URL ({exc}); use ws:// or wss://.",
-            ) from None
-        return cls(socket)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
-    async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed as SocketClosed
-
-        try:
-            async for raw in self._socket:
-                if not isinstance(raw, str):
-                    continue  # reference parties only ever send text frames
-                try:
-                    message = json.loads(raw)
-                except (ValueError, RecursionError):
-                    continue
-                if isinstance(message, dict):
-                    await self._inbox.put(message)
-        except SocketClosed:
-            pass
-        finally:
-            rcvd = getattr(self._socket, "close_rcvd", None)
-            self.close_reason = str(getattr(rcvd, "reason", "") or "")
-            self._closed.set()
-            with contextlib.suppress(asyncio.QueueFull):
-                self._inbox.put_nowait(None)
-
-    async def send(self, text: str) -> None:
-        from websockets.exceptions import ConnectionClosed as SocketClosed
-
-        if self._closed.is_set():
-            raise ChannelClosed("relay connection closed")
-        try:
-            await self._socket.send(text)
-        except SocketClosed:
-            raise ChannelClosed("relay connection closed") from None
-
-    async def receive(self, timeout: float | None) -> dict[str, Any]:
-        if self._inbox.empty() and self._closed.is_set():
-            raise ChannelClosed("relay connection closed")
-        message = await asyncio.wait_for(self._inbox.get(), timeout)
-        if message is None:
-            raise ChannelClosed("relay connection closed")
-        return message
-
-    async def close(self) -> None:
-        """Close the socket (waits at most :data:`CLOSE_TIMEOUT`) and stop the reader."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._socket.close(), CLOSE_TIMEOUT)
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._reader
-        self._closed.set()
+        else:
+            detail = (str(cause) or type(cause).__name__) if cause is not None else exc.code
+            message = (
+                f"Could not reach the relay at {url} ({detail}); check the URL (--relay or "
+                "AMESH_RELAY_URL) and your network."
+            )
+        raise ShellError(exc.code, message) from None
 
 
 class SessionPipe:
@@ -156,7 +65,7 @@ class SessionPipe:
     errors); the session sends through the shared socket.
     """
 
-    def __init__(self, socket: RelaySocket) -> None:
+    def __init__(self, socket: RelayConnection) -> None:
         self._socket = socket
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_INBOX_LIMIT)
         self._ended = False
@@ -173,17 +82,20 @@ class SessionPipe:
             self._inbox.get_nowait()
         self._inbox.put_nowait(None)
 
-    async def send(self, text: str) -> None:
+    async def send_text(self, text: str) -> None:
         if self._ended:
-            raise ChannelClosed("relay connection closed")
-        await self._socket.send(text)
+            raise RelayClosed()
+        await self._socket.send_text(text)
 
     async def receive(self, timeout: float | None) -> dict[str, Any]:
         if self._ended and self._inbox.empty():
-            raise ChannelClosed("relay connection closed")
-        message = await asyncio.wait_for(self._inbox.get(), timeout)
+            raise RelayClosed()
+        try:
+            message = await asyncio.wait_for(self._inbox.get(), timeout)
+        except TimeoutError:
+            raise RelayTimeout() from None
         if message is None:
-            raise ChannelClosed("relay connection closed")
+            raise RelayClosed()
         return message
 
 
@@ -191,14 +103,19 @@ async def receive_data(channel: Channel, timeout: float | None) -> bytes:
     """The payload of the next ``data`` message, dispatching by type (weakness W8).
 
     ``pong`` and unknown types are skipped; ``done`` and relay ``error`` messages end the
-    session (:class:`SessionEnded` with the code); a payload that is not base64 text ends it
-    too, since no conforming peer sends one.
+    session (:class:`SessionEnded` with the code); a payload that is not base64 text or a
+    message that is not a JSON object ends it too, since no conforming party sends one.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while True:
         remaining = None if deadline is None else max(0.0, deadline - loop.time())
-        message = await channel.receive(remaining)
+        try:
+            message = await channel.receive(remaining)
+        except (RelayClosed, RelayTimeout):
+            raise
+        except PairingError:
+            raise SessionEnded("invalid_message") from None
         kind = message.get("type")
         if kind == "data":
             try:

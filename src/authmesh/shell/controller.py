@@ -29,36 +29,20 @@ from typing import Any, BinaryIO
 from authmesh.core.allowlist import AllowList, Device
 from authmesh.core.keys import device_id
 from authmesh.core.selfsig import Signer
-from authmesh.core.shell.cipher import ShellCipher, ShellCipherError
-from authmesh.core.shell.frames import (
-    DATA_CHUNK_SIZE,
-    FrameError,
-    FrameType,
-    decode_frame,
-    encode_command,
-    encode_data,
-    encode_ping,
-    encode_resize,
-)
+from authmesh.core.shell.cipher import ShellCipher
+from authmesh.core.shell.frames import DATA_CHUNK_SIZE
 from authmesh.core.shell.handshake import ShellHandshakeError
-from authmesh.core.shell.wire import data_message
-from authmesh.shell.channel import RelaySocket, encode_message, receive_data
-from authmesh.shell.errors import ChannelClosed, SessionEnded, ShellError
+from authmesh.core.shell.session import Close, ControllerAction, ControllerSession, Outcome
+from authmesh.pairing.errors import PairingError
+from authmesh.pairing.relay_client import RelayClosed, RelayConnection
+from authmesh.shell.channel import connect
+from authmesh.shell.errors import SessionEnded, ShellError, leaves
 from authmesh.shell.handshake import HANDSHAKE_TIMEOUT, run_controller_handshake
 
 __all__ = ["KEEPALIVE_INTERVAL", "ShellRequest", "run_shell"]
 
 KEEPALIVE_INTERVAL = 30.0
-# Missing keepalive answers before the target counts as gone (W3).
-_KEEPALIVE_MISSES = 3
-_EOF = b"\x04"
 _BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
-_END_REASONS = {
-    "done": "the target ended the session",
-    "peer_disconnected": "the target disconnected",
-    "session_expired": "the relay expired the idle session",
-    "session_data_limit": "the relay's per-session data limit was reached",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +54,6 @@ class ShellRequest:
     command: str | None = None
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     keepalive_interval: float = KEEPALIVE_INTERVAL
-
-
-class _Lost(Exception):
-    """The session ended without an EXIT frame."""
 
 
 class _Terminal:
@@ -126,7 +106,7 @@ def _handshake_failure(exc: BaseException, request: ShellRequest, own_id: str) -
             "relay_ended",
             f"The relay ended the session before it started ({exc.reason}); try again.",
         )
-    if isinstance(exc, ChannelClosed):
+    if isinstance(exc, RelayClosed):
         return ShellError(
             "relay_closed",
             "The relay closed the connection before the session started; try again.",
@@ -177,16 +157,14 @@ async def run_shell(
     say = notice or (lambda line: print(line, file=sys.stderr, flush=True))
     own_id = device_id(signer.public_key)
     target = request.target
-    socket = await RelaySocket.connect(request.relay_url)
+    socket = await connect(request.relay_url)
     try:
         await socket.send(
-            encode_message(
-                {
-                    "type": "shell",
-                    "targetDeviceId": target.device_id,
-                    "targetPublicKey": target.public_key,
-                }
-            )
+            {
+                "type": "shell",
+                "targetDeviceId": target.device_id,
+                "targetPublicKey": target.public_key,
+            }
         )
         try:
             first = await socket.receive(request.handshake_timeout)
@@ -210,7 +188,7 @@ async def run_shell(
                 term=os.environ.get("TERM"),
                 timeout=request.handshake_timeout,
             )
-        except (TimeoutError, SessionEnded, ChannelClosed, ShellHandshakeError) as exc:
+        except (TimeoutError, SessionEnded, RelayClosed, ShellHandshakeError) as exc:
             raise _handshake_failure(exc, request, own_id) from None
         terminal = _Terminal(stdin_fd, out.fileno() if hasattr(out, "fileno") else 1)
         try:
@@ -222,137 +200,182 @@ async def run_shell(
         await socket.close()
 
 
+class _Ended(Exception):
+    """Raised inside the task group when the session is over."""
+
+    def __init__(self, close: Close) -> None:
+        super().__init__(close.reason)
+        self.close = close
+
+
+class _Driver:
+    """Moves bytes between the relay, the core session and the local terminal.
+
+    Every task runs in one :class:`asyncio.TaskGroup`; the first to see the end raises
+    :class:`_Ended` (or a :class:`ShellError`), which cancels and awaits all the others.
+    """
+
+    def __init__(
+        self,
+        request: ShellRequest,
+        socket: RelayConnection,
+        session: ControllerSession,
+        terminal: _Terminal,
+        out: BinaryIO,
+    ) -> None:
+        self._request = request
+        self._socket = socket
+        self._session = session
+        self._terminal = terminal
+        self._out = out
+        self._send_lock = asyncio.Lock()
+        self._resized = asyncio.Event()
+        self._stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def run(self) -> Close:
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGTERM, signal.SIGHUP)
+        for signum in handled:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGWINCH, self._resized.set)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._flush())
+                tasks.create_task(self._receive())
+                tasks.create_task(self._keepalive())
+                tasks.create_task(self._forward_resizes())
+                tasks.create_task(self._watch_signals())
+                if self._request.command is None:
+                    tasks.create_task(self._forward_input())
+        except BaseExceptionGroup as group:
+            raise _first_reason(group) from None
+        finally:
+            for signum in (*handled, signal.SIGWINCH):
+                loop.remove_signal_handler(signum)
+        raise AssertionError("the session tasks ended without a reason")  # pragma: no cover
+
+    def _on_signal(self, signum: int) -> None:
+        if not self._stopped.done():
+            self._stopped.set_result(signal.Signals(signum).name)
+
+    async def _flush(self) -> None:
+        """Send what the session queued, in counter order."""
+        async with self._send_lock:
+            for message in self._session.messages_to_send():
+                try:
+                    # Shielded: a cancelled task never leaves a spent counter half sent.
+                    await asyncio.shield(self._socket.send_text(message))
+                except RelayClosed:
+                    self._end(self._session.relay_closed())
+
+    def _end(self, actions: list[ControllerAction]) -> None:
+        for action in actions:
+            if isinstance(action, Close):
+                raise _Ended(action)
+            self._write(action.data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._out.write(data)
+            self._out.flush()
+        except BrokenPipeError:
+            # `amesh shell t -c cmd | head`: the reader left. End like a shell pipeline does
+            # (SIGPIPE status, no message); the remote side is ended when the socket closes.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
+            raise _Ended(Close(Outcome.EXITED, "output closed", _BROKEN_PIPE_STATUS)) from None
+
+    async def _receive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await self._socket.receive(None)
+            except RelayClosed:
+                self._end(self._session.relay_closed())
+                return
+            except PairingError:  # not a JSON object: no conforming relay sends that
+                raise _Ended(Close(Outcome.LOST, "the relay sent a malformed message")) from None
+            self._end(self._session.receive(message, loop.time()))
+            await self._flush()
+
+    async def _keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.0, self._session.next_deadline() - loop.time()))
+            self._end(self._session.tick(loop.time()))
+            await self._flush()
+
+    async def _forward_resizes(self) -> None:
+        while True:
+            await self._resized.wait()
+            self._resized.clear()
+            size = self._terminal.size()
+            if size is not None:
+                self._session.resize(*size)
+                await self._flush()
+
+    async def _forward_input(self) -> None:
+        while data := await _read_input(self._terminal.stdin_fd):
+            self._session.input(data)
+            await self._flush()
+        self._session.input_ended()
+        await self._flush()
+        # Input is over; the other tasks keep showing output until the remote shell exits.
+
+    async def _watch_signals(self) -> None:
+        name = await self._stopped
+        raise ShellError("interrupted", f"Stopped by {name}; the remote shell was ended.")
+
+
+def _first_reason(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that ended the task group: the session's end first, then a ShellError."""
+    flat = leaves(group)
+    for kind in (ShellError, _Ended):
+        for exc in flat:
+            if isinstance(exc, kind):
+                return exc
+    return group
+
+
 async def _session(
     request: ShellRequest,
-    socket: RelaySocket,
+    socket: RelayConnection,
     cipher: ShellCipher,
     terminal: _Terminal,
     out: BinaryIO,
     say: Callable[[str], None],
 ) -> int:
-    loop = asyncio.get_running_loop()
     name = request.target.friendly_name
-    send_lock = asyncio.Lock()
-    last_heard = loop.time()
-
-    async def send(frame: bytes) -> None:
-        async with send_lock:  # counters leave in the order they were spent
-            await socket.send(data_message(cipher.encrypt(frame)))
-
-    async def receive() -> int:
-        nonlocal last_heard
-        while True:
-            try:
-                payload = await receive_data(socket, None)
-            except SessionEnded as exc:
-                raise _Lost(_END_REASONS.get(exc.reason, f"relay: {exc.reason}")) from None
-            except ChannelClosed:
-                raise _Lost("the relay connection closed") from None
-            try:
-                frame = decode_frame(cipher.decrypt(payload))
-            except (ShellCipherError, FrameError):
-                raise ShellError(
-                    "integrity",
-                    f'A frame from "{name}" failed authentication; the session was closed to '
-                    "protect it. Someone between the two devices may be tampering with traffic.",
-                ) from None
-            last_heard = loop.time()
-            if frame.type is FrameType.DATA:
-                try:
-                    out.write(frame.payload)
-                    out.flush()
-                except BrokenPipeError:
-                    # `amesh shell t -c cmd | head`: the reader left. End like a shell
-                    # pipeline does (SIGPIPE status, no message); the remote side is ended.
-                    with contextlib.suppress(OSError, ValueError):
-                        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-                    return _BROKEN_PIPE_STATUS
-            elif frame.type is FrameType.EXIT:
-                return frame.exit_code() & 0xFF
-
-    async def forward_input() -> None:
-        while data := await _read_input(terminal.stdin_fd):
-            await send(encode_data(data))
-        if not terminal.stdin_is_tty:
-            await send(encode_data(_EOF))
-
-    async def keepalive() -> None:
-        interval = request.keepalive_interval
-        while True:
-            await asyncio.sleep(interval)
-            if loop.time() - last_heard > _KEEPALIVE_MISSES * interval:
-                raise _Lost(f"no answer for {_KEEPALIVE_MISSES * interval:.0f} s")
-            await send(encode_ping())
-
-    resized = asyncio.Event()
-    stopped: asyncio.Future[str] = loop.create_future()
-
-    def on_signal(signum: int) -> None:
-        if not stopped.done():
-            stopped.set_result(signal.Signals(signum).name)
-
     size = terminal.size()
     if request.command is None:
         terminal.enter_raw()
-        if size is not None:
-            await send(encode_resize(*size))
-        # An empty DATA frame tells our agent to start an interactive shell now (W2).
-        await send(encode_data(b""))
-    else:
-        if size is not None and os.isatty(terminal.stdout_fd):
-            await send(encode_resize(*size))
-        await send(encode_command(request.command))
-
-    handled = [signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH]
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_signal_handler(signal.SIGWINCH, resized.set)
-
-    async def forward_resizes() -> None:
-        while True:
-            await resized.wait()
-            resized.clear()
-            current = terminal.size()
-            if current is not None:
-                await send(encode_resize(*current))
-
-    tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(receive()),
-        asyncio.create_task(keepalive()),
-        asyncio.create_task(forward_resizes()),
-    ]
-    if request.command is None:
-        tasks.append(asyncio.create_task(forward_input()))
-    receiver = tasks[0]
-    watched: set[asyncio.Future[Any]] = {*tasks, stopped}
+    elif not os.isatty(terminal.stdout_fd):
+        size = None  # `-c` into a pipe: no terminal to size
+    session = ControllerSession(
+        cipher,
+        now=asyncio.get_running_loop().time(),
+        keepalive_interval=request.keepalive_interval,
+        command=request.command,
+        size=size,
+        stdin_is_tty=terminal.stdin_is_tty,
+    )
     try:
-        while True:
-            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            if stopped in done:
-                raise ShellError(
-                    "interrupted", f"Stopped by {stopped.result()}; the remote shell was ended."
-                )
-            failed = [task for task in done if task is not receiver and task.exception()]
-            if receiver in done or failed:
-                break
-            watched -= done  # stdin ended: keep showing output until the remote shell exits
-        try:
-            status = int((receiver if receiver.done() else failed[0]).result())
-        except (_Lost, ChannelClosed) as exc:
-            detail = f" ({exc})" if isinstance(exc, _Lost) else ""
-            raise ShellError(
-                "connection_lost",
-                f'The connection to "{name}" was lost before the remote shell exited{detail}.',
-            ) from None
-        terminal.restore()
-        if request.command is None:
-            say(f"Connection to {name} closed (exit code {status}).")
-        return status
+        close = await _Driver(request, socket, session, terminal, out).run()
+    except _Ended as ended:
+        close = ended.close
     finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        stopped.cancel()
         terminal.restore()
+    if close.outcome is Outcome.TAMPERED:
+        raise ShellError(
+            "integrity",
+            f'A frame from "{name}" failed authentication; the session was closed to protect '
+            "it. Someone between the two devices may be tampering with traffic.",
+        )
+    if close.outcome is not Outcome.EXITED or close.status is None:
+        raise ShellError(
+            "connection_lost",
+            f'The connection to "{name}" was lost before the remote shell exited ({close.reason}).',
+        )
+    if request.command is None:
+        say(f"Connection to {name} closed (exit code {close.status}).")
+    return close.status

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from authmesh.errors import AuthMeshError
 
-__all__ = ["ChannelClosed", "SessionEnded", "ShellError"]
+__all__ = ["SessionEnded", "ShellError", "leaves"]
 
 
 class ShellError(AuthMeshError):
     """A shell operation failed; ``str(error)`` names the problem and the fix."""
-
-
-class ChannelClosed(Exception):
-    """The relay socket carrying a session is gone."""
 
 
 class SessionEnded(Exception):
@@ -21,3 +17,11 @@ class SessionEnded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of a task group's error, nested groups flattened, in order."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found

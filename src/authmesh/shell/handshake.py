@@ -116,18 +116,22 @@ async def run_target_handshake(
     clock: Callable[[], datetime] = _now,
     ephemeral: PrivateKey | None = None,
     envelope_nonce: bytes | None = None,
+    admit: Callable[[], bool] = lambda: True,
 ) -> Established:
     """The agent's side, started when the relay reports ``peer_found``.
+
+    ``admit`` is asked once the controller is authorized, before the agent reveals its own
+    identity; False refuses the session (the agent is at its session limit).
 
     ``clock``, ``ephemeral`` and ``envelope_nonce`` are fresh per call unless given (tests
     replaying the reference's recorded transcripts pin them). Raises
     :class:`ShellHandshakeError` when the controller is refused (nothing of ours has
     been revealed beyond the ephemeral key), :class:`TimeoutError`,
     :class:`~authmesh.shell.errors.SessionEnded` or
-    :class:`~authmesh.shell.errors.ChannelClosed`.
+    :class:`~authmesh.pairing.relay_client.RelayClosed`.
     """
     ephemeral = ephemeral or PrivateKey.generate()
-    await channel.send(data_message(ephemeral.public_key))
+    await channel.send_text(data_message(ephemeral.public_key))
     peer_ephemeral = await receive_data(channel, timeout)
     secret = shared_secret(ephemeral, peer_ephemeral)
     temp_key = derive_temp_key(secret)
@@ -140,6 +144,11 @@ async def run_target_handshake(
     entry = _entry_for(allow_list(), peer.public_key_b64, peer.device_id)
     authorize_peer(Role.TARGET, entry)
     assert entry is not None
+    if not admit():
+        raise ShellHandshakeError(
+            HandshakeErrorCode.AT_CAPACITY,
+            "Every session slot is taken (--max-sessions); the controller may retry when one ends.",
+        )
     own = create_identity(
         signer,
         friendly_name,
@@ -147,7 +156,7 @@ async def run_target_handshake(
         own_ephemeral=ephemeral.public_key,
         peer_ephemeral=peer_ephemeral,
     )
-    await channel.send(data_message(seal_identity(temp_key, own, nonce=envelope_nonce)))
+    await channel.send_text(data_message(seal_identity(temp_key, own, nonce=envelope_nonce)))
     key = derive_session_key(
         secret, target_device_id=device_id(signer.public_key), controller_device_id=entry.device_id
     )
@@ -177,7 +186,7 @@ async def run_controller_handshake(
     ephemeral = ephemeral or PrivateKey.generate()
     secret = shared_secret(ephemeral, target_ephemeral)
     temp_key = derive_temp_key(secret)
-    await channel.send(data_message(ephemeral.public_key))
+    await channel.send_text(data_message(ephemeral.public_key))
     own = create_identity(
         signer,
         friendly_name,
@@ -185,7 +194,7 @@ async def run_controller_handshake(
         own_ephemeral=ephemeral.public_key,
         peer_ephemeral=target_ephemeral,
     )
-    await channel.send(data_message(_seal_envelope(temp_key, own, term, envelope_nonce)))
+    await channel.send_text(data_message(_seal_envelope(temp_key, own, term, envelope_nonce)))
     identity = open_identity(temp_key, await receive_data(channel, timeout))
     peer = verify_identity(
         identity, peer_ephemeral=target_ephemeral, own_ephemeral=ephemeral.public_key, now=clock()

@@ -98,6 +98,7 @@ class PtyProcess:
     def __init__(self, process: asyncio.subprocess.Process, master: int) -> None:
         self._process = process
         self._master: int | None = master
+        self._unread = b""  # gathered by a read that was cancelled
         self.pid = process.pid
 
     @classmethod
@@ -163,8 +164,12 @@ class PtyProcess:
         """Up to ``size`` bytes of output; ``b""`` once no process holds the terminal.
 
         The kernel hands out PTY output in pieces of at most a few KiB; what is already
-        buffered is gathered into one chunk so bulk output travels in few, full frames.
+        buffered is gathered into one chunk so bulk output travels in few, full frames. A
+        cancelled read loses nothing: what it had gathered is returned by the next read.
         """
+        if self._unread:
+            chunk, self._unread = self._unread[:size], self._unread[size:]
+            return chunk
         while self._master is not None:
             try:
                 chunk = os.read(self._master, size)
@@ -191,12 +196,19 @@ class PtyProcess:
             # program is writing in bulk; a few milliseconds buy frames 4 times larger.
             if len(chunk) < _KERNEL_PIECE or loop.time() >= deadline or self._master is None:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready(writing=False), deadline - loop.time())
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready(writing=False), deadline - loop.time())
+            except asyncio.CancelledError:
+                self._unread = chunk + self._unread
+                raise
         return chunk
 
     def read_available(self, size: int) -> bytes:
         """Whatever output is buffered right now, without waiting."""
+        if self._unread:
+            chunk, self._unread = self._unread[:size], self._unread[size:]
+            return chunk
         if self._master is None:
             return b""
         try:

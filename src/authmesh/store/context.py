@@ -51,9 +51,67 @@ from authmesh.store.passphrase import (
 )
 from authmesh.store.tpm import TpmKeyStore, TpmTools
 
-__all__ = ["Context", "InitResult", "create_identity", "load_context", "open_keystore"]
+__all__ = [
+    "KEYSTORE_BACKENDS",
+    "Context",
+    "InitResult",
+    "KeystoreBackend",
+    "create_identity",
+    "is_software_backend",
+    "load_context",
+    "open_keystore",
+]
 
 _HARDWARE_INIT_ALIAS = "am_init"
+
+
+@dataclass(frozen=True)
+class KeystoreBackend:
+    """One entry of the keystore registry: how to open the backend and what it needs.
+
+    ``uses_passphrase``: the key is encrypted with the home's passphrase (software-only);
+    otherwise the key lives in hardware and the allow list is sealed with the ``.hmac`` file.
+    A new backend is one :class:`KeyStore` class and one entry in :data:`KEYSTORE_BACKENDS`.
+    """
+
+    name: str
+    open: Callable[[AmeshHome, str | None, Mapping[str, str]], KeyStore]
+    uses_passphrase: bool = False
+
+
+KEYSTORE_BACKENDS: dict[str, KeystoreBackend] = {
+    backend.name: backend
+    for backend in (
+        KeystoreBackend(
+            ENCRYPTED_FILE,
+            lambda home, passphrase, env: EncryptedFileKeyStore(home, passphrase or ""),
+            uses_passphrase=True,
+        ),
+        KeystoreBackend(TPM2, lambda home, passphrase, env: TpmKeyStore(home, TpmTools(env))),
+        KeystoreBackend(
+            KEYCHAIN, lambda home, passphrase, env: UnavailableKeyStore(home, KEYCHAIN)
+        ),
+        KeystoreBackend(
+            SECURE_ENCLAVE, lambda home, passphrase, env: UnavailableKeyStore(home, SECURE_ENCLAVE)
+        ),
+    )
+}
+
+
+def _registered(backend: str) -> KeystoreBackend:
+    entry = KEYSTORE_BACKENDS.get(backend)
+    if entry is None:
+        raise StoreError(
+            "backend_unsupported",
+            f"Unsupported storage backend: {backend}; use one of {', '.join(BACKENDS)}.",
+        )
+    return entry
+
+
+def is_software_backend(backend: str) -> bool:
+    """Whether keys of ``backend`` are only software-protected (not bound to hardware)."""
+    entry = KEYSTORE_BACKENDS.get(backend)
+    return entry is not None and entry.uses_passphrase
 
 
 @dataclass(frozen=True)
@@ -77,17 +135,8 @@ def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 def open_keystore(
     backend: str, home: AmeshHome, passphrase: str | None, environ: Mapping[str, str]
 ) -> KeyStore:
-    """The reference's ``createForBackend``: a keystore for a known backend name."""
-    if backend == ENCRYPTED_FILE:
-        return EncryptedFileKeyStore(home, passphrase or "")
-    if backend == TPM2:
-        return TpmKeyStore(home, TpmTools(environ))
-    if backend in (KEYCHAIN, SECURE_ENCLAVE):
-        return UnavailableKeyStore(home, backend)
-    raise StoreError(
-        "backend_unsupported",
-        f"Unsupported storage backend: {backend}; use one of {', '.join(BACKENDS)}.",
-    )
+    """The reference's ``createForBackend``: a keystore for a registered backend name."""
+    return _registered(backend).open(home, passphrase, environ)
 
 
 def _previous_identity(home: AmeshHome) -> Identity | None:
@@ -98,12 +147,14 @@ def _previous_identity(home: AmeshHome) -> Identity | None:
 
 
 def _release_hardware_key(home: AmeshHome, old: Identity, environ: Mapping[str, str]) -> None:
-    """``--force``: free the old TPM handle and ``.hmac`` file, which the new key may reuse."""
+    """``--force``: free the old hardware key (a TPM handle the new key may reuse) and its
+    ``.hmac`` file; a backend this platform cannot drive has nothing to free here."""
     with contextlib.suppress(StoreError):
         remove_file(home.hmac_file(old.key_alias))
-    if old.storage_backend == TPM2:
+    backend = KEYSTORE_BACKENDS.get(old.storage_backend)
+    if backend is not None and not backend.uses_passphrase:
         with contextlib.suppress(StoreError):
-            TpmKeyStore(home, TpmTools(environ)).delete(old.key_alias)
+            backend.open(home, None, environ).delete(old.key_alias)
 
 
 def create_identity(
@@ -133,11 +184,10 @@ def create_identity(
             raise StoreError(
                 "identity_exists", "Identity already exists. Use --force to overwrite."
             )
-        tools = TpmTools(env)
-        chosen = backend or detect_backend(tools.available, progress)
+        chosen = backend or detect_backend(TpmTools(env).missing, progress)
         env_passphrase = env.get(ENV_PASSPHRASE) or None
         passphrase = None
-        if chosen == ENCRYPTED_FILE:
+        if _registered(chosen).uses_passphrase:
             passphrase = env_passphrase or generate_passphrase()
         keystore = open_keystore(chosen, home, passphrase, env)
         previous = _previous_identity(home) if force else None
@@ -219,7 +269,7 @@ def load_context(
     identity = load_identity(home)
     notices: tuple[str, ...] = ()
     passphrase = None
-    if identity.storage_backend == ENCRYPTED_FILE:
+    if is_software_backend(identity.storage_backend):
         resolved = resolve_passphrase(home, identity, env)
         if resolved is not None:
             passphrase = resolved.value

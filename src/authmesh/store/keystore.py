@@ -241,10 +241,11 @@ def progress_line(name: str, status: str) -> str:
 
 
 def detect_backend(
-    tpm_available: Callable[[], bool], progress: Callable[[str], None] | None = None
+    tpm_missing: Callable[[], str | None], progress: Callable[[str], None] | None = None
 ) -> str:
     """The reference's order: macOS helper, then TPM 2.0 on Linux, then the encrypted file.
 
+    ``tpm_missing()`` is None when the TPM works, else what is missing (shown in the line).
     We ship no macOS helper, so on macOS both Apple backends report "helper not found".
     """
     report = progress or (lambda line: None)
@@ -252,9 +253,10 @@ def detect_backend(
         report(progress_line("Secure Enclave", "not available (helper not found)"))
         report(progress_line("macOS Keychain", "not available (helper not found)"))
     elif sys.platform.startswith("linux"):
-        if tpm_available():
+        missing = tpm_missing()
+        if missing is None:
             report(progress_line("TPM 2.0", "selected"))
             return TPM2
-        report(progress_line("TPM 2.0", "not available (tpm2-tools not found)"))
+        report(progress_line("TPM 2.0", f"not available ({missing})"))
     report(progress_line("Encrypted file", "selected (software fallback)"))
     return ENCRYPTED_FILE

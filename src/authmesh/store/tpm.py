@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 _TIMEOUT_SECONDS = 15.0
+_TPM_NODES = ("/dev/tpmrm0", "/dev/tpm0")
 _TPM_ALG_ECDSA = 0x0018
 _COORDINATE = 32
 
@@ -151,13 +154,23 @@ class TpmTools:
 
     def available(self) -> bool:
         """The reference's probe: Linux and ``tpm2_getcap properties-fixed`` succeeds."""
+        return self.missing() is None
+
+    def missing(self) -> str | None:
+        """None when the TPM answers, else what is missing, named precisely (tools or device)."""
         if not sys.platform.startswith("linux"):
-            return False
+            return "not Linux"
+        environ = os.environ if self._environ is None else self._environ
+        if shutil.which("tpm2_getcap", path=environ.get("PATH", os.defpath)) is None:
+            return "tpm2-tools not found"
         try:
             self.run("getcap", "properties-fixed")
         except StoreError:
-            return False
-        return True
+            configured = environ.get("TPM2TOOLS_TCTI") or environ.get("TCTI")
+            if configured is None and not any(Path(node).exists() for node in _TPM_NODES):
+                return "tpm2-tools found, but no TPM device (/dev/tpmrm0)"
+            return "tpm2-tools found, but the TPM did not answer tpm2_getcap"
+        return None
 
 
 class TpmSigner:

@@ -79,7 +79,7 @@ MAX_FRIENDLY_NAME_LENGTH = 256
 MAX_ENVELOPE_LENGTH = 4096
 
 _IDENTITY_FIELDS = ("publicKey", "deviceId", "friendlyName", "timestamp", "selfSig")
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 # C0 controls, DEL and C1 controls: none belongs in an identity field (S6, S8).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SIGNATURE_LENGTH = 64
@@ -103,6 +103,7 @@ class HandshakeErrorCode(Enum):
     NOT_A_CONTROLLER = "not_a_controller"
     NOT_A_TARGET = "not_a_target"
     SHELL_NOT_GRANTED = "shell_not_granted"
+    AT_CAPACITY = "at_capacity"
 
 
 class ShellHandshakeError(ValueError):

@@ -18,6 +18,7 @@ __all__ = [
     "challenge_response_message",
     "data_message",
     "data_payload",
+    "done_message",
 ]
 
 # The reference relay closes a sender with 1009 past this many bytes (spec shell §5.2).
@@ -64,3 +65,8 @@ def agent_message(device_id: str, public_key_b64: str) -> str:
 def challenge_response_message(signature_b64url: str) -> str:
     """``{"type":"agent_challenge_response","sig":…}``."""
     return _compact({"type": "agent_challenge_response", "sig": signature_b64url})
+
+
+def done_message() -> str:
+    """``{"type":"done"}``: ends the relay session; reference parties ignore it."""
+    return _compact({"type": "done"})
