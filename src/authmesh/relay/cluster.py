@@ -192,7 +192,6 @@ class RedisCluster:
                 "redis://host:port/db, rediss://... or unix:///path."
             ) from None
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
-        self._owner = self._redis.register_script(_OWNER)
         # How long each kind of route outlives its last claim, in ms.
         self._route_ms = {
             "otc": self._ms(max(config.pairing_ttl, config.sas_pairing_ttl)),
@@ -354,12 +353,15 @@ class RedisCluster:
         self, route: Route, name: str, fact_keys: list[str]
     ) -> tuple[str, list[Any] | None]:
         """The live owner ('' for none) and the values and PTTLs of ``fact_keys``."""
+        keys = [_route_key(route.kind, name), _INSTANCES, *fact_keys]
+        args = [self.instance, str(self._route_ms[route.kind]), "1" if route.claims else "0"]
         try:
-            reply = await self._owner(
-                keys=[_route_key(route.kind, name), _INSTANCES, *fact_keys],
-                args=[self.instance, self._route_ms[route.kind], "1" if route.claims else "0"],
-            )
-        except (RedisError, OSError) as exc:
+            if self._link is None:
+                raise ConnectionError("the Redis link is down")
+            # On the raw link: this is on every listen and connect.
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                reply = await self._link.command("EVAL", _OWNER, str(len(keys)), *keys, *args)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._lose(exc)
             return "", None
         return str(reply[0]), list(reply[1:])

@@ -15,6 +15,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as redis
+from redis.exceptions import ResponseError
 
 __all__ = ["RedisLink"]
 
@@ -80,7 +81,7 @@ class RedisLink:
         self._on_lost = on_lost
         self._publisher: _Connection | None = None
         self._subscriber: _Connection | None = None
-        self._waiting: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._lost = False
 
@@ -98,13 +99,19 @@ class RedisLink:
             loop.create_task(self._read_messages(self._subscriber, confirmation[1:])),
         ]
 
-    def publish(self, channel: str, data: str) -> asyncio.Future[int]:
+    def publish(self, channel: str, data: str) -> asyncio.Future[Any]:
         """Send one PUBLISH; the future gets the number of receivers."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return self.command("PUBLISH", channel, data)
+
+    def command(self, *parts: str) -> asyncio.Future[Any]:
+        """Send one command on the publishing connection; the future gets its reply
+        (:class:`ResponseError` for an error reply). A caller that stops waiting for a reply
+        must treat the link as lost: replies are matched to commands in order."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._lost or self._publisher is None:
             future.set_exception(ConnectionError("the Redis link is down"))
             return future
-        self._publisher.writer.write(_command("PUBLISH", channel, data))
+        self._publisher.writer.write(_command(*parts))
         self._waiting.append(future)
         return future
 
@@ -134,10 +141,12 @@ class RedisLink:
             while True:
                 for reply in await connection.replies():
                     future = self._waiting.popleft()
-                    if isinstance(reply, Exception):
-                        future.set_exception(reply)
+                    if future.done():
+                        continue
+                    if isinstance(reply, hiredis.ReplyError):
+                        future.set_exception(ResponseError(str(reply)))
                     else:
-                        future.set_result(int(reply))
+                        future.set_result(reply)
         except (OSError, IndexError) as exc:
             self._lose(exc)
 
