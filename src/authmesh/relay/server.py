@@ -25,7 +25,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -163,12 +163,7 @@ class _Socket(WSListener):
                 self.text = kind == _TEXT_FRAME
                 self.fragments = bytearray(frame.get_payload_as_memoryview())
             elif kind == _TEXT_FRAME:
-                try:
-                    text = frame.get_payload_as_utf8_text()
-                except UnicodeDecodeError:
-                    self.relay._close(self, 1007, "invalid UTF-8")
-                    return
-                self.relay._receive(self, text)
+                self._receive_text(frame.get_payload_as_utf8_text)
             else:
                 self.relay._receive(self, frame.get_payload_as_bytes())
         elif kind == _CONTINUATION:
@@ -191,11 +186,15 @@ class _Socket(WSListener):
         if not frame.fin:
             return
         self.fragments = None
-        if not self.text:
+        if self.text:
+            self._receive_text(fragments.decode)
+        else:
             self.relay._receive(self, bytes(fragments))
-            return
+
+    def _receive_text(self, decode: Callable[[], str]) -> None:
+        """A complete text message; invalid UTF-8 closes the socket (1007)."""
         try:
-            text = fragments.decode()
+            text = decode()
         except UnicodeDecodeError:
             self.relay._close(self, 1007, "invalid UTF-8")
             return
