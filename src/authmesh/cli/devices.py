@@ -13,6 +13,7 @@ friendly name when exactly one paired device has it.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,10 @@ import click
 
 from authmesh.cli.options import json_option, required_argument
 from authmesh.cli.output import CliError, emit, out, printable, prompt_line
+from authmesh.cli.rotate import format_age
 from authmesh.cli.session import backend_label, open_context
+from authmesh.core.allowlist import Device
+from authmesh.core.rotation import KEY_SEQ_FIELD, MAX_AGE_FIELD, key_age_seconds, key_expired
 from authmesh.store.context import is_software_backend
 
 __all__ = ["list_command", "render_device_list", "revoke_command"]
@@ -43,12 +47,28 @@ def _date(iso_timestamp: Any) -> str:
     return str(iso_timestamp).split("T", 1)[0]
 
 
+def _key_age(device: Mapping[str, Any]) -> str:
+    """For rotated or age-limited entries (never in reference files): the key's age."""
+    if not any(name in device for name in (KEY_SEQ_FIELD, MAX_AGE_FIELD)):
+        return ""
+    entry = Device(device)
+    age = key_age_seconds(entry, time.time())
+    text = f", key {'?' if age is None else format_age(age)} old"
+    limit = device.get(MAX_AGE_FIELD)
+    if isinstance(limit, int):
+        text += (
+            f" (max {format_age(limit)}{', EXPIRED' if key_expired(entry, time.time()) else ''})"
+        )
+    return text
+
+
 def _device_line(device: Mapping[str, Any]) -> str:
     role_tag = "[controller]" if device.get("role") == "controller" else "[target]"
     return (
         f"  {device.get('deviceId', '')}"
         f"  {_pad(printable(str(device.get('friendlyName', ''))), _NAME_COLUMN)}"
         f" {_pad(role_tag, _ROLE_COLUMN)} added {_date(device.get('addedAt', ''))}"
+        f"{_key_age(device)}"
     )
 
 

@@ -52,6 +52,7 @@ _CODES: dict[ExitCode, frozenset[str]] = {
     ExitCode.REFUSED: frozenset(
         {
             "refused",
+            "rotation_refused",
             "sas_mismatch",
             "peer_rejected",
             "operator_declined",

@@ -41,6 +41,9 @@ _COMMANDS = {
     "grant": "authmesh.cli.shell_commands:grant_command",
     "shell": "authmesh.cli.shell_commands:shell_command",
     "agent": "authmesh.cli.shell_commands:agent_group",
+    "rotate": "authmesh.cli.rotate:rotate_command",
+    "accept-rotation": "authmesh.cli.rotate:accept_rotation_command",
+    "trust": "authmesh.cli.rotate:trust_command",
     "completion": "authmesh.cli.completion:completion_command",
 }
 

@@ -137,7 +137,11 @@ def _error_columns() -> int:
     if sys.stderr.isatty():
         return max(shutil.get_terminal_size((_NON_TTY_COLUMNS, 24)).columns, 40)
     override = os.environ.get("COLUMNS", "")
-    return int(override) if override.isascii() and override.isdigit() and int(override) >= 40 else _NON_TTY_COLUMNS
+    return (
+        int(override)
+        if override.isascii() and override.isdigit() and int(override) >= 40
+        else _NON_TTY_COLUMNS
+    )
 
 
 def _pretty(kind: str, message: str, columns: int) -> str:

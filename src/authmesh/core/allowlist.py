@@ -301,6 +301,27 @@ class AllowList:
         kept = tuple(d for d in self.devices if d.role != role and d.device_id != device.device_id)
         return self._replace((*kept, device), now)
 
+    def replacing_device(self, device_id: str, device: Device, now: str) -> AllowList:
+        """Put ``device`` where the first entry with ``device_id`` is; drop the others."""
+        if self.find(device_id) is None:
+            raise DeviceNotFoundError(f"Device {device_id} not found in allow list.")
+        kept: list[Device] = []
+        for current in self.devices:
+            if current.device_id != device_id:
+                kept.append(current)
+            elif device not in kept:
+                kept.append(device)
+        return self._replace(tuple(kept), now)
+
+    def with_fields(self, device_id: str, fields: Mapping[str, JsonValue], now: str) -> AllowList:
+        """Set (or, for a ``None`` value, remove) top-level fields of the entry ``device_id``."""
+        current = self.find(device_id)
+        if current is None:
+            raise DeviceNotFoundError(f"Device {device_id} not found in allow list.")
+        merged = {**current.fields, **fields}
+        changed = Device({k: v for k, v in merged.items() if v is not None})
+        return self.replacing_device(device_id, changed, now)
+
     def with_permissions(
         self, device_id: str, permissions: Mapping[str, JsonValue], now: str
     ) -> AllowList:
@@ -360,6 +381,13 @@ def _check_device(entry: object) -> dict[str, JsonValue]:
     protocol = entry.get("protocol", PROTOCOL_V1)
     if isinstance(protocol, bool) or protocol not in _KNOWN_PROTOCOLS:
         raise _malformed("a device entry has an unknown protocol")
+    # Key-rotation fields (authmesh.core.rotation): counters and limits must be integers.
+    for name in ("keySeq", "maxKeyAge"):
+        value = entry.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _malformed(f"a device entry has an invalid {name}")
+    if not isinstance(entry.get("keyCreatedAt", ""), str):
+        raise _malformed("a device entry has a non-text keyCreatedAt")
     return entry
 
 

@@ -22,7 +22,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER_ASGI
+from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
 
 __all__ = [
     "BODY_TIMEOUT_SECONDS",
@@ -45,7 +46,9 @@ class _ClientDisconnected(Exception):
     """The client went away while we were reading its body."""
 
 
-_HEADERS_READ = frozenset((b"authorization", b"host", b"content-length", b"transfer-encoding"))
+_HEADERS_READ = frozenset(
+    (b"authorization", b"host", b"content-length", b"transfer-encoding", ROTATION_HEADER_ASGI)
+)
 
 
 def wanted_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
@@ -93,6 +96,20 @@ async def _read_body(receive: Receive, verifier: Verifier) -> bytes:
             return b"".join(chunks)
 
 
+def _acknowledging(send: Send, device: VerifiedDevice) -> Send:
+    """``send`` adding the key-rotation acknowledgement to the response head, if any."""
+    if device.rotation_ack is None:
+        return send
+    ack = (ACK_HEADER.lower().encode("latin-1"), device.rotation_ack.encode("ascii"))
+
+    async def send_with_ack(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), ack]}
+        await send(message)
+
+    return send_with_ack
+
+
 class AuthMeshMiddleware:
     """``app.add_middleware(AuthMeshMiddleware, verifier=Verifier(...))``.
 
@@ -127,6 +144,7 @@ class AuthMeshMiddleware:
                 request_target(scope),
                 headers.get(b"authorization"),
                 headers.get(b"host"),
+                headers.get(ROTATION_HEADER_ASGI),
             )
             body = await self._body(scope, headers, receive)
             device = await verifier.finish_async(pending, body)
@@ -145,7 +163,7 @@ class AuthMeshMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay_body, send)
+        await self.app(scope, replay_body, _acknowledging(send, device))
 
     async def _body(self, scope: Scope, headers: dict[bytes, str], receive: Receive) -> bytes:
         """The whole body, bounded in size and (when it may still be in flight) in time."""

@@ -36,6 +36,7 @@ from authmesh.core.canonical import (
 )
 from authmesh.errors import AuthMeshError
 from authmesh.sdk.home import resolve_home
+from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER, RotationAnnouncer
 from authmesh.sdk.signing import KeySigner, RequestSigner
 from authmesh.sdk.verifier import DEFAULT_MAX_BODY_BYTES, SERVER_TIME_HEADER
 from authmesh.store import AmeshHome, Context, load_context
@@ -89,6 +90,8 @@ class AuthMeshAuth(httpx.Auth):
 
     ``adopt_server_time``: on a 401 carrying the server's time while our clock is
     more than 10 s off (at most 5 min), re-sign once with the server's clock.
+    ``rotation`` (set by :meth:`from_home`): follow ``amesh rotate`` and announce the
+    new key to each server until it acknowledges it (:mod:`authmesh.sdk.rotation`).
     """
 
     requires_request_body = False
@@ -102,7 +105,9 @@ class AuthMeshAuth(httpx.Auth):
         version: str = "1",
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         adopt_server_time: bool = False,
+        rotation: RotationAnnouncer | None = None,
     ) -> None:
+        self.rotation = rotation
         if isinstance(signer, RequestSigner):
             self.signer = signer
         else:
@@ -124,13 +129,50 @@ class AuthMeshAuth(httpx.Auth):
         friendly name) picks the signature version that peer was paired with.
         Raises :class:`~authmesh.store.StoreError` with a user-facing message.
         """
-        context = _context(resolve_home(None if home is None else Path(home).resolve()))
+        amesh_home = resolve_home(None if home is None else Path(home).resolve())
+        context = _context(amesh_home)
         options.setdefault("version", _peer_version(context, peer))
+        options.setdefault("rotation", RotationAnnouncer(amesh_home, context))
         return cls(context.signer, context.identity.public_key, **options)
 
     # httpx -------------------------------------------------------------------
 
+    def _current_signer(self, server: str) -> RequestSigner:
+        """The signer for ``server``: the home's new key once ``amesh rotate`` switched it,
+        or the retired key (in its grace period) for a server that cannot take rotations."""
+        if self.rotation is None:
+            return self.signer
+        self.signer = self.rotation.current(self.signer)
+        return self.rotation.retired_for(server, self.signer.version) or self.signer
+
+    def _announce(self, headers: Any, server: str, signer: RequestSigner) -> None:
+        if self.rotation is None:
+            return
+        chain = self.rotation.header_for(server, signer.public_key_b64)
+        if chain is None:
+            headers.pop(ROTATION_HEADER, None)
+        else:
+            headers[ROTATION_HEADER] = chain
+
+    def _rotation_retry(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Record the server's ack; after a 401, retry with the chain (if it was not sent)
+        or, when the chain was ignored, with the retired key while its grace period lasts."""
+        rotation = self.rotation
+        if rotation is None:
+            return False
+        server = request.headers.get("host", "")
+        ack = response.headers.get(ACK_HEADER)
+        rotation.observe(server, ack)
+        if response.status_code != 401:
+            return False
+        if ROTATION_HEADER in request.headers:
+            return ack is None and rotation.fall_back(server, self.signer.version)
+        rotation.forget(server)
+        return rotation.seq > 0
+
     def _sign_httpx(self, request: httpx.Request, body: bytes) -> None:
+        server = request.headers.get("host", "")
+        signer = self._current_signer(server)
         raw_target = request.url.raw_path.decode("ascii")
         target = _wire_target(raw_target)
         if target != raw_target:
@@ -141,14 +183,15 @@ class AuthMeshAuth(httpx.Auth):
                     "percent-encode the path yourself."
                 )
         authority = None
-        if self.signer.version == "2":
+        if signer.version == "2":
             try:
                 authority = normalize_authority(request.headers.get("host", ""))
             except CanonicalError as error:
                 raise SigningError(f"The request URL cannot be signed: {error}.") from None
-        request.headers["Authorization"] = self.signer.authorization(
+        request.headers["Authorization"] = signer.authorization(
             request.method, target, body_sha256(body), authority
         )
+        self._announce(request.headers, server, signer)
 
     def _retry(self, response: httpx.Response) -> bool:
         return (
@@ -184,9 +227,10 @@ class AuthMeshAuth(httpx.Auth):
             raise _too_large(self.max_body_bytes)
         self._sign_httpx(request, body)
         response = yield request
-        if self._retry(response):
+        if self._rotation_retry(request, response) | self._retry(response):
             self._sign_httpx(request, body)
-            yield request
+            response = yield request
+            self._rotation_retry(request, response)  # what it learns serves the next request
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -204,9 +248,10 @@ class AuthMeshAuth(httpx.Auth):
             raise _too_large(self.max_body_bytes)
         self._sign_httpx(request, body)
         response = yield request
-        if self._retry(response):
+        if self._rotation_retry(request, response) | self._retry(response):
             self._sign_httpx(request, body)
-            yield request
+            response = yield request
+            self._rotation_retry(request, response)  # what it learns serves the next request
 
     # requests ----------------------------------------------------------------
 
@@ -242,16 +287,18 @@ class AuthMeshAuth(httpx.Auth):
         parts = urlsplit(request.url)
         target = _wire_target(request.path_url)
         request.url = f"{parts.scheme}://{parts.netloc}{target}"
+        signer = self._current_signer(parts.netloc)
         authority = None
-        if self.signer.version == "2":
+        if signer.version == "2":
             try:
                 authority = split_url(request.url).authority
             except CanonicalError as error:
                 raise SigningError(f"The request URL cannot be signed: {error}.") from None
             request.headers["Host"] = authority
-        request.headers["Authorization"] = self.signer.authorization(
+        request.headers["Authorization"] = signer.authorization(
             request.method, target, body_sha256(body), authority
         )
+        self._announce(request.headers, parts.netloc, signer)
         return request
 
 

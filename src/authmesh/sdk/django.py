@@ -22,6 +22,7 @@ with requires_extra("django", "authmesh.sdk.django"):
     from django.http import HttpRequest, HttpResponse
     from django.utils.module_loading import import_string
 
+from authmesh.sdk.rotation import ACK_HEADER
 from authmesh.sdk.verifier import Rejection, Verifier
 from authmesh.sdk.wsgi import read_wsgi_body
 
@@ -68,6 +69,7 @@ class AuthMeshMiddleware:
                 _request_target(request),
                 (meta.get("HTTP_AUTHORIZATION") or "").strip(" \t") or None,
                 meta.get("HTTP_HOST"),
+                meta.get("HTTP_X_AUTHMESH_ROTATION"),
             )
             if meta.get("wsgi.input_terminated") and not meta.get("CONTENT_LENGTH"):
                 # Chunked upload: Django's own stream would read nothing; read it raw.
@@ -88,4 +90,7 @@ class AuthMeshMiddleware:
         # A verified request carries a signature made with the calling machine's key, which no
         # other site can produce: CSRF (a browser's ambient cookies) does not apply to it.
         request._dont_enforce_csrf_checks = True
-        return self.get_response(request)
+        response = self.get_response(request)
+        if device.rotation_ack is not None:
+            response[ACK_HEADER] = device.rotation_ack
+        return response

@@ -18,6 +18,7 @@ with requires_extra("fastapi", "authmesh.sdk.fastapi"):
     from fastapi import HTTPException, Request
 
 from authmesh.sdk.asgi import request_target, wanted_headers
+from authmesh.sdk.rotation import ROTATION_HEADER_ASGI
 from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
 
 __all__ = ["AuthMeshDependency", "verified_device"]
@@ -51,6 +52,7 @@ class AuthMeshDependency:
                 request_target(request.scope),
                 headers.get(b"authorization"),
                 headers.get(b"host"),
+                headers.get(ROTATION_HEADER_ASGI),
             )
             verifier.check_content_length(headers.get(b"content-length"))
             body = bytearray()

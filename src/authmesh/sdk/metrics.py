@@ -39,6 +39,8 @@ class Outcome(enum.StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     ROLE_REFUSED = "role_refused"
     """The key is in the allow list, but not as a controller."""
+    KEY_EXPIRED = "key_expired"
+    """The entry's key is older than its ``maxKeyAge`` (key rotation)."""
     SKEW = "skew"
     DOWNGRADE = "downgrade"
     """A peer paired with protocol 2 signed with version 1."""

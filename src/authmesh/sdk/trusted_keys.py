@@ -89,6 +89,10 @@ class TrustedKeys:
             indexed = self._refresh()
         return indexed[1].get(public_key_b64)
 
+    def invalidate(self) -> None:
+        """Re-check the file on the next lookup (this process just changed it)."""
+        self._fresh_until = -math.inf
+
     def _refresh(self) -> tuple[AllowList, dict[str, TrustedKey]]:
         checked_at = self._monotonic()
         with self._lock:

@@ -59,8 +59,10 @@ from authmesh.core.canonical import (
 from authmesh.core.header import HeaderError, parse_header
 from authmesh.core.keys import verify_with_key
 from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore
+from authmesh.core.rotation import key_expired
 from authmesh.sdk.home import resolve_home
 from authmesh.sdk.metrics import Outcome, VerificationObserver
+from authmesh.sdk.rotation import InBandRotation, PendingRotation, acknowledgement
 from authmesh.sdk.trusted_keys import DEFAULT_RECHECK_SECONDS, TrustedKey, TrustedKeys
 from authmesh.store import AllowListStore, StoreError, load_context
 
@@ -135,6 +137,8 @@ class VerifiedDevice:
     """Server time of verification, Unix seconds."""
     version: str
     """Signature version the request used: ``"1"`` or ``"2"``."""
+    rotation_ack: str | None = None
+    """For a request that carried a rotation chain: the ``keySeq`` to acknowledge."""
 
     def as_dict(self) -> dict[str, Any]:
         """The reference's ``req.authMesh`` object."""
@@ -160,6 +164,8 @@ class PendingRequest:
     now: int
     seconds: float = 0.0
     """Time spent verifying so far (not waiting for the body)."""
+    rotation: PendingRotation | None = None
+    rotation_ack: str | None = None
 
 
 class Verifier:
@@ -195,6 +201,7 @@ class Verifier:
         if clock_skew_seconds < 0 or nonce_window_seconds < 0 or max_body_bytes < 0:
             raise ValueError("clock skew, nonce window and body limit must not be negative")
         self._trusted = TrustedKeys(allow_list, allow_list_recheck_seconds)
+        self._rotation = InBandRotation(allow_list, clock)
         self.clock_skew_seconds = clock_skew_seconds
         self.nonce_ttl_seconds = max(nonce_window_seconds, 2 * clock_skew_seconds + 1)
         self.max_body_bytes = max_body_bytes
@@ -235,17 +242,23 @@ class Verifier:
         self._report(rejection.outcome, rejection.status, seconds, version)
 
     def begin(
-        self, method: str, target: str, authorization: str | None, host: str | None
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        host: str | None,
+        rotation: str | None = None,
     ) -> PendingRequest:
         """Check everything that does not need the body; raise :class:`Rejection`.
 
         ``target`` is the raw request-target as received (origin or absolute
         form), ``authorization`` the first Authorization header value (OWS
-        stripped) and ``host`` the Host header value.
+        stripped), ``host`` the Host header value and ``rotation`` the
+        ``X-AuthMesh-Rotation`` header value (:mod:`authmesh.sdk.rotation`).
         """
         started = perf_counter()
         try:
-            pending = self._check_headers(method, target, authorization, host)
+            pending = self._check_headers(method, target, authorization, host, rotation)
         except Rejection as rejection:
             self._refused(rejection, perf_counter() - started, None)
             raise
@@ -253,7 +266,12 @@ class Verifier:
         return pending
 
     def _check_headers(
-        self, method: str, target: str, authorization: str | None, host: str | None
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        host: str | None,
+        rotation: str | None,
     ) -> PendingRequest:
         if not _METHOD.fullmatch(method) or not target.isascii():
             raise Rejection(400, "malformed_request")
@@ -275,11 +293,17 @@ class Verifier:
             else:
                 _log.error("[amesh] allow list unreadable: %s", error)
             raise Rejection(500, "internal_error", outcome=Outcome.STORE_FAILURE) from None
+        pending_rotation = None
+        if trusted is None and rotation is not None:
+            trusted, pending_rotation = self._rotation.resolve(rotation, header.id) or (None, None)
         if trusted is None:
             raise self._unauthorized(now, Outcome.UNKNOWN_DEVICE)
         if not trusted.device.may_authenticate:
             self._log_event("role_rejected", now, "0")
             raise self._unauthorized(now, Outcome.ROLE_REFUSED)
+        if key_expired(trusted.device, now):
+            self._log_event("key_expired", now, header.ts)
+            raise Rejection(401, "key_expired", server_time=now, outcome=Outcome.KEY_EXPIRED)
         requested = int(header.ts) if _TIMESTAMP.fullmatch(header.ts) else None
         if requested is None or abs(now - requested) > self.clock_skew_seconds:
             self._log_event("timestamp_out_of_range", now, header.ts)
@@ -310,6 +334,8 @@ class Verifier:
             signature=header.sig,
             trusted=trusted,
             now=now,
+            rotation=pending_rotation,
+            rotation_ack=None if rotation is None else acknowledgement(trusted),
         )
 
     def check_content_length(self, value: str | None) -> int | None:
@@ -368,9 +394,21 @@ class Verifier:
             rejection = self._unauthorized(pending.now, Outcome.REPLAY)
             self._finished(pending, started, rejection)
             raise rejection
+        if pending.rotation is not None:
+            if not self._rotation.commit(pending.rotation):
+                rejection = self._unauthorized(pending.now, Outcome.UNKNOWN_DEVICE)
+                self._finished(pending, started, rejection)
+                raise rejection
+            self._trusted.invalidate()
         self._finished(pending, started, None)
         device = pending.trusted.device
-        return VerifiedDevice(device.device_id, device.friendly_name, pending.now, pending.version)
+        return VerifiedDevice(
+            device.device_id,
+            device.friendly_name,
+            pending.now,
+            pending.version,
+            pending.rotation_ack,
+        )
 
     def _finished(self, pending: PendingRequest, started: float, error: Rejection | None) -> None:
         seconds = pending.seconds + perf_counter() - started

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
+from authmesh.sdk.rotation import ACK_HEADER
 from authmesh.sdk.verifier import Rejection, Verifier
 
 __all__ = ["AuthMeshWSGIMiddleware", "read_wsgi_body", "wsgi_request_target"]
@@ -71,6 +72,17 @@ def _respond(start_response: StartResponse, rejection: Rejection) -> list[bytes]
     return [body]
 
 
+def _acknowledging(start_response: StartResponse, ack: str | None) -> StartResponse:
+    """``start_response`` adding the key-rotation acknowledgement, if any."""
+    if ack is None:
+        return start_response
+
+    def start_with_ack(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        return start_response(status, [*headers, (ACK_HEADER, ack)], *args)
+
+    return start_with_ack
+
+
 class AuthMeshWSGIMiddleware:
     """Verifies every request before ``app`` sees it; ``exempt_paths`` skip the check."""
 
@@ -98,6 +110,7 @@ class AuthMeshWSGIMiddleware:
                 wsgi_request_target(environ),
                 (environ.get("HTTP_AUTHORIZATION") or "").strip(" \t") or None,
                 environ.get("HTTP_HOST"),
+                environ.get("HTTP_X_AUTHMESH_ROTATION"),
             )
             body = read_wsgi_body(environ, verifier)
             device = verifier.finish(pending, body)
@@ -106,4 +119,4 @@ class AuthMeshWSGIMiddleware:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["authmesh"] = device
-        return self.app(environ, start_response)
+        return self.app(environ, _acknowledging(start_response, device.rotation_ack))

@@ -90,10 +90,16 @@ class AllowListStore:
     """The allow list of one home, sealed with ``key`` (derived from the identity)."""
 
     def __init__(
-        self, home: AmeshHome, key: bytes, clock: Callable[[], str] = now_timestamp
+        self,
+        home: AmeshHome,
+        key: bytes,
+        clock: Callable[[], str] = now_timestamp,
+        rekey: Callable[[], bytes | None] | None = None,
     ) -> None:
+        """``rekey()``: the new sealing key once the identity's key was rotated, else None."""
         self._home = home
         self._key = key
+        self._rekey = rekey
         self._clock = clock
         self._cache: tuple[_FileStamp, AllowList] | None = None
         self._cache_lock = threading.Lock()
@@ -101,6 +107,13 @@ class AllowListStore:
     def _parse(self, text: str, now: str) -> tuple[AllowList, bool]:
         try:
             result = read(text, self._key, now)
+        except IntegrityError as exc:
+            # `amesh rotate` re-seals the file for the new key while we may still run.
+            new_key = self._rekey() if exc.seal_mismatch and self._rekey else None
+            if new_key is None or new_key == self._key:
+                raise _store_error(exc) from None
+            self._key = new_key
+            return self._parse(text, now)
         except AllowListError as exc:
             raise _store_error(exc) from None
         return result.allow_list, result.needs_reseal

@@ -49,6 +49,7 @@ from authmesh.store.passphrase import (
     resolve_passphrase,
     save_passphrase,
 )
+from authmesh.store.rotation import finish_rotation, prune_retired_keys
 from authmesh.store.tpm import TpmKeyStore, TpmTools
 
 __all__ = [
@@ -277,6 +278,8 @@ def load_context(
             if resolved.source == "legacy":
                 notices = (MIGRATION_NOTICE,)
     keystore = open_keystore(identity.storage_backend, home, passphrase, env)
+    identity = finish_rotation(home, keystore, identity)  # an interrupted `amesh rotate`
+    prune_retired_keys(home, keystore, identity)
     material = keystore.hmac_material(identity.key_alias)
     if isinstance(keystore, EncryptedFileKeyStore):
         signer = keystore.signer(identity.key_alias)
@@ -287,4 +290,24 @@ def load_context(
                 "or run `amesh init --force`.",
             )
     key = derive_allow_list_key(material, identity.device_id)
-    return Context(home, identity, keystore, AllowListStore(home, key), notices)
+    store = AllowListStore(home, key, rekey=_rotated_key(home, keystore, identity.public_key))
+    return Context(home, identity, keystore, store, notices)
+
+
+def _rotated_key(
+    home: AmeshHome, keystore: KeyStore, public_key: str
+) -> Callable[[], bytes | None]:
+    """The allow-list key of the home's identity once ``amesh rotate`` replaced ``public_key``
+    (a long-running verifier keeps working); None while the identity is unchanged."""
+
+    def rekey() -> bytes | None:
+        nonlocal public_key
+        identity = load_identity(home)
+        if identity.public_key == public_key:
+            return None
+        identity = finish_rotation(home, keystore, identity)
+        public_key = identity.public_key
+        material = keystore.hmac_material(identity.key_alias)
+        return derive_allow_list_key(material, identity.device_id)
+
+    return rekey
