@@ -275,3 +275,16 @@ async def test_ten_thousand_idle_sockets(relay_factory: Any) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     await wait_for(lambda: state_is_empty(relay), timeout=30)
     await pair(relay, "141423")
+
+
+async def test_bytes_that_are_not_http_are_refused_at_once(relay_factory: Any) -> None:
+    """A TLS handshake sent to the plain port gets a 400 now, not silence until the
+    handshake timeout (the client then reports a TLS error instead of a timeout)."""
+    relay = relay_factory({"AMESH_HANDSHAKE_TIMEOUT": "60"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(bytes.fromhex("16030100c4010000c00303") + b"\0" * 32)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+    finally:
+        writer.close()

@@ -243,7 +243,11 @@ class _Front(asyncio.Protocol):
         buffer = self.buffer
         buffer += data
         end = buffer.find(b"\r\n\r\n")
-        if end >= 0:
+        if not buffer[:1].isupper():
+            # Not HTTP at all (a TLS handshake sent to the plain port, say): answered at once,
+            # so the client fails now rather than after the handshake timeout.
+            self.relay._answer(self, 400, "Invalid HTTP request", _TEXT)
+        elif end >= 0:
             self.relay._request(self, bytes(buffer[:end]), bytes(buffer[end + 4 :]))
         elif len(buffer) > MAX_HEAD_BYTES:
             self.relay._answer(self, 400, "Request head too large", _TEXT)
