@@ -88,6 +88,7 @@ def _iso(unix_seconds: float) -> str:
 @click.pass_context
 def provision_command(
     ctx: click.Context,
+    *,
     name: str,
     ttl: str,
     output: str,
@@ -193,6 +194,7 @@ async def _legacy_target_finished(result: BootstrapResult, spinner: Spinner) -> 
 @click.pass_context
 def bootstrap_command(
     ctx: click.Context,
+    *,
     token: str,
     backend: str | None,
     force: bool,

@@ -99,6 +99,9 @@ _CODES: dict[ExitCode, frozenset[str]] = {
         {
             "relay_unreachable",
             "relay_unavailable",
+            "relay_refused",  # `shell`: the relay answered the request with an error
+            "relay_ended",  # `shell`: the relay ended the session before it started
+            "relay_closed",
             "relay_capacity",
             "relay_overloaded",
             "relay_without_v2",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+from types import FrameType
 from typing import Any
 
 import click
@@ -105,8 +107,20 @@ def _fail(message: str, code: str) -> None:
     sys.exit(status)
 
 
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends a command as Ctrl-C does: through whatever handles SIGINT right now
+    (asyncio's runner cancels the main task, so nothing stops half-written; outside a loop
+    Python raises KeyboardInterrupt), then one line and status 130."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run ``amesh`` and exit with its status, never a traceback."""
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         cli.main(args=argv, prog_name="amesh", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

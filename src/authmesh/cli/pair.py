@@ -296,6 +296,7 @@ def listen_command(
 @click.pass_context
 def invite_command(
     ctx: click.Context,
+    *,
     code: tuple[str, ...],
     relay: str | None,
     v2_flag: bool,

@@ -185,6 +185,7 @@ def agent_group() -> None:
 @click.pass_context
 def agent_start_command(
     ctx: click.Context,
+    *,
     relay: str | None,
     allow_root: bool,
     max_sessions: int,

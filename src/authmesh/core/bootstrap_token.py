@@ -188,24 +188,8 @@ def validate_token(token: object, controller_public_key: bytes, *, now: float) -
     Raises :class:`BootstrapTokenError` (only) with the first failing check's code.
     """
     decoded = decode_token(token)
-    header, payload = decoded.header, decoded.payload
-    if header.get("typ") != _HEADER["typ"]:
-        _fail("invalid_token_type")
-    if header.get("ver") != _HEADER["ver"]:
-        _fail("unsupported_token_version")
-    if header.get("alg") != _HEADER["alg"]:
-        _fail("unsupported_token_alg")
-    if payload.get("scope") != _SCOPE:
-        _fail("unsupported_token_scope")
-    if payload.get("single_use") is not True:
-        _fail("token_must_be_single_use")
-    issued_at, expires_at = payload.get("iat"), payload.get("exp")
-    if not _is_number(issued_at) or issued_at > now + CLOCK_SKEW_SECONDS:
-        _fail("token_not_yet_valid")
-    if not _is_number(expires_at) or expires_at <= now:
-        _fail("token_expired")
-    if not _lifetime_within_cap(issued_at, expires_at):
-        _fail("token_lifetime_too_long")
+    _check_fixed_claims(decoded.header, decoded.payload)
+    _check_lifetime(decoded.payload, now)
     try:
         signature = b64decode(decoded.signature_segment)
     except B64Error:
@@ -213,6 +197,34 @@ def validate_token(token: object, controller_public_key: bytes, *, now: float) -
     if not verify(controller_public_key, signature, decoded.signing_input):
         _fail("invalid_signature")
     return decoded
+
+
+# Header members with one allowed value, and the code of a token that has another.
+_HEADER_CHECKS = (
+    ("typ", "invalid_token_type"),
+    ("ver", "unsupported_token_version"),
+    ("alg", "unsupported_token_alg"),
+)
+
+
+def _check_fixed_claims(header: dict[str, Any], payload: dict[str, Any]) -> None:
+    for member, code in _HEADER_CHECKS:
+        if header.get(member) != _HEADER[member]:
+            _fail(code)
+    if payload.get("scope") != _SCOPE:
+        _fail("unsupported_token_scope")
+    if payload.get("single_use") is not True:
+        _fail("token_must_be_single_use")
+
+
+def _check_lifetime(payload: dict[str, Any], now: float) -> None:
+    issued_at, expires_at = payload.get("iat"), payload.get("exp")
+    if not _is_number(issued_at) or issued_at > now + CLOCK_SKEW_SECONDS:
+        _fail("token_not_yet_valid")
+    if not _is_number(expires_at) or expires_at <= now:
+        _fail("token_expired")
+    if not _lifetime_within_cap(issued_at, expires_at):
+        _fail("token_lifetime_too_long")
 
 
 def new_jti(random_bytes: bytes | None = None) -> str:

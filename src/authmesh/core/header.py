@@ -109,6 +109,15 @@ def parse_header(value: str | None) -> AuthHeader:
         raise HeaderError(
             "header_too_long", "the Authorization header is longer than 1024 characters"
         )
+    fields = _fields(value)
+    missing = [key for key in FIELD_CAPS if not fields.get(key)]
+    if missing:
+        raise HeaderError("missing_field", f"the Authorization header lacks {', '.join(missing)}")
+    return AuthHeader(**fields)
+
+
+def _fields(value: str) -> dict[str, str]:
+    """The ``key="value"`` pairs after the scheme, each key once, known and within its cap."""
     fields: dict[str, str] = {}
     for match in _PAIR.finditer(value, len(_PREFIX)):
         key, field = match.group(1), match.group(2)
@@ -119,7 +128,4 @@ def parse_header(value: str | None) -> AuthHeader:
         if js_length(field) > FIELD_CAPS[key]:
             raise HeaderError("field_too_long", f"the Authorization header field {key} is too long")
         fields[key] = field
-    missing = [key for key in FIELD_CAPS if not fields.get(key)]
-    if missing:
-        raise HeaderError("missing_field", f"the Authorization header lacks {', '.join(missing)}")
-    return AuthHeader(**fields)
+    return fields

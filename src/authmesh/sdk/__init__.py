@@ -1,11 +1,13 @@
 """Request signing clients and verification middleware for AuthMesh.
 
 Clients: :class:`AuthMeshAuth` (httpx sync/async and requests), :class:`Client` and
-:class:`AsyncClient`. Servers: the transport-free :class:`Verifier` and its adapters
-in :mod:`authmesh.sdk.asgi`, :mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`
-and :mod:`authmesh.sdk.fastapi`; Redis nonce stores in :mod:`authmesh.sdk.redis_nonce`;
-:func:`bootstrap_if_needed` pairs a fresh machine from a token at start-up;
-:class:`VerificationMetrics` counts verification outcomes for Prometheus.
+:class:`AsyncClient`, :class:`AuthMeshClientMiddleware` (aiohttp). Servers: the
+transport-free :class:`Verifier` and its adapters in :mod:`authmesh.sdk.asgi`,
+:mod:`authmesh.sdk.wsgi`, :mod:`authmesh.sdk.django`, :mod:`authmesh.sdk.fastapi` and
+:mod:`authmesh.sdk.aiohttp`; gRPC interceptors in :mod:`authmesh.sdk.grpc`; Redis nonce
+stores in :mod:`authmesh.sdk.redis_nonce`; :func:`bootstrap_if_needed` pairs a fresh
+machine from a token at start-up; :class:`VerificationMetrics` counts verification
+outcomes for Prometheus.
 
 Names are imported lazily so a server needs no HTTP client library installed and a
 client needs no web framework.
@@ -24,9 +26,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from authmesh.errors import AuthMeshError, MissingExtraError
     from authmesh.pairing.errors import PairingError
+    from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware, AuthMeshClientMiddleware
     from authmesh.sdk.asgi import AuthMeshMiddleware
     from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
     from authmesh.sdk.client import AsyncClient, AuthMeshAuth, Client, SigningError
+    from authmesh.sdk.grpc import (
+        AuthMeshAioServerInterceptor,
+        AuthMeshClientInterceptor,
+        AuthMeshServerInterceptor,
+        CallSigner,
+        aio_client_interceptors,
+    )
     from authmesh.sdk.metrics import VerificationMetrics
     from authmesh.sdk.signing import RequestSigner
     from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
@@ -35,10 +45,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncClient",
+    "AuthMeshAioServerInterceptor",
+    "AuthMeshAiohttpMiddleware",
     "AuthMeshAuth",
+    "AuthMeshClientInterceptor",
+    "AuthMeshClientMiddleware",
     "AuthMeshError",
     "AuthMeshMiddleware",
+    "AuthMeshServerInterceptor",
     "AuthMeshWSGIMiddleware",
+    "CallSigner",
     "Client",
     "MissingExtraError",
     "PairingError",
@@ -49,6 +65,7 @@ __all__ = [
     "VerificationMetrics",
     "VerifiedDevice",
     "Verifier",
+    "aio_client_interceptors",
     "bootstrap_if_needed",
     "bootstrap_if_needed_async",
 ]
@@ -63,6 +80,13 @@ _HOMES = {
     "Client": "authmesh.sdk.client",
     "SigningError": "authmesh.sdk.client",
     "AuthMeshMiddleware": "authmesh.sdk.asgi",
+    "AuthMeshAiohttpMiddleware": "authmesh.sdk.aiohttp",
+    "AuthMeshClientMiddleware": "authmesh.sdk.aiohttp",
+    "AuthMeshAioServerInterceptor": "authmesh.sdk.grpc",
+    "AuthMeshClientInterceptor": "authmesh.sdk.grpc",
+    "AuthMeshServerInterceptor": "authmesh.sdk.grpc",
+    "CallSigner": "authmesh.sdk.grpc",
+    "aio_client_interceptors": "authmesh.sdk.grpc",
     "bootstrap_if_needed": "authmesh.sdk.bootstrap",
     "bootstrap_if_needed_async": "authmesh.sdk.bootstrap",
     "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",

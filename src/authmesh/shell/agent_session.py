@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from authmesh.core.allowlist import Device
 from authmesh.core.shell.frames import DATA_CHUNK_SIZE
 from authmesh.core.shell.handshake import ShellHandshakeError
+from authmesh.core.shell.handshake_machine import Established
 from authmesh.core.shell.session import (
     AgentAction,
     AgentSession,
@@ -38,7 +39,7 @@ from authmesh.pairing.errors import PairingError
 from authmesh.pairing.relay_client import RelayClosed
 from authmesh.shell.channel import Channel
 from authmesh.shell.errors import SessionEnded, leaves
-from authmesh.shell.handshake import Established, run_target_handshake
+from authmesh.shell.handshake import run_target_handshake
 from authmesh.shell.log_limit import printable
 from authmesh.shell.pty_process import PtyProcess, login_environment
 from authmesh.shell.recording import SessionRecorder

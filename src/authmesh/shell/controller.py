@@ -114,6 +114,19 @@ def _handshake_failure(exc: BaseException, request: ShellRequest, own_id: str) -
     return ShellError("handshake_failed", f'Handshake with "{name}" failed: {exc}')
 
 
+def _relay_refusal(code: str) -> ShellError:
+    """The relay answered the ``shell`` request with an error: exit status 5, as pairing's."""
+    if code == "rate_limited":
+        return ShellError(
+            "rate_limited",
+            "The relay refused the shell request (rate_limited); wait a minute and try again.",
+        )
+    return ShellError(
+        "relay_refused",
+        f"The relay refused the shell request ({code}); check the relay URL and try again.",
+    )
+
+
 async def _read_input(fd: int) -> bytes:
     """Up to one DATA chunk from ``fd``; ``b""`` at end of input."""
     loop = asyncio.get_running_loop()
@@ -169,16 +182,7 @@ async def run_shell(
         try:
             first = await socket.receive(request.handshake_timeout)
             if first.get("type") == "error":
-                code = str(first.get("code"))
-                raise ShellError(
-                    "relay_error",
-                    f"The relay refused the shell request ({code}); "
-                    + (
-                        "wait a minute and try again."
-                        if code == "rate_limited"
-                        else "check the relay URL and try again."
-                    ),
-                )
+                raise _relay_refusal(str(first.get("code")))
             established = await run_controller_handshake(
                 socket,
                 signer=signer,
@@ -192,7 +196,7 @@ async def run_shell(
             raise _handshake_failure(exc, request, own_id) from None
         terminal = _Terminal(stdin_fd, out.fileno() if hasattr(out, "fileno") else 1)
         try:
-            return await _session(request, socket, established.cipher, terminal, out, say)
+            return await _session(request, socket, established.cipher, terminal, out=out, say=say)
         finally:
             terminal.restore()
             established.cipher.close()
@@ -342,6 +346,7 @@ async def _session(
     socket: RelayConnection,
     cipher: ShellCipher,
     terminal: _Terminal,
+    *,
     out: BinaryIO,
     say: Callable[[str], None],
 ) -> int:

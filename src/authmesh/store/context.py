@@ -158,6 +158,22 @@ def _release_hardware_key(home: AmeshHome, old: Identity, environ: Mapping[str, 
             backend.open(home, None, environ).delete(old.key_alias)
 
 
+def _new_key(keystore: KeyStore) -> tuple[str, Signer]:
+    """A new identity key in ``keystore``: its alias and signer."""
+    if isinstance(keystore, EncryptedFileKeyStore):
+        key = PrivateKey.generate()
+        alias = key.device_id
+        keystore.store(alias, key)
+        public_key = key.public_key
+    else:
+        alias = _HARDWARE_INIT_ALIAS
+        public_key = keystore.generate_and_store(alias)
+    signer = keystore.signer(alias)
+    assert signer.public_key == public_key
+    keystore.hmac_material(alias)  # hardware backends: create keys/<alias>.hmac now
+    return alias, signer
+
+
 def create_identity(
     name: str,
     *,
@@ -195,17 +211,7 @@ def create_identity(
         if previous is not None:
             _release_hardware_key(home, previous, env)
 
-        if isinstance(keystore, EncryptedFileKeyStore):
-            key = PrivateKey.generate()
-            alias = key.device_id
-            keystore.store(alias, key)
-            public_key = key.public_key
-        else:
-            alias = _HARDWARE_INIT_ALIAS
-            public_key = keystore.generate_and_store(alias)
-        signer = keystore.signer(alias)
-        assert signer.public_key == public_key
-        keystore.hmac_material(alias)  # hardware backends: create keys/<alias>.hmac now
+        alias, signer = _new_key(keystore)
         identity = Identity.new(
             device_id=signer.device_id,
             key_alias=alias,

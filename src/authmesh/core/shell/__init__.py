@@ -4,6 +4,7 @@
 * :mod:`~authmesh.core.shell.cipher` — the direction-separated, counter-nonce session cipher;
 * :mod:`~authmesh.core.shell.handshake` — ephemeral key agreement, identity envelope,
   transcript-bound selfSig and allow-list authorization;
+* :mod:`~authmesh.core.shell.handshake_machine` — the handshake's steps as one object per side;
 * :mod:`~authmesh.core.shell.challenge` — the agent's relay registration challenge;
 * :mod:`~authmesh.core.shell.wire` — the relay JSON messages that carry all of the above.
 

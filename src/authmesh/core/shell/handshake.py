@@ -104,6 +104,7 @@ class HandshakeErrorCode(Enum):
     NOT_A_TARGET = "not_a_target"
     SHELL_NOT_GRANTED = "shell_not_granted"
     AT_CAPACITY = "at_capacity"
+    OUT_OF_ORDER = "out_of_order"
 
 
 class ShellHandshakeError(ValueError):
