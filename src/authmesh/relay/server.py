@@ -153,19 +153,10 @@ class _Socket(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind in (_TEXT_FRAME, _BINARY_FRAME):
-            if transport.is_close_frame_sent:
-                # Closing (perhaps by picows, for a frame over the size limit, which it keeps
-                # parsing until it disconnects): nothing more is read from this socket.
-                return
-            if self.fragments is not None:
-                self.relay._close(self, 1002, "expected a continuation frame")
-            elif not frame.fin:
-                self.text = kind == _TEXT_FRAME
-                self.fragments = bytearray(frame.get_payload_as_memoryview())
-            elif kind == _TEXT_FRAME:
-                self._receive_text(frame.get_payload_as_utf8_text)
-            else:
-                self.relay._receive(self, frame.get_payload_as_bytes())
+            # Once closing (perhaps by picows, for a frame over the size limit, which it keeps
+            # parsing until it disconnects) nothing more is read from this socket.
+            if not transport.is_close_frame_sent:
+                self._start(frame, kind == _TEXT_FRAME)
         elif kind == _CONTINUATION:
             if not transport.is_close_frame_sent:
                 self._continue(frame)
@@ -173,6 +164,18 @@ class _Socket(WSListener):
             self.ping_due = False
         elif kind == _CLOSE:
             self.relay._close_received(self, frame.get_payload_as_bytes())
+
+    def _start(self, frame: WSFrame, text: bool) -> None:
+        """A text or binary frame: a whole message, or the first fragment of one."""
+        if self.fragments is not None:
+            self.relay._close(self, 1002, "expected a continuation frame")
+        elif not frame.fin:
+            self.text = text
+            self.fragments = bytearray(frame.get_payload_as_memoryview())
+        elif text:
+            self._receive_text(frame.get_payload_as_utf8_text)
+        else:
+            self.relay._receive(self, frame.get_payload_as_bytes())
 
     def _continue(self, frame: WSFrame) -> None:
         fragments = self.fragments
@@ -361,6 +364,19 @@ class RelayServer:
         for front in list(self._pending):
             if front.transport is not None:
                 front.transport.abort()
+        await self._close_sockets()
+        for task in list(self._drains):
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await server.wait_closed()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        log.info("relay stopped", extra={"event": "stopped"})
+
+    async def _close_sockets(self) -> None:
+        """Every socket told 1001; those that do not finish the closing handshake in time
+        are aborted."""
         if self.cluster is not None:
             self.cluster.release_guests()
         actions = self.core.shutdown()
@@ -373,15 +389,7 @@ class RelayServer:
                 async with asyncio.timeout(_CLOSE_TIMEOUT + 1):
                     await self._all_closed.wait()
         for sock in list(self._sockets.values()):
-            self._abort(sock)  # peers that never finished the closing handshake
-        for task in list(self._drains):
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await server.wait_closed()
-        if self.cluster is not None:
-            await self.cluster.stop()
-        log.info("relay stopped", extra={"event": "stopped"})
+            self._abort(sock)
 
     async def __aenter__(self) -> RelayServer:
         return await self.start()
