@@ -200,8 +200,11 @@ async def _attacker(relay: RelayProcess, worker: int, frames: list[Frame], tally
 
 async def _legitimate_pair(relay: RelayProcess, round_: int) -> None:
     """A target and a controller from networks no attacker uses pair and exchange data."""
-    target = await _open(relay, f"198.51.{round_ % 256}.10")
-    controller = await _open(relay, f"192.0.{round_ % 256}.20")
+    # A /24 of its own each round: a fast relay runs thousands of rounds a minute, and the
+    # relay's per-address and per-prefix listen budgets would rightly refuse reused ones.
+    network = f"{150 + round_ // 65_536 % 20}.{round_ // 256 % 256}.{round_ % 256}"
+    target = await _open(relay, f"{network}.10")
+    controller = await _open(relay, f"{network}.20")
     code = f"{700_000 + round_:06d}"
     try:
 

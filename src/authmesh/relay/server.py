@@ -152,7 +152,10 @@ class _Socket(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind in (_TEXT_FRAME, _BINARY_FRAME):
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # No extension is negotiated, so a reserved bit is a protocol error (RFC 6455 §5.2).
+            self.relay._close(self, 1002, "reserved bits set")
+        elif kind in (_TEXT_FRAME, _BINARY_FRAME):
             # Once closing (perhaps by picows, for a frame over the size limit, which it keeps
             # parsing until it disconnects) nothing more is read from this socket.
             if not transport.is_close_frame_sent:
@@ -221,6 +224,22 @@ class _Socket(WSListener):
         self.blocking -= 1
         if self.blocking == 0 and not self.closing and self.transport is not None:
             self.transport.underlying_transport.resume_reading()
+
+
+def _valid_close_payload(payload: bytes) -> bool:
+    """A close frame a peer may send (RFC 6455 §5.5.1, §7.4): empty, or a code that may be
+    sent on the wire followed by a UTF-8 reason."""
+    if not payload:
+        return True
+    if len(payload) < 2:
+        return False
+    code = int.from_bytes(payload[:2], "big")
+    sendable = (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        return False
+    return sendable
 
 
 class _Front(asyncio.Protocol):
@@ -632,7 +651,10 @@ class RelayServer:
         transport = sock.transport
         assert transport is not None
         if not sock.closing and not transport.is_close_frame_sent:
-            transport.send(_CLOSE, payload)  # echo code and reason, as websockets does
+            if _valid_close_payload(payload):
+                transport.send(_CLOSE, payload)  # echo code and reason, as websockets does
+            else:
+                transport.send_close(WSCloseCode(1002), b"invalid close frame")
         self._forget(sock)
         transport.disconnect()
 
