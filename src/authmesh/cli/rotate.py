@@ -32,6 +32,7 @@ from authmesh.core.rotation import (
 from authmesh.pairing.errors import PairingError
 from authmesh.pairing.rotation import NotifyError, offer_rotation, receive_rotation
 from authmesh.store.files import atomic_write, read_text
+from authmesh.store.identity import Identity
 from authmesh.store.rotation import (
     DEFAULT_GRACE_SECONDS,
     accept_rotation,
@@ -124,6 +125,7 @@ def _export(path: Path, chain: tuple[RotationStatement, ...]) -> None:
 @click.pass_context
 def rotate_command(
     ctx: click.Context,
+    *,
     grace: str,
     export_path: Path | None,
     notify: int,
@@ -133,14 +135,34 @@ def rotate_command(
     """Replace this device's key; peers keep trusting it without pairing again."""
     grace_seconds = parse_duration(grace, "--grace")
     relay_url = resolve_relay_url(ctx, relay) if notify else ""
-    view = open_context()
-    context = view.context
+    context = open_context().context
     old_id = context.identity.device_id
     with store_errors():
         identity, statement = rotate_identity(
             context.home, context.keystore, grace_seconds=grace_seconds
         )
         chain = load_state(context.home).chain
+    _show_rotated(old_id, identity, statement, grace_seconds)
+    if export_path is not None:
+        _export(export_path, chain)
+        out(f"  Rotation chain written to {export_path}.")
+    _show_next_steps(old_id)
+    emit(
+        "rotated",
+        oldDeviceId=old_id,
+        deviceId=identity.device_id,
+        publicKey=identity.public_key,
+        seq=statement.seq,
+        oldKeyDestroyedAfter=statement.ts + grace_seconds,
+        exportedTo=None if export_path is None else str(export_path),
+    )
+    if notify:
+        _notify_peers(chain, notify, relay_url)
+
+
+def _show_rotated(
+    old_id: str, identity: Identity, statement: RotationStatement, grace_seconds: int
+) -> None:
     out()
     out("  Key rotated.")
     out(f"  Old Device ID : {old_id}")
@@ -150,9 +172,9 @@ def rotate_command(
         out(f"  Old key kept until {_when(statement.ts + grace_seconds)}, then destroyed.")
     else:
         out("  Old key destroyed.")
-    if export_path is not None:
-        _export(export_path, chain)
-        out(f"  Rotation chain written to {export_path}.")
+
+
+def _show_next_steps(old_id: str) -> None:
     out()
     out("  Servers you call with the authmesh SDK switch to the new key on your next")
     out("  request to them. Other peers (targets, shell agents): copy the chain there and run")
@@ -163,27 +185,14 @@ def rotate_command(
     out(f"    amesh revoke {old_id}")
     out("  and pair again (`amesh listen` there, `amesh invite` here).")
     out()
-    emit(
-        "rotated",
-        oldDeviceId=old_id,
-        deviceId=identity.device_id,
-        publicKey=identity.public_key,
-        seq=statement.seq,
-        oldKeyDestroyedAfter=statement.ts + grace_seconds,
-        exportedTo=None if export_path is None else str(export_path),
-    )
+
+
+def _notify_peers(chain: tuple[RotationStatement, ...], count: int, relay_url: str) -> None:
+    """Deliver the rotation to ``count`` peers through the relay, one code each."""
     # The allow list is now sealed for the new key: look peers up through the new identity.
-    trusted = open_context().context.allow_list.find_by_public_key if notify else None
-    for _ in range(notify):
-        assert trusted is not None
-        peer = _over_relay(
-            offer_rotation(
-                chain,
-                trusted,
-                relay_url=relay_url,
-                on_code=_show_code,
-            )
-        )
+    trusted = open_context().context.allow_list.find_by_public_key
+    for _ in range(count):
+        peer = _over_relay(offer_rotation(chain, trusted, relay_url=relay_url, on_code=_show_code))
         out(f"  {printable(peer.friendly_name)} ({peer.device_id}) now trusts the new key.")
         out()
         emit("notified", deviceId=peer.device_id, friendlyName=peer.friendly_name)

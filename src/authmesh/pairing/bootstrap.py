@@ -230,7 +230,9 @@ async def bootstrap(
         await relay.send(init)
         _check_ack(await _answer_within(relay, timeout), jti, issuer, own_b64)
         if not legacy:
-            await _send_receipt(relay, signer, jti, own_b64, b64encode(issuer), timeout)
+            await _send_receipt(
+                relay, signer, jti, own_b64, controller_b64=b64encode(issuer), timeout=timeout
+            )
     return BootstrapResult(issuer, "controller", name, jti, 1 if legacy else PROTOCOL)
 
 
@@ -267,6 +269,7 @@ async def _send_receipt(
     signer: Signer,
     jti: str,
     own_b64: str,
+    *,
     controller_b64: str,
     timeout: float,
 ) -> None:
@@ -331,7 +334,14 @@ async def provision(
             message = await _next_init(relay, issued, rewatch_seconds, clock)
             if message is None:
                 continue
-            result = await _answer(relay, signer, issued, message, allow_legacy_target, clock)
+            result = await _answer(
+                relay,
+                signer,
+                issued,
+                message,
+                allow_legacy_target=allow_legacy_target,
+                clock=clock,
+            )
             if result.protocol == PROTOCOL:
                 await _await_receipt(relay, signer, issued.jti, result, receipt_timeout)
             elif confirm_legacy is not None and not await call_hook(confirm_legacy, result):
@@ -350,6 +360,7 @@ async def _answer(
     signer: Signer,
     issued: IssuedToken,
     message: dict[str, Any],
+    *,
     allow_legacy_target: bool,
     clock: Callable[[], float],
 ) -> BootstrapResult:
@@ -456,6 +467,17 @@ async def _next_init(
     return message
 
 
+def _target_key(message: dict[str, Any]) -> tuple[str, bytes]:
+    """The target's public key in ``bootstrap_init``, as sent and decoded."""
+    target_b64 = message.get("targetPubKey")
+    try:
+        if not isinstance(target_b64, str):
+            raise InvalidKeyError("targetPubKey must be a string")
+        return target_b64, public_key_from_b64(target_b64)
+    except InvalidKeyError as exc:
+        raise PairingError("bad_peer_key") from exc
+
+
 def _check_init(
     signer: Signer,
     issued: IssuedToken,
@@ -468,13 +490,7 @@ def _check_init(
         raise PairingError("wrong_token")
     if now >= issued.expires_at:
         raise PairingError("token_expired", str(BootstrapTokenError("token_expired")))
-    target_b64 = message.get("targetPubKey")
-    try:
-        if not isinstance(target_b64, str):
-            raise InvalidKeyError("targetPubKey must be a string")
-        target_key = public_key_from_b64(target_b64)
-    except InvalidKeyError as exc:
-        raise PairingError("bad_peer_key") from exc
+    target_b64, target_key = _target_key(message)
     if target_key == signer.public_key:
         raise PairingError("own_key")
     proof = message.get("targetSig")

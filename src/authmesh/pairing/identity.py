@@ -115,7 +115,7 @@ def length_prefixed(data: bytes) -> bytes:
 
 
 def identity_statement(
-    domain: bytes, role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
+    domain: bytes, role: str, transcript: bytes, public_key: bytes, *, name: str, timestamp: str
 ) -> bytes:
     """What a v2/v3 identity signature covers: the protocol's domain, the signer's role, the
     transcript hash, its key, name and timestamp, each length-delimited."""
@@ -131,13 +131,15 @@ def identity_statement(
 
 
 def signed_identity(
-    signer: Signer, domain: bytes, role: str, transcript: bytes, name: str, now: float
+    signer: Signer, domain: bytes, role: str, transcript: bytes, *, name: str, now: float
 ) -> dict[str, str]:
     """The identity fields a v2/v3 side seals: its key, name, timestamp (``now``) and the
     signature of :func:`identity_statement` for its role and the transcript."""
     timestamp = iso_timestamp(now)
     public_key = signer.public_key
-    statement = identity_statement(domain, role, transcript, public_key, name, timestamp)
+    statement = identity_statement(
+        domain, role, transcript, public_key, name=name, timestamp=timestamp
+    )
     return {
         "publicKey": b64encode(public_key),
         "friendlyName": name,
@@ -156,7 +158,9 @@ def verified_identity(
     timestamp, signature = fields.get("timestamp"), fields.get("sig")
     if not isinstance(timestamp, str) or len(timestamp) > 64 or not isinstance(signature, str):
         raise PairingError("protocol_violation")
-    statement = identity_statement(domain, role, transcript, public_key, name, timestamp)
+    statement = identity_statement(
+        domain, role, transcript, public_key, name=name, timestamp=timestamp
+    )
     try:
         valid = verify(public_key, b64decode(signature), statement)
     except B64Error:

@@ -106,7 +106,7 @@ def identity_statement(
     role: str, transcript: bytes, public_key: bytes, name: str, timestamp: str
 ) -> bytes:
     """What an identity signature covers: domain, role, transcript, key, name, timestamp."""
-    return statement(_DOMAIN, role, transcript, public_key, name, timestamp)
+    return statement(_DOMAIN, role, transcript, public_key, name=name, timestamp=timestamp)
 
 
 def _parse_timestamp(text: str) -> float:
@@ -231,7 +231,7 @@ class _Side:
 
     def _identity_frame(self) -> Frame:
         fields = signed_identity(
-            self._signer, _DOMAIN, self.role, self.transcript, self._name, self._clock()
+            self._signer, _DOMAIN, self.role, self.transcript, name=self._name, now=self._clock()
         )
         return self._sealed("identity", fields)
 

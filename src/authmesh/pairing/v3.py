@@ -275,7 +275,7 @@ class _Side:
 
     def _identity_frame(self) -> Frame:
         fields = signed_identity(
-            self._signer, _DOMAIN, self.role, self.transcript, self._name, self._clock()
+            self._signer, _DOMAIN, self.role, self.transcript, name=self._name, now=self._clock()
         )
         return self._sealed(
             "identity",

@@ -56,7 +56,7 @@ from authmesh.core.canonical import (
     normalize_authority,
     request_target_path,
 )
-from authmesh.core.header import HeaderError, parse_header
+from authmesh.core.header import AuthHeader, HeaderError, parse_header
 from authmesh.core.keys import verify_with_key
 from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore
 from authmesh.core.rotation import key_expired
@@ -273,18 +273,31 @@ class Verifier:
         host: str | None,
         rotation: str | None,
     ) -> PendingRequest:
-        if not _METHOD.fullmatch(method) or not target.isascii():
-            raise Rejection(400, "malformed_request")
-        try:
-            header = parse_header(authorization)
-        except HeaderError as error:
-            raise Rejection(
-                400, "missing_header" if error.reason == "absent" else "malformed_header"
-            ) from None
-        if header.v not in ("1", "2"):
-            raise Rejection(400, "unsupported_version")
+        # Every refusal keeps its place in this order: clients and tests rely on
+        # which problem is named when a request has several.
+        header = _parsed_header(method, target, authorization)
         path = _signed_path(target)
         now = self._now()
+        trusted, pending_rotation = self._device(header, rotation, now)
+        self._check_timing(header, trusted, now)
+        return PendingRequest(
+            method=method,
+            path=path,
+            authority=self._authority(header, host, now),
+            version=header.v,
+            timestamp=header.ts,
+            nonce=header.nonce,
+            signature=header.sig,
+            trusted=trusted,
+            now=now,
+            rotation=pending_rotation,
+            rotation_ack=None if rotation is None else acknowledgement(trusted),
+        )
+
+    def _device(
+        self, header: AuthHeader, rotation: str | None, now: int
+    ) -> tuple[TrustedKey, PendingRotation | None]:
+        """The trusted entry of the signing key (or the one a rotation chain gives it)."""
         try:
             trusted = self._trusted.lookup(header.id)
         except StoreError as error:
@@ -301,6 +314,10 @@ class Verifier:
         if not trusted.device.may_authenticate:
             self._log_event("role_rejected", now, "0")
             raise self._unauthorized(now, Outcome.ROLE_REFUSED)
+        return trusted, pending_rotation
+
+    def _check_timing(self, header: AuthHeader, trusted: TrustedKey, now: int) -> None:
+        """Key expiry, the clock-skew window and the protocol the device is pinned to."""
         if key_expired(trusted.device, now):
             self._log_event("key_expired", now, header.ts)
             raise Rejection(401, "key_expired", server_time=now, outcome=Outcome.KEY_EXPIRED)
@@ -313,30 +330,21 @@ class Verifier:
         if header.v == "1" and trusted.device.protocol == PROTOCOL_V2:
             self._log_event("downgrade_refused", now, header.ts)
             raise self._unauthorized(now, Outcome.DOWNGRADE)
-        authority = None
-        if header.v == "2":
-            try:
-                authority = normalize_authority(host or "")
-            except CanonicalError:
-                authority = None
-            if authority is None or (
-                self._authorities is not None and authority not in self._authorities
-            ):
-                self._log_event("wrong_authority", now, header.ts)
-                raise self._unauthorized(now, Outcome.WRONG_AUTHORITY)
-        return PendingRequest(
-            method=method,
-            path=path,
-            authority=authority,
-            version=header.v,
-            timestamp=header.ts,
-            nonce=header.nonce,
-            signature=header.sig,
-            trusted=trusted,
-            now=now,
-            rotation=pending_rotation,
-            rotation_ack=None if rotation is None else acknowledgement(trusted),
-        )
+
+    def _authority(self, header: AuthHeader, host: str | None, now: int) -> str | None:
+        """The normalised Host a v2 request is signed for (None for v1); W15."""
+        if header.v != "2":
+            return None
+        try:
+            authority = normalize_authority(host or "")
+        except CanonicalError:
+            authority = None
+        if authority is None or (
+            self._authorities is not None and authority not in self._authorities
+        ):
+            self._log_event("wrong_authority", now, header.ts)
+            raise self._unauthorized(now, Outcome.WRONG_AUTHORITY)
+        return authority
 
     def check_content_length(self, value: str | None) -> int | None:
         """The declared body length (None if absent), checked before reading.
@@ -492,6 +500,21 @@ def _escapes_are_utf8(text: str) -> bool:
         except UnicodeDecodeError:
             return False
     return True
+
+
+def _parsed_header(method: str, target: str, authorization: str | None) -> AuthHeader:
+    """The Authorization header of a well-formed request, in a version we speak."""
+    if not _METHOD.fullmatch(method) or not target.isascii():
+        raise Rejection(400, "malformed_request")
+    try:
+        header = parse_header(authorization)
+    except HeaderError as error:
+        raise Rejection(
+            400, "missing_header" if error.reason == "absent" else "malformed_header"
+        ) from None
+    if header.v not in ("1", "2"):
+        raise Rejection(400, "unsupported_version")
+    return header
 
 
 def _signed_path(target: str) -> str:
