@@ -50,7 +50,7 @@ def relay_factory() -> Iterator[RelayFactory]:
 
 
 @pytest.fixture
-def relay(relay_factory: RelayFactory) -> RelayProcess:
+def fresh_relay(relay_factory: RelayFactory) -> RelayProcess:
     """A fresh relay with default settings for one test, which may stop or kill it."""
     return relay_factory()
 

@@ -169,7 +169,7 @@ _SHARED_RELAY_ENV = {
 
 
 @pytest.fixture(scope="module")
-def relay() -> Iterator[RelayProcess]:
+def module_relay() -> Iterator[RelayProcess]:
     """A relay process shared by the tests of one module (they must not stop it; a test that
     needs to kill its relay takes one from ``relay_factory``)."""
     process = start_relay(_SHARED_RELAY_ENV)

@@ -54,7 +54,7 @@ def test_tpm_target_pairs_with_a_file_controller(
     home: Path,
     tpm_env: dict[str, str],
     make_device: Callable[[str], Device],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     children: list,
 ) -> None:
     assert (
@@ -63,7 +63,7 @@ def test_tpm_target_pairs_with_a_file_controller(
     identity = json.loads((home / "identity.json").read_text())
     target = Device(home, amesh.env(home, tpm_env), identity["deviceId"], "tpm box")
     controller = make_device("Laptop")
-    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children)
     listener.sendline(sas)
     listener.expect("is now a trusted controller of this device")
     inviter.expect("added to the allow list as a target")

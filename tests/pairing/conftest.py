@@ -1,6 +1,6 @@
 """Fixed identities and a watching controller for the pairing tests.
 
-The ``relay`` fixtures are in ``tests/conftest.py``.
+The ``fresh_relay`` and ``relay_factory`` fixtures are in ``tests/conftest.py``.
 """
 
 from __future__ import annotations

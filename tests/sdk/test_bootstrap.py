@@ -22,9 +22,9 @@ NO_ENV: dict[str, str] = {}
 
 
 @pytest.fixture
-def relay_url(relay: RelayProcess) -> str:
+def relay_url(fresh_relay: RelayProcess) -> str:
     """The URL of a real relay process for this test (``tests/conftest.py``)."""
-    return relay.url
+    return fresh_relay.url
 
 
 def _controller(tmp_path: Path) -> AmeshHome:

@@ -123,7 +123,7 @@ def homes(scratch: Path) -> Homes:
 
 
 @pytest.fixture(scope="session")
-def relay() -> Iterator[RelayProcess]:
+def session_relay() -> Iterator[RelayProcess]:
     """One relay for the session; a test may stop it and ``start()`` it again (same port)."""
     process = start_relay(_RELAY_ENV)
     yield process
@@ -219,17 +219,17 @@ def marked_processes() -> list[int]:
 
 
 @pytest.fixture(scope="session")
-def agent(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
-    process = AgentProcess(homes.target, relay, scratch, "agent")
+def agent(homes: Homes, session_relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
+    process = AgentProcess(homes.target, session_relay, scratch, "agent")
     process.wait_for("Registered with relay")
     yield process
     process.stop()
 
 
 @pytest.fixture
-def healthy_agent(agent: AgentProcess, relay: RelayProcess) -> Iterator[AgentProcess]:
+def healthy_agent(agent: AgentProcess, session_relay: RelayProcess) -> Iterator[AgentProcess]:
     """The agent, registered; after the test no shell process of it may remain."""
-    wait_until(lambda: registered_agents(relay) >= 1, 20, "the agent to be registered")
+    wait_until(lambda: registered_agents(session_relay) >= 1, 20, "the agent to be registered")
     yield agent
     wait_until(lambda: not marked_processes(), 10, "every remote test process to be gone")
     assert agent.process.poll() is None, "the agent died"
