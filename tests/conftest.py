@@ -1,5 +1,5 @@
-"""Fixtures shared by every test directory: real relay processes (see ``tests/relayproc.py``)
-and a private redis-server (see ``tests/redisproc.py``)."""
+"""Fixtures shared by every test directory: real relay processes (see
+``tests/support/relayproc.py``) and a private redis-server (see ``tests/support/redisproc.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 from hypothesis import settings
 
-from tests.redisproc import RedisServer
-from tests.relayproc import RelayProcess, start_relay
+from tests.support.redisproc import RedisServer
+from tests.support.relayproc import RelayProcess, start_relay
 
 RelayFactory = Callable[..., RelayProcess]
 

@@ -18,7 +18,7 @@ import pytest
 
 from authmesh.cli.exit_codes import exit_code_for
 from authmesh.pairing.errors import MESSAGES
-from tests.relayproc import RelayProcess, start_relay
+from tests.support.relayproc import RelayProcess, start_relay
 
 # The reference transcripts were recorded with an amesh dir whose path is 27..30 characters
 # long (the wrapped warning in init_force breaks right after it); a path of the same length

@@ -15,8 +15,8 @@ from authmesh.cli.exit_codes import ExitCode
 from authmesh.cli.output import format_error, wrap_like_oclif
 from authmesh.pairing.errors import MESSAGES
 from tests.cli.conftest import AmeshRunner, Device, unwrapped, write_state
-from tests.relayproc import RelayProcess, free_port
-from tests.vectorfiles import section
+from tests.support.relayproc import RelayProcess, free_port
+from tests.support.vectorfiles import section
 
 HARDWARE_HOME = section("sdk.json", "amesh_home.hardware_home.files")
 EMPTY_LIST = (

@@ -33,8 +33,8 @@ from tests.pairing.relays import (
     receive,
     send,
 )
-from tests.redisproc import RedisServer
-from tests.relayproc import RelayProcess
+from tests.support.redisproc import RedisServer
+from tests.support.relayproc import RelayProcess
 
 V3_CODE = re.compile(rb"Pairing code: (\d{6}-\d{4}-\d{4})")
 

@@ -23,7 +23,7 @@ from authmesh.store.allowlist_store import now_timestamp
 from authmesh.store.context import load_context
 from authmesh.store.home import AmeshHome
 from tests.cli.conftest import CLI, STEP_TIMEOUT, AmeshRunner, Device, unwrapped
-from tests.relayproc import RelayProcess, free_port
+from tests.support.relayproc import RelayProcess, free_port
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:

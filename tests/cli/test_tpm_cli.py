@@ -11,8 +11,8 @@ import pytest
 
 from tests.cli.conftest import AmeshRunner, Device
 from tests.cli.test_pairing_e2e import start_pairing
-from tests.relayproc import RelayProcess
 from tests.store.conftest import swtpm  # noqa: F401  # the store's real-TPM fixture
+from tests.support.relayproc import RelayProcess
 
 DETECTED = (
     "\nGenerating P-256 keypair...\n\nDetecting key storage backend:\n"

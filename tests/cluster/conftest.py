@@ -27,10 +27,10 @@ from typing import Any, Protocol
 import pytest
 import redis
 
-from tests.nginxproc import running_nginx
-from tests.redisproc import RedisServer
 from tests.relay.conftest import Client, http_request, open_client
-from tests.relayproc import RelayProcess, read_metrics, relay_env
+from tests.support.nginxproc import running_nginx
+from tests.support.redisproc import RedisServer
+from tests.support.relayproc import RelayProcess, read_metrics, relay_env
 
 __all__ = [
     "CLUSTER_ENV",

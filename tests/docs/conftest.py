@@ -19,7 +19,7 @@ from authmesh.store.allowlist_store import now_timestamp
 from authmesh.store.context import create_identity, load_context
 from authmesh.store.home import AmeshHome
 from tests.docs.codeblocks import ROOT
-from tests.relayproc import RelayProcess, free_port, start_relay, wait_until
+from tests.support.relayproc import RelayProcess, free_port, start_relay, wait_until
 
 
 @dataclass

@@ -20,7 +20,7 @@ from authmesh.pairing import (
 from authmesh.pairing.relay_client import RelayConnection
 from tests.conftest import RelayFactory
 from tests.pairing.conftest import start_watching
-from tests.relayproc import RelayProcess
+from tests.support.relayproc import RelayProcess
 
 STEP = 10.0
 

@@ -19,7 +19,7 @@ from authmesh.pairing import (
     listen,
 )
 from authmesh.pairing.interactive import SAS_ATTEMPTS
-from tests.relayproc import RelayProcess
+from tests.support.relayproc import RelayProcess
 
 STEP = 10.0
 

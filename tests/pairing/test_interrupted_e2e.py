@@ -18,7 +18,7 @@ from authmesh.pairing import (
     invite,
     listen,
 )
-from tests.relayproc import RelayProcess
+from tests.support.relayproc import RelayProcess
 
 STEP = 15.0
 PROTOCOLS = {"legacy": 1, "v2": 2, "v3": 3}

@@ -16,8 +16,8 @@ from authmesh.core.bootstrap_token import decode_token
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import provision
 from authmesh.pairing.bootstrap import IssuedToken
-from tests.relayproc import RelayProcess
-from tests.vectorfiles import section
+from tests.support.relayproc import RelayProcess
+from tests.support.vectorfiles import section
 
 STEP = 10.0
 

@@ -1,4 +1,4 @@
-"""Relay processes (``tests/relayproc.py``) and WebSocket clients for the relay tests.
+"""Relay processes (``tests/support/relayproc.py``) and WebSocket clients for the relay tests.
 
 Every test talks to ``python -m authmesh.relay`` started as a subprocess on 127.0.0.1 with
 ``PORT=0``; readiness is the printed start-up line plus a successful ``GET /health``, both
@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.relayproc import RelayProcess, start_relay
+from tests.support.relayproc import RelayProcess, start_relay
 
 REPO = Path(__file__).resolve().parents[2]
 RECV_DEADLINE = 5.0

@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.conformance.ledger import record
 from tests.relay.conftest import Client, RelayProcess, open_client, wait_idle
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 OBSERVED = section("pairing.json", "relay_pairing_observed")
 BOOTSTRAP = section("pairing.json", "bootstrap_reference_relay")

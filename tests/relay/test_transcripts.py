@@ -38,7 +38,7 @@ from tests.relay.replay import (
     time_passes,
     to,
 )
-from tests.vectorfiles import load
+from tests.support.vectorfiles import load
 
 SCENARIOS = {scenario["name"]: scenario for scenario in load("relay-transcripts.json")}
 ACK = {"type": "ack", "message": "session_open"}

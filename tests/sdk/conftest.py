@@ -11,10 +11,10 @@ import pytest
 from authmesh.core.allowlist import AllowList, Device
 from authmesh.core.keys import PrivateKey
 from authmesh.store import AllowListStore, AmeshHome
-from tests.redisproc import RedisServer
 from tests.sdk import apps
 from tests.sdk.harness import uvicorn_server, wsgi_server
-from tests.vectorfiles import load
+from tests.support.redisproc import RedisServer
+from tests.support.vectorfiles import load
 
 MIDDLEWARE = load("middleware.json")
 

@@ -25,7 +25,7 @@ import pytest
 
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, Device
 from authmesh.store import AmeshHome, Context, create_identity, load_context, now_timestamp
-from tests.relayproc import RelayProcess, start_relay, wait_until
+from tests.support.relayproc import RelayProcess, start_relay, wait_until
 
 CLI = [sys.executable, "-m", "authmesh.cli"]
 SHELL = "/bin/sh"

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     MARKER,
     AgentProcess,
@@ -27,6 +26,7 @@ from tests.shell.conftest import (
     spawn_shell,
     type_line,
 )
+from tests.support.relayproc import RelayProcess, wait_until
 
 TARGET = "legacy-box"
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pexpect
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     CLI,
     MARKER,
@@ -31,6 +30,7 @@ from tests.shell.conftest import (
     spawn_shell,
     type_line,
 )
+from tests.support.relayproc import RelayProcess, wait_until
 
 
 def test_interactive_session_size_resize_term_and_exit_0(

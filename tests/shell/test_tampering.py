@@ -22,7 +22,6 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from authmesh.core.b64 import b64decode, b64encode
-from tests.relayproc import RelayProcess, wait_until
 from tests.shell.conftest import (
     MARKER,
     AgentProcess,
@@ -31,6 +30,7 @@ from tests.shell.conftest import (
     run_shell,
     spawn_shell,
 )
+from tests.support.relayproc import RelayProcess, wait_until
 
 
 class TamperProxy:

@@ -36,7 +36,7 @@ __all__ = [
     "wait_until",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RELAY_COMMAND = (sys.executable, "-m", "authmesh.relay")
 START_DEADLINE_S = 15.0
 STOP_DEADLINE_S = 10.0
