@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import pytest
 from hypothesis import settings
 
 from tests.support.redisproc import RedisServer
-from tests.support.relayproc import RelayProcess, start_relay
-
-RelayFactory = Callable[..., RelayProcess]
+from tests.support.relayproc import RelayFactory, RelayProcess, start_relay
 
 # The gating run is reproducible: the same examples on every machine, so CI cannot turn red
 # on a draw nobody can replay. `HYPOTHESIS_PROFILE=explore` searches wider and at random; run

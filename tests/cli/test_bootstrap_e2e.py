@@ -19,7 +19,7 @@ import pytest
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.bootstrap_token import BootstrapTokenError
 from authmesh.pairing.errors import MESSAGES
-from tests.cli.conftest import AmeshRunner, Device, unwrapped
+from tests.support.cli import AmeshRunner, Device, unwrapped
 from tests.support.relayproc import RelayProcess
 
 TOKEN = re.compile(rb"amesh-bt-v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")

@@ -14,7 +14,7 @@ import pexpect
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.cli.output import format_error, wrap_like_oclif
 from authmesh.pairing.errors import MESSAGES
-from tests.cli.conftest import AmeshRunner, Device, unwrapped, write_state
+from tests.support.cli import AmeshRunner, Device, unwrapped, write_state
 from tests.support.relayproc import RelayProcess, free_port
 from tests.support.vectorfiles import section
 

@@ -21,9 +21,8 @@ import pytest
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.pairing.errors import MESSAGES
 from authmesh.pairing.interactive import SAS_ATTEMPTS
-from tests.cli.conftest import AmeshRunner, Device, fails_with, unwrapped
-from tests.conftest import RelayFactory
-from tests.support.relayproc import RelayProcess, free_port
+from tests.support.cli import AmeshRunner, Device, fails_with, unwrapped
+from tests.support.relayproc import RelayFactory, RelayProcess, free_port
 
 PAIRING_CODE = re.compile(rb"Pairing code: (\d{6})")
 SAS_LINE = re.compile(rb"Verification code: (\d{6})")

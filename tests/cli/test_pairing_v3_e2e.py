@@ -21,10 +21,8 @@ from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing.errors import MESSAGES
 from authmesh.pairing.v2 import V2Target
-from tests.cli.conftest import Device, fails_with
 from tests.cli.test_pairing_e2e import PAIRING_CODE as SHORT_CODE
 from tests.cli.test_pairing_e2e import SAS_LINE, finish
-from tests.cluster.conftest import running_cluster
 from tests.pairing.relays import (
     forwarding_relay,
     hostile_relay,
@@ -33,6 +31,8 @@ from tests.pairing.relays import (
     receive,
     send,
 )
+from tests.support.cli import Device, fails_with
+from tests.support.cluster import running_cluster
 from tests.support.redisproc import RedisServer
 from tests.support.relayproc import RelayProcess
 

@@ -22,7 +22,7 @@ from authmesh.pairing.identity import MAX_FRIENDLY_NAME_CHARS
 from authmesh.store.allowlist_store import now_timestamp
 from authmesh.store.context import load_context
 from authmesh.store.home import AmeshHome
-from tests.cli.conftest import CLI, STEP_TIMEOUT, AmeshRunner, Device, unwrapped
+from tests.support.cli import CLI, STEP_TIMEOUT, AmeshRunner, Device, unwrapped
 from tests.support.relayproc import RelayProcess, free_port
 
 

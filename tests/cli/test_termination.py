@@ -18,8 +18,8 @@ import pexpect
 import pytest
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.cli.conftest import Device, unwrapped
 from tests.cli.test_bootstrap_e2e import provision
+from tests.support.cli import Device, unwrapped
 from tests.support.relayproc import RelayProcess
 
 SIGNALS = [signal.SIGTERM, signal.SIGINT]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import AmeshRunner, Device
 from tests.cli.test_pairing_e2e import start_pairing
 from tests.store.conftest import swtpm  # noqa: F401  # the store's real-TPM fixture
+from tests.support.cli import AmeshRunner, Device
 from tests.support.relayproc import RelayProcess
 
 DETECTED = (

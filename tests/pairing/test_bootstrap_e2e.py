@@ -18,9 +18,8 @@ from authmesh.pairing import (
     provision,
 )
 from authmesh.pairing.relay_client import RelayConnection
-from tests.conftest import RelayFactory
-from tests.pairing.conftest import start_watching
-from tests.support.relayproc import RelayProcess
+from tests.support.pairing import start_watching
+from tests.support.relayproc import RelayFactory, RelayProcess
 
 STEP = 10.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from websockets.asyncio.client import connect
 
 from authmesh.relay import RelayConfig, create_relay_server
-from tests.relay.conftest import Client
+from tests.support.relay_clients import Client
 
 
 async def test_create_start_stop_and_context_manager() -> None:

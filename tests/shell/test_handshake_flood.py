@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.shell.conftest import AgentProcess, Homes, box_agent, home_context, run_shell
 from tests.support.relayproc import RelayProcess, wait_until
+from tests.support.shell import AgentProcess, Homes, box_agent, home_context, run_shell
 
 TARGET = "flooded-box"
 ATTACKERS = 6

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.shell.conftest import (
+from tests.support.relayproc import RelayProcess, wait_until
+from tests.support.shell import (
     MARKER,
     AgentProcess,
     Homes,
@@ -26,7 +27,6 @@ from tests.shell.conftest import (
     spawn_shell,
     type_line,
 )
-from tests.support.relayproc import RelayProcess, wait_until
 
 TARGET = "legacy-box"
 

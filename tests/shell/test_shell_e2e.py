@@ -14,7 +14,8 @@ from pathlib import Path
 import pexpect
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.shell.conftest import (
+from tests.support.relayproc import RelayProcess, wait_until
+from tests.support.shell import (
     CLI,
     MARKER,
     TERM,
@@ -30,7 +31,6 @@ from tests.shell.conftest import (
     spawn_shell,
     type_line,
 )
-from tests.support.relayproc import RelayProcess, wait_until
 
 
 def test_interactive_session_size_resize_term_and_exit_0(

@@ -22,7 +22,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from authmesh.core.b64 import b64decode, b64encode
-from tests.shell.conftest import (
+from tests.support.relayproc import RelayProcess, wait_until
+from tests.support.shell import (
     MARKER,
     AgentProcess,
     Homes,
@@ -30,7 +31,6 @@ from tests.shell.conftest import (
     run_shell,
     spawn_shell,
 )
-from tests.support.relayproc import RelayProcess, wait_until
 
 
 class TamperProxy:

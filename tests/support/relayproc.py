@@ -226,3 +226,6 @@ class RelayProcess:
 def start_relay(extra_env: Mapping[str, str] | None = None) -> RelayProcess:
     """A ready ``python -m authmesh.relay`` on a free loopback port with ``extra_env`` added."""
     return RelayProcess(relay_env(extra_env)).start()
+
+
+RelayFactory = Callable[..., RelayProcess]
