@@ -1,4 +1,5 @@
-"""Relay processes (``tests/support/relayproc.py``) and WebSocket clients for the relay tests.
+"""Relay processes (``tests/support/relayproc.py``) for the relay tests; their WebSocket
+clients are in ``tests/support/relay_clients.py``.
 
 Every test talks to ``python -m authmesh.relay`` started as a subprocess on 127.0.0.1 with
 ``PORT=0``; readiness is the printed start-up line plus a successful ``GET /health``, both
