@@ -4,8 +4,10 @@ One session is the pairing of ``relay_pairing.py`` (listen, connect, ``peer_foun
 four ~200-character ``data`` frames each way, ``done``), except that the target and the
 controller use different instances: with N instances the target of session i connects to
 instance i mod N and its controller to instance (i + 1) mod N, so with two or more instances
-every session crosses Redis. The clients pick instances round robin themselves (no nginx in
-front), so the figures are the relays' and Redis's, not a proxy's.
+every session crosses Redis (``--same-instance``: both peers of session i on instance i mod N,
+so sessions spread over the instances without crossing). The clients pick instances round
+robin themselves (no nginx in front), so the figures are the relays' and Redis's, not a
+proxy's.
 
 Rows: ``embedded`` is one instance without ``AMESH_REDIS_URL`` (state in memory, the
 baseline); ``redis xN`` are N instances with it. The relay CPU per session (from
@@ -13,7 +15,7 @@ baseline); ``redis xN`` are N instances with it. The relay CPU per session (from
 Redis path; Redis's own CPU is shown apart.
 
     .venv/bin/python bench/relay_cluster.py [--instances 1 2 3] [--sessions 2000]
-        [--concurrency 50] [--clients 1]
+        [--concurrency 50] [--clients 1] [--same-instance]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
+from relay_client import run
 from relay_harness import (
     CpuClock,
     cpu_seconds,
@@ -78,8 +81,11 @@ def redis_server() -> Iterator[tuple[int, int]]:
             process.wait(10)
 
 
-async def drive(urls: Sequence[str], numbers: range, concurrency: int) -> Outcome:
-    """Run the sessions numbered ``numbers``, ``concurrency`` at a time."""
+async def drive(
+    urls: Sequence[str], numbers: range, concurrency: int, cross: bool = True
+) -> Outcome:
+    """Run the sessions numbered ``numbers``, ``concurrency`` at a time; with ``cross`` the
+    controller uses the instance after its target's."""
     latencies: list[float] = []
     errors: list[str] = []
     pending = iter(numbers)
@@ -87,7 +93,7 @@ async def drive(urls: Sequence[str], numbers: range, concurrency: int) -> Outcom
     async def worker() -> None:
         for number in pending:
             target_url = urls[number % len(urls)]
-            controller_url = urls[(number + 1) % len(urls)]
+            controller_url = urls[(number + cross) % len(urls)]
             started = time.perf_counter()
             try:
                 await one_session(target_url, f"{number % 1_000_000:06d}", controller_url)
@@ -101,12 +107,17 @@ async def drive(urls: Sequence[str], numbers: range, concurrency: int) -> Outcom
     return Outcome(latencies, errors, cpu_seconds() - cpu0)
 
 
-def client_process(urls: Sequence[str], numbers: range, concurrency: int) -> Outcome:
-    return asyncio.run(drive(urls, numbers, concurrency))
+def client_process(urls: Sequence[str], numbers: range, concurrency: int, cross: bool) -> Outcome:
+    return run(drive(urls, numbers, concurrency, cross))  # type: ignore[no-any-return]
 
 
 def run_row(
-    urls: Sequence[str], pids: Sequence[int], sessions: int, concurrency: int, clients: int
+    urls: Sequence[str],
+    pids: Sequence[int],
+    sessions: int,
+    concurrency: int,
+    clients: int,
+    cross: bool,
 ) -> dict[str, object]:
     """``sessions`` pairings over ``urls``; the relay and Redis CPU they cost."""
     # Each client process gets its own block of session numbers (hence of codes).
@@ -115,7 +126,7 @@ def run_row(
     capacity = parallel_cpu_cores()
     clock = CpuClock(*pids)
     clock.start()
-    jobs = list(zip(itertools.repeat(urls), blocks, shares, strict=False))
+    jobs = list(zip(itertools.repeat(urls), blocks, shares, itertools.repeat(cross), strict=False))
     outcomes = run_clients(client_process, jobs)
     cpu, wall = clock.read()
     relay_cpu = sum(cpu[: len(urls)])
@@ -143,7 +154,7 @@ def measure(
         running = [stack.enter_context(relay(settings)) for _ in range(instances)]
         pids = [r.pid for r in running] + ([redis[0]] if redis is not None else [])
         urls = [r.ws_url for r in running]
-        row = run_row(urls, pids, args.sessions, args.concurrency, args.clients)
+        row = run_row(urls, pids, args.sessions, args.concurrency, args.clients, args.cross)
         row["health_after"] = [r.health()["status"] for r in running]
     return row
 
@@ -169,6 +180,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50, help="sessions in flight")
     parser.add_argument("--clients", type=int, default=1, help="load-client processes")
+    parser.add_argument(
+        "--same-instance",
+        dest="cross",
+        action="store_false",
+        help="both peers of a session on one instance (sessions spread, none crossing)",
+    )
     args = parser.parse_args()
     raise_fd_limit(4 * args.concurrency + 1024)
     rows = {"embedded": measure(1, None, args, 0)}
@@ -182,7 +199,8 @@ def main() -> None:
         row["relay_cpu_vs_embedded"] = round(cpu / embedded_cpu, 2) if embedded_cpu else None
     print_table(rows)
     settings = {**CLUSTER_SETTINGS, "AMESH_REDIS_URL": "redis://127.0.0.1:<port>/<row>"}
-    print_report("relay_cluster", settings, {"concurrency": args.concurrency, **rows})
+    results = {"concurrency": args.concurrency, "crossing": args.cross, **rows}
+    print_report("relay_cluster", settings, results)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ async def wait_for_connections(running: RelayProcess, expected: int) -> float:
 
 async def measure(running: RelayProcess, connections: int) -> dict[str, object]:
     url, pid = running.ws_url, running.pid
-    await close_all(await open_many(url, WARMUP_CONNECTIONS))
+    await close_all(await open_many(url, min(WARMUP_CONNECTIONS, connections)))
     await wait_for_connections(running, 0)
     baseline = await settled_rss(pid)
     client_baseline = rss_bytes()

@@ -21,12 +21,9 @@ import asyncio
 import json
 import time
 
-from websockets.asyncio.client import ClientConnection, connect
-
+from relay_client import Client, run
 from relay_harness import (
-    FRAME_TIMEOUT_S,
     CpuClock,
-    expect,
     parallel_cpu_cores,
     percentile,
     print_report,
@@ -36,6 +33,7 @@ from relay_harness import (
 
 RELAY_SETTINGS = {
     "AMESH_MAX_CONNECTIONS_PER_IP": "100000",
+    "AMESH_LISTEN_LIMIT": "1000000000",
     "AMESH_PAIRING_SESSION_BYTES": str(2**31),
     "AMESH_PAIRING_TTL": "3600",
 }
@@ -43,25 +41,24 @@ FRAME = json.dumps({"type": "data", "payload": "x" * 1024})
 WARMUP_ROUND_TRIPS = 200
 
 
-async def paired(url: str, otc: str) -> tuple[ClientConnection, ClientConnection]:
-    first = await connect(url, compression=None, ping_interval=None)
-    second = await connect(url, compression=None, ping_interval=None)
-    await first.send(json.dumps({"type": "listen", "otc": otc}))
-    await expect(first, "ack")
-    await second.send(json.dumps({"type": "connect", "otc": otc}))
-    await expect(first, "peer_found")
-    await expect(second, "peer_found")
+async def paired(url: str, otc: str) -> tuple[Client, Client]:
+    first, second = await Client.open(url), await Client.open(url)
+    first.send(json.dumps({"type": "listen", "otc": otc}))
+    await first.expect("ack")
+    second.send(json.dumps({"type": "connect", "otc": otc}))
+    await first.expect("peer_found")
+    await second.expect("peer_found")
     return first, second
 
 
-async def round_trips(first: ClientConnection, second: ClientConnection, count: int) -> list[float]:
+async def round_trips(first: Client, second: Client, count: int) -> list[float]:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        await first.send(FRAME)
-        await asyncio.wait_for(second.recv(), FRAME_TIMEOUT_S)
-        await second.send(FRAME)
-        await asyncio.wait_for(first.recv(), FRAME_TIMEOUT_S)
+        first.send(FRAME)
+        await second.recv()
+        second.send(FRAME)
+        await first.recv()
         times.append(time.perf_counter() - started)
     return times
 
@@ -104,7 +101,7 @@ def main() -> None:
     results = {}
     with relay(RELAY_SETTINGS) as running:
         for pairs in args.pairs:
-            level = asyncio.run(measure(running.ws_url, running.pid, pairs, args.round_trips))
+            level = run(measure(running.ws_url, running.pid, pairs, args.round_trips))
             results[f"pairs_{pairs}"] = level
     print_report("relay_roundtrip", RELAY_SETTINGS, results)
 

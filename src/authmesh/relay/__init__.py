@@ -11,7 +11,7 @@ Command line: ``amesh-relay`` or ``python -m authmesh.relay`` (settings by env o
 
 from authmesh.relay.config import ConfigError, RelayConfig
 from authmesh.relay.protocol import Close, RelayCore, Send
-from authmesh.relay.server import RelayServer, create_relay_server
+from authmesh.relay.server import RelayServer, create_relay_server, run
 
 __all__ = [
     "Close",
@@ -21,4 +21,5 @@ __all__ = [
     "RelayServer",
     "Send",
     "create_relay_server",
+    "run",
 ]

@@ -23,7 +23,7 @@ from authmesh.relay.config import (
     unknown_variable_warnings,
 )
 from authmesh.relay.logs import configure_logging
-from authmesh.relay.server import RelayServer
+from authmesh.relay.server import RelayServer, run
 
 __all__ = ["main"]
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"amesh-relay: warning: {warning}", file=sys.stderr)
     configure_logging(config.log_level, config.log_format)
     try:
-        asyncio.run(_serve(config))
+        run(_serve(config))
     except ClusterUnavailable as exc:
         if "redis_url" in flags:
             exc.setting = "--redis-url"

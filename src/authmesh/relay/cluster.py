@@ -36,7 +36,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
@@ -45,8 +44,31 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from authmesh.relay.config import ClusterUnavailable, RelayConfig, redacted_url
+from authmesh.relay.envelopes import (
+    AgentMoved,
+    Closed,
+    Envelope,
+    EnvelopeError,
+    Frame,
+    HandOver,
+    Message,
+    Shut,
+    bundle,
+    decode,
+    encode,
+    unbundle,
+)
 from authmesh.relay.jsonwire import JsonWireError, dumps, loads
-from authmesh.relay.protocol import Action, Close, RelayCore, Send
+from authmesh.relay.protocol import (
+    MESSAGE_TYPES,
+    Action,
+    Close,
+    RelayCore,
+    Route,
+    Send,
+    SharedFact,
+)
+from authmesh.relay.redislink import RedisLink
 
 __all__ = ["DEGRADED_REASON", "RedisCluster"]
 
@@ -115,27 +137,6 @@ return count
 """
 
 
-@dataclass(frozen=True)
-class _Route:
-    """How a message type finds its owner: route kind, the field naming it, claim or look up."""
-
-    kind: str
-    field: str
-    claims: bool
-
-
-_ROUTES = {
-    "listen": _Route("otc", "otc", claims=True),
-    "connect": _Route("otc", "otc", claims=False),
-    "bootstrap_watch": _Route("watch", "jti", claims=True),
-    "bootstrap_init": _Route("watch", "jti", claims=False),
-    "shell": _Route("agent", "targetDeviceId", claims=False),
-    "agent_session": _Route("pending", "session", claims=False),
-}
-# Message types that create state other instances must find: refused while Redis is lost.
-_NEEDS_REDIS = frozenset(_ROUTES) | {"agent"}
-
-
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -191,7 +192,6 @@ class RedisCluster:
                 "redis://host:port/db, rediss://... or unix:///path."
             ) from None
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
-        self._owner = self._redis.register_script(_OWNER)
         # How long each kind of route outlives its last claim, in ms.
         self._route_ms = {
             "otc": self._ms(max(config.pairing_ttl, config.sas_pairing_ttl)),
@@ -201,10 +201,12 @@ class RedisCluster:
         }
         self._homes: dict[int, str] = {}  # local socket -> instance that handles it
         self._guests: dict[str, int] = {}  # "instance:socket" handled here -> core conn id
-        self._origins: dict[int, tuple[str, str]] = {}  # core conn id -> (instance, socket)
+        self._origins: dict[int, tuple[str, int]] = {}  # core conn id -> (instance, socket)
+        # Facts read by the instance that handed a socket over, for its first message here.
+        self._handed_facts: dict[int, list[Any]] = {}
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_OUTBOX_LIMIT)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._subscriber: asyncio.Task[None] | None = None
+        self._link: RedisLink | None = None
         self._recovery: asyncio.Task[None] | None = None
         core.journal = []
 
@@ -218,8 +220,7 @@ class RedisCluster:
                 await self._subscribe()
                 await self._beat()
         except (RedisError, OSError, TimeoutError) as exc:
-            if self._subscriber is not None:
-                self._subscriber.cancel()
+            await self._close_link()
             await self._redis.aclose()
             raise ClusterUnavailable(
                 f"cannot reach Redis at {redacted_url(self.config.redis_url)} "
@@ -235,9 +236,10 @@ class RedisCluster:
             async with asyncio.timeout(_REDIS_TIMEOUT):
                 await self._outbox.join()  # the last closes reach the other instances
                 await self._redis.zrem(_INSTANCES, self.instance)
-        for task in [*self._tasks, self._subscriber, self._recovery]:
+        for task in [*self._tasks, self._recovery]:
             if task is not None:
                 task.cancel()
+        await self._close_link()
         await self._redis.aclose()
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
@@ -247,9 +249,16 @@ class RedisCluster:
         return task
 
     async def _subscribe(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(_channel(self.instance))
-        self._subscriber = asyncio.create_task(self._listen(pubsub))
+        """Open the message path (publishing, and this instance's channel)."""
+        await self._close_link()
+        self._link = RedisLink(self._redis, _channel(self.instance), self._on_bundle, self._lose)
+        await self._link.open()
+
+    async def _close_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await link.close()
 
     async def _beat(self) -> set[str]:
         ttl_ms = int(self.config.instance_ttl * 1000)
@@ -263,12 +272,13 @@ class RedisCluster:
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
         home = self._homes.get(conn_id)
         if home is not None:
-            await self._outbox.put((home, f"R|{self.instance}:{conn_id}|{text}"))
+            await self._outbox.put((home, encode(Message(self._origin(conn_id), text))))
             return []
         parsed = _parse(text)
         kind = parsed.get("type") if parsed is not None else None
-        route = _ROUTES.get(kind) if isinstance(kind, str) else None
-        if self.degraded is not None and kind in _NEEDS_REDIS:
+        declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+        route = declared.route if declared is not None else None
+        if self.degraded is not None and declared is not None and declared.needs_redis:
             reply = _BOOTSTRAP_UNAVAILABLE if kind == "bootstrap_init" else _UNAVAILABLE
             return self._deliver([Send(conn_id, reply)])  # type: ignore[no-any-return]
         facts: list[Any] | None = None
@@ -278,9 +288,37 @@ class RedisCluster:
                 keys = self._fact_keys(conn_id, parsed)
                 owner, facts = await self._route_owner(route, name, keys)
                 if owner and owner != self.instance:
-                    await self._hand_over(conn_id, owner, text)
+                    await self._hand_over(conn_id, owner, text, facts)
                     return []
         actions = await self._handle(conn_id, text, parsed, facts)
+        return self._deliver(actions)  # type: ignore[no-any-return]
+
+    def receive_at_once(self, conn_id: int, message: str | bytes) -> list[Any] | None:
+        """:meth:`receive` without waiting, for a message that needs nothing from Redis (a
+        frame of a session held here or of a handed-over socket: nearly all of them);
+        None when it does, and the caller awaits :meth:`receive` instead."""
+        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+        home = self._homes.get(conn_id)
+        if home is not None:
+            try:
+                self._outbox.put_nowait((home, encode(Message(self._origin(conn_id), text))))
+            except asyncio.QueueFull:
+                return None  # receive() waits for room
+            return []
+        if self.degraded is not None:
+            return None
+        parsed = _parse(text)
+        if parsed is not None:
+            kind = parsed.get("type")
+            declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+            routed = declared is not None and declared.route is not None
+            movable = routed and self.core.is_movable(conn_id)
+            if movable or self._fact_keys(conn_id, parsed):
+                return None
+        actions = self.core.receive(conn_id, text, time.monotonic(), parsed)
+        journal, self.core.journal = self.core.journal, []
+        if journal:  # not expected: only messages with shared facts record any
+            self._spawn(self._write_shared(journal))
         return self._deliver(actions)  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, int]:
@@ -296,8 +334,8 @@ class RedisCluster:
         """This instance is stopping: sockets of other instances it handled lose their peer,
         not their relay."""
         for instance, socket in self._origins.values():
-            self._post(instance, f"S|{socket}|{_PEER_GONE}")
-            self._post(instance, f"X|{socket}|1011|peer_disconnected")
+            self._post(instance, Frame(socket, _PEER_GONE))
+            self._post(instance, Shut(socket, 1011, "peer_disconnected"))
         self._guests.clear()
         self._origins.clear()
 
@@ -309,32 +347,39 @@ class RedisCluster:
         """A local socket is gone; the instance handling it forgets it too."""
         home = self._homes.pop(conn_id, None)
         if home is not None:
-            self._post(home, f"C|{self.instance}:{conn_id}")
+            self._post(home, Closed(self._origin(conn_id)))
 
     async def _route_owner(
-        self, route: _Route, name: str, fact_keys: list[str]
+        self, route: Route, name: str, fact_keys: list[str]
     ) -> tuple[str, list[Any] | None]:
         """The live owner ('' for none) and the values and PTTLs of ``fact_keys``."""
+        keys = [_route_key(route.kind, name), _INSTANCES, *fact_keys]
+        args = [self.instance, str(self._route_ms[route.kind]), "1" if route.claims else "0"]
         try:
-            reply = await self._owner(
-                keys=[_route_key(route.kind, name), _INSTANCES, *fact_keys],
-                args=[self.instance, self._route_ms[route.kind], "1" if route.claims else "0"],
-            )
-        except (RedisError, OSError) as exc:
+            if self._link is None:
+                raise ConnectionError("the Redis link is down")
+            # On the raw link: this is on every listen and connect.
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                reply = await self._link.command("EVAL", _OWNER, str(len(keys)), *keys, *args)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._lose(exc)
             return "", None
         return str(reply[0]), list(reply[1:])
 
-    async def _hand_over(self, conn_id: int, owner: str, text: str) -> None:
-        """Move a stateless socket to ``owner``: its slot here is freed, the owner counts it."""
+    async def _hand_over(
+        self, conn_id: int, owner: str, text: str, facts: list[Any] | None
+    ) -> None:
+        """Move a stateless socket to ``owner``: its slot here is freed, the owner counts it.
+        The shared facts read with the owner lookup travel along, so the owner handles the
+        message without reading them again."""
         client = self.core.client_key(conn_id)
         if client is None:  # closed while the owner was looked up
             return
         self._deliver(self.core.close(conn_id, time.monotonic()))
         self._homes[conn_id] = owner
-        origin = f"{self.instance}:{conn_id}"
-        await self._outbox.put((owner, f"O|{origin}|{client}"))
-        await self._outbox.put((owner, f"R|{origin}|{text}"))
+        origin = self._origin(conn_id)
+        await self._outbox.put((owner, encode(HandOver(origin, client, facts))))
+        await self._outbox.put((owner, encode(Message(origin, text))))
 
     # ------------------------------------------------------------------ handling a message here
 
@@ -402,7 +447,7 @@ class RedisCluster:
         if kind == "bootstrap_init" and pairs and pairs[0][0]:
             self.core.adopt_consumed(parsed["jti"], now)
 
-    async def _write_shared(self, journal: list[tuple[str, str, str]]) -> None:
+    async def _write_shared(self, journal: list[SharedFact]) -> None:
         window_ms = self._ms(self.config.rate_window)
         jti_ms = self._ms(self.config.jti_ttl)
         try:
@@ -422,7 +467,7 @@ class RedisCluster:
             return
         for (kind, name, _), previous in zip(journal, results, strict=True):
             if kind == "agent" and isinstance(previous, str) and previous != self.instance:
-                self._post(previous, f"A|{name}")  # one registration per agent, cluster-wide
+                self._post(previous, AgentMoved(name))  # one registration per agent, cluster-wide
 
     @staticmethod
     def _ms(seconds: float) -> int:
@@ -437,58 +482,57 @@ class RedisCluster:
             return
         instance, socket = origin
         if isinstance(action, Close):
-            self._post(instance, f"X|{socket}|{action.code}|{action.reason}")
+            self._post(instance, Shut(socket, action.code, action.reason))
         else:
-            self._post(instance, f"S|{socket}|{action.text}")
+            self._post(instance, Frame(socket, action.text))
 
-    def _post(self, instance: str, envelope: str) -> None:
+    def _origin(self, conn_id: int) -> str:
+        """How other instances name a socket of this one."""
+        return f"{self.instance}:{conn_id}"
+
+    def _post(self, instance: str, envelope: Envelope) -> None:
         try:
-            self._outbox.put_nowait((instance, envelope))
+            self._outbox.put_nowait((instance, encode(envelope)))
         except asyncio.QueueFull:
             # The publisher is far behind (Redis slow): the frame is lost, so is the socket.
             log.warning("cluster outbox full", extra={"event": "cluster_overflow"})
             asyncio.get_running_loop().call_soon(self._instance_gone, instance)
 
-    async def _listen(self, pubsub: Any) -> None:
-        try:
-            async with pubsub:
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        for envelope in _unbundle(message["data"]):
-                            await self._on_envelope(envelope)
-        except (RedisError, OSError) as exc:
-            self._lose(exc)
+    async def _on_bundle(self, bundle: str) -> None:
+        for envelope in unbundle(bundle):
+            await self._on_envelope(envelope)
 
-    async def _on_envelope(self, envelope: str) -> None:
-        op, _, rest = envelope.partition("|")
+    async def _on_envelope(self, text: str) -> None:
         try:
+            envelope = decode(text)
             # Frames only ever reach sockets this instance handed over, never local sessions.
-            if op == "S":
-                socket, _, text = rest.partition("|")
-                if int(socket) in self._homes:
-                    self._deliver([Send(int(socket), text)])
-            elif op == "X":
-                socket, code, reason = rest.split("|", 2)
-                if int(socket) in self._homes:
-                    self._deliver([Close(int(socket), int(code), reason)])
-            elif op == "O":
-                origin, _, client = rest.partition("|")
-                conn_id = self._new_conn_id()
-                self._guests[origin] = conn_id
-                self._origins[conn_id] = tuple(origin.split(":", 1))  # type: ignore[assignment]
-                self._deliver(self.core.open(conn_id, client, time.monotonic()))
-            elif op == "R":
-                origin, _, text = rest.partition("|")
-                guest = self._guests.get(origin)
-                if guest is not None:
-                    self._deliver(await self._handle(guest, text, _parse(text)))
-            elif op == "C":
-                self._drop_guest(rest)
-            elif op == "A":
-                self._deliver(self.core.agent_moved(rest))
+            match envelope:
+                case Frame(socket, frame) if socket in self._homes:
+                    self._deliver([Send(socket, frame)])
+                case Shut(socket, code, reason) if socket in self._homes:
+                    self._deliver([Close(socket, code, reason)])
+                case HandOver(origin, client, facts):
+                    instance, _, number = origin.partition(":")
+                    home = (instance, int(number))
+                    conn_id = self._new_conn_id()
+                    self._guests[origin] = conn_id
+                    self._origins[conn_id] = home
+                    if facts is not None:
+                        self._handed_facts[conn_id] = facts
+                    self._deliver(self.core.open(conn_id, client, time.monotonic()))
+                case Message(origin, message):
+                    guest = self._guests.get(origin)
+                    if guest is not None:
+                        facts = self._handed_facts.pop(guest, None)
+                        self._deliver(await self._handle(guest, message, _parse(message), facts))
+                case Closed(origin):
+                    self._drop_guest(origin)
+                case AgentMoved(agent_id):
+                    self._deliver(self.core.agent_moved(agent_id))
         except (RedisError, OSError):
             raise
+        except EnvelopeError:
+            log.warning("malformed cluster envelope", extra={"event": "cluster_envelope"})
         except Exception:
             # One bad envelope must not stop this instance from hearing the others.
             log.exception("cluster envelope failed", extra={"event": "cluster_envelope"})
@@ -497,6 +541,7 @@ class RedisCluster:
         conn_id = self._guests.pop(origin, None)
         if conn_id is not None:
             del self._origins[conn_id]
+            self._handed_facts.pop(conn_id, None)
             self._deliver(self.core.close(conn_id, time.monotonic()))
 
     # ------------------------------------------------------------------ publishing
@@ -519,13 +564,15 @@ class RedisCluster:
         # One message per instance: each envelope prefixed with its length (order kept).
         bundles: dict[str, list[str]] = {}
         for instance, envelope in batch:
-            bundles.setdefault(instance, []).append(f"{len(envelope)}:{envelope}")
+            bundles.setdefault(instance, []).append(envelope)
+        link = self._link
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for instance, parts in bundles.items():
-                    pipe.publish(_channel(instance), "".join(parts))
-                receivers = await pipe.execute()
-        except (RedisError, OSError) as exc:
+            if link is None:
+                raise ConnectionError("the Redis link is down")
+            sent = [link.publish(_channel(i), bundle(parts)) for i, parts in bundles.items()]
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                receivers = await asyncio.gather(*sent)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._lose(exc)
             return
         # Nobody subscribed: that instance is gone; its sockets' peers are told at once.
@@ -584,8 +631,7 @@ class RedisCluster:
             self._deliver([Send(conn_id, _UNAVAILABLE), Close(conn_id, 1011, "relay_unavailable")])
         for origin in list(self._guests):
             self._drop_guest(origin)
-        if self._subscriber is not None and self._subscriber is not asyncio.current_task():
-            self._subscriber.cancel()
+        self._spawn(self._close_link())
         self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
@@ -598,8 +644,7 @@ class RedisCluster:
                     await self._beat()
                     await self._republish()
             except (RedisError, OSError, TimeoutError):
-                if self._subscriber is not None:
-                    self._subscriber.cancel()
+                await self._close_link()
                 continue
             self.degraded = None
             log.info("redis reachable again", extra={"event": "redis_back"})
@@ -615,21 +660,6 @@ class RedisCluster:
             await pipe.execute()
 
 
-def _unbundle(bundle: str) -> list[str]:
-    """The envelopes of one published message (see ``_publish_batch``)."""
-    envelopes: list[str] = []
-    position = 0
-    try:
-        while position < len(bundle):
-            colon = bundle.index(":", position)
-            end = colon + 1 + int(bundle[position:colon])
-            envelopes.append(bundle[colon + 1 : end])
-            position = end
-    except ValueError:
-        log.warning("malformed cluster message", extra={"event": "cluster_envelope"})
-    return envelopes
-
-
 def _count(value: Any) -> int:
     """A failure counter as read from Redis ('' or None when absent)."""
     return int(value) if value not in (None, "") else 0
@@ -640,7 +670,7 @@ def _ms_left(pttl: Any) -> float:
     return max(0, int(pttl)) / 1000
 
 
-def _routable(route: _Route, name: str) -> bool:
+def _routable(route: Route, name: str) -> bool:
     """Names worth a route: anything else gets the core's own error wherever it lands."""
     if route.kind == "otc":
         return len(name) == 6 and name.isascii() and name.isdigit()

@@ -46,11 +46,9 @@ class _TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: str) -> None:
-    """Send relay and websockets logs to stderr in ``fmt`` (``text`` or ``json``)."""
+    """Send the relay's logs to stderr in ``fmt`` (``text`` or ``json``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # websockets logs handshake failures with request details at INFO; keep only warnings.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from authmesh.core.b64 import B64Error, b64decode
 from authmesh.core.keys import (
@@ -36,7 +36,18 @@ from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
 from authmesh.relay.limits import FailureLimiter
 
-__all__ = ["LIMITERS_OF", "Action", "Close", "RelayCore", "RelayStats", "Send"]
+__all__ = [
+    "LIMITERS_OF",
+    "MESSAGE_TYPES",
+    "Action",
+    "Close",
+    "MessageType",
+    "RelayCore",
+    "RelayStats",
+    "Route",
+    "Send",
+    "SharedFact",
+]
 
 log = logging.getLogger("authmesh.relay")
 
@@ -83,6 +94,16 @@ class RelayStats:
     bytes_forwarded: int = 0
     rate_limited: Counter[str] = field(default_factory=Counter)
     rejections: Counter[str] = field(default_factory=Counter)
+
+
+class SharedFact(NamedTuple):
+    """One entry of :attr:`RelayCore.journal`: ``("fail", limiter, client or prefix key)``,
+    ``("fail", "global", "")`` for a failed connect from anyone, ``("jti", jti, "")``,
+    ``("watch", jti, "")``, ``("agent", device id, "")``, ``("pending", shell token, "")``."""
+
+    kind: str
+    name: str
+    client: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -164,16 +185,6 @@ class _Watch:
 
 # The limiters each message type consults (relay instances share these counts). Each one
 # counts per client address and, under ``<name>_prefix``, per network prefix.
-LIMITERS_OF: dict[str, tuple[str, ...]] = {
-    "listen": ("listen",),
-    "connect": ("pairing",),
-    "bootstrap_watch": ("watch",),
-    "bootstrap_init": ("bootstrap",),
-    "agent": ("agent",),
-    "agent_challenge_response": ("agent",),
-    "agent_session": ("agent",),
-    "shell": ("shell", "shell_request"),
-}
 _PREFIX = "_prefix"
 
 # Shell requests a protocol-2 agent may have outstanding (each holds a token until claimed).
@@ -219,6 +230,9 @@ class RelayCore:
 
     def __init__(self, config: RelayConfig, *, new_id: Callable[[], str] | None = None) -> None:
         self.config = config
+        # Actions produced by the event being handled, handed out (and cleared) when it
+        # returns: handlers append here instead of passing a list along.
+        self._out: list[Action] = []
         self.stats = RelayStats()
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self._conns: dict[int, _Conn] = {}
@@ -245,26 +259,9 @@ class RelayCore:
             self._limiters[name + _PREFIX] = FailureLimiter(prefix_limit, window, keys)
         self._global_failures = 0
         self._global_resets_at = 0.0
-        # State changes other relay instances must learn of, as (kind, name, value) records:
-        # ("fail", limiter, client or prefix key), ("fail", "global", "") for a failed connect
-        # from anyone, ("jti", jti, ""), ("watch", jti, ""), ("agent", device id, ""),
-        # ("pending", shell token, "").
-        # None (the embedded relay) records nothing.
-        self.journal: list[tuple[str, str, str]] | None = None
-        self._handlers: dict[str, Callable[[_Conn, dict[str, Any], float, list[Action]], None]] = {
-            "listen": self._listen,
-            "connect": self._connect,
-            "done": self._done,
-            "bootstrap_watch": self._bootstrap_watch,
-            "bootstrap_init": self._bootstrap_init,
-            "bootstrap_ack": self._bootstrap_answer,
-            "bootstrap_reject": self._bootstrap_answer,
-            "agent": self._agent,
-            "agent_challenge_response": self._agent_challenge_response,
-            "shell": self._shell,
-            "agent_session": self._agent_session,
-            "ping": self._ping,
-        }
+        # State changes other relay instances must learn of; None (the embedded relay)
+        # records nothing.
+        self.journal: list[SharedFact] | None = None
 
     # ------------------------------------------------------------------ read-only views
 
@@ -310,11 +307,10 @@ class RelayCore:
 
     def agent_moved(self, agent_id: str) -> list[Action]:
         """The agent registered again on another relay instance: retire it here."""
-        out: list[Action] = []
         agent = self._agents.pop(agent_id, None)
         if agent is not None:
-            self._retire(agent, out)
-        return out
+            self._retire(agent)
+        return self._take()
 
     def adopt_consumed(self, jti: str, now: float) -> None:
         """A token id another instance (or this one, before a restart) has consumed."""
@@ -373,7 +369,6 @@ class RelayCore:
         if conn is None or conn.closing:
             return []
         conn.last_message = now
-        out: list[Action] = []
         # W1: nothing a client sends may escape this method; every failure is a frame.
         try:
             if isinstance(message, bytes):
@@ -387,28 +382,27 @@ class RelayCore:
                 try:
                     value = loads(text)
                 except JsonWireError:
-                    self._error(conn, "invalid_message", out)
-                    return out
+                    self._error(conn, "invalid_message")
+                    return self._take()
             kind = value.get("type") if isinstance(value, dict) else None
             if kind == "data":
-                self._data(conn, value, now, out, size)
-                return out
-            handler = self._handlers.get(kind) if isinstance(kind, str) else None
-            if handler is None:
-                self._error(conn, "unknown_type", out)
-                return out
-            handler(conn, value, now, out)
+                self._data(conn, value, now, size)
+                return self._take()
+            declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+            if declared is None:
+                self._error(conn, "unknown_type")
+                return self._take()
+            declared.handler(self, conn, value, now)
         except Exception:
             log.exception("message handler failed", extra={"event": "handler_error"})
-            self._error(conn, "invalid_message", out)
-        return out
+            self._error(conn, "invalid_message")
+        return self._take()
 
     def close(self, conn_id: int, now: float) -> list[Action]:
         """The socket is gone (any reason). Tells its session peer and forgets its state."""
         conn = self._conns.pop(conn_id, None)
         if conn is None:
             return []
-        out: list[Action] = []
         conn.closing = True
         self._per_ip[conn.key] -= 1
         if self._per_ip[conn.key] <= 0:
@@ -421,11 +415,11 @@ class RelayCore:
             if agent is not None and agent.conn is conn:
                 del self._agents[conn.agent_id]
         session = conn.session
-        if session is not None and self._live(session, now, out):
+        if session is not None and self._live(session, now):
             peer = session.peer_of(conn)
             self._end_session(session)
             if peer is not None:
-                self._error(peer, "peer_disconnected", out)
+                self._error(peer, "peer_disconnected")
         # W3: a target leaving does not remove the controller's watch (only its own mapping).
         if conn.bootstrap_jti is not None and self._targets.get(conn.bootstrap_jti) is conn:
             del self._targets[conn.bootstrap_jti]
@@ -435,13 +429,12 @@ class RelayCore:
             if watch is not None and watch.conn is conn:
                 del self._watchers[jti]
         conn.watching = None
-        return out
+        return self._take()
 
     def tick(self, now: float) -> list[Action]:
         """Periodic sweep: expiries, heartbeats, idle sockets, limiter windows."""
-        out: list[Action] = []
         for session in [s for s in self._sessions.values() if now >= s.expires_at]:
-            self._expire(session, out)
+            self._expire(session)
         for jti in [
             j for j, w in self._watchers.items() if now - w.created > self.config.watcher_ttl
         ]:
@@ -463,36 +456,41 @@ class RelayCore:
             if idle and not conn.attached and not conn.closing:
                 conn.closing = True
                 self.stats.rejections["idle_timeout"] += 1
-                out.append(Close(conn.id, 1000, "idle_timeout"))
+                self._out.append(Close(conn.id, 1000, "idle_timeout"))
         for limiter in self._limiters.values():
             limiter.purge(now)
-        return out
+        return self._take()
 
     def shutdown(self) -> list[Action]:
         """Close every socket with 1001 ``going_away`` (W18) and drop all state."""
-        out: list[Action] = [Close(c.id, 1001, "going_away") for c in self._conns.values()]
+        self._out += [Close(c.id, 1001, "going_away") for c in self._conns.values()]
         for conn in self._conns.values():
             conn.closing = True
         self._sessions.clear()
         self._agents.clear()
         self._watchers.clear()
         self._targets.clear()
-        return out
+        return self._take()
 
     # ------------------------------------------------------------------ helpers
 
-    def _send(self, conn: _Conn, text: str, out: list[Action]) -> None:
+    def _take(self) -> list[Action]:
+        """The actions of the event just handled (the pending output is then empty)."""
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, conn: _Conn, text: str) -> None:
         if not conn.closing:
-            out.append(Send(conn.id, text))
+            self._out.append(Send(conn.id, text))
 
-    def _error(self, conn: _Conn, code: str, out: list[Action], **extra: Any) -> None:
+    def _error(self, conn: _Conn, code: str, **extra: Any) -> None:
         self.stats.rejections[code] += 1
-        self._send(conn, _frame(type="error", code=code, **extra), out)
+        self._send(conn, _frame(type="error", code=code, **extra))
 
-    def _close(self, conn: _Conn, out: list[Action], code: int = 1000, reason: str = "") -> None:
+    def _close(self, conn: _Conn, code: int = 1000, reason: str = "") -> None:
         if not conn.closing:
             conn.closing = True
-            out.append(Close(conn.id, code, reason))
+            self._out.append(Close(conn.id, code, reason))
 
     def _limited(self, limiter: str, conn: _Conn, now: float) -> bool:
         """Whether the client's address or its network prefix used up ``limiter``."""
@@ -519,22 +517,22 @@ class RelayCore:
             and self._limiters[limiter + _PREFIX].failures(conn.prefix, now) > 0
         )
 
-    def _record(self, kind: str, name: str, value: str = "") -> None:
+    def _record(self, kind: str, name: str, client: str = "") -> None:
         if self.journal is not None:
-            self.journal.append((kind, name, value))
+            self.journal.append(SharedFact(kind, name, client))
 
-    def _live(self, session: _Session, now: float, out: list[Action]) -> bool:
+    def _live(self, session: _Session, now: float) -> bool:
         """Whether ``session`` is still current; an expired one is ended with notice (W9)."""
         if self._sessions.get(session.key) is not session:
             return False
         if now >= session.expires_at:
-            self._expire(session, out)
+            self._expire(session)
             return False
         return True
 
-    def _lookup(self, key: str, now: float, out: list[Action]) -> _Session | None:
+    def _lookup(self, key: str, now: float) -> _Session | None:
         session = self._sessions.get(key)
-        return session if session is not None and self._live(session, now, out) else None
+        return session if session is not None and self._live(session, now) else None
 
     def _end_session(self, session: _Session) -> None:
         """Remove ``session`` and unbind both sockets (W2: no stale bindings)."""
@@ -549,28 +547,28 @@ class RelayCore:
         """A socket that registered as an agent (its control socket, even if unregistered)."""
         return conn.agent_id is not None
 
-    def _finish_for(self, conn: _Conn | None, code: str, out: list[Action]) -> None:
+    def _finish_for(self, conn: _Conn | None, code: str) -> None:
         """Tell one side its session ended; close it unless it is an agent's control socket."""
         if conn is None:
             return
-        self._error(conn, code, out)
+        self._error(conn, code)
         # W7: the agent's registration socket outlives every shell session.
         if not self._is_agent_socket(conn):
-            self._close(conn, out)
+            self._close(conn)
 
-    def _expire(self, session: _Session, out: list[Action]) -> None:
+    def _expire(self, session: _Session) -> None:
         """Session lifetime (pairing) or idle time (shell) is over: both peers are told (W9)."""
         self._end_session(session)
-        self._finish_for(session.target, "session_expired", out)
-        self._finish_for(session.controller, "session_expired", out)
+        self._finish_for(session.target, "session_expired")
+        self._finish_for(session.controller, "session_expired")
 
-    def _burn(self, session: _Session, out: list[Action]) -> None:
+    def _burn(self, session: _Session) -> None:
         """A live code used up its failure budget (W6): it is dead for everyone."""
         self._end_session(session)
         self.stats.rejections["otc_burned_sessions"] += 1
         log.info("pairing code burned", extra={"event": "otc_burned"})
-        self._finish_for(session.target, "otc_burned", out)
-        self._finish_for(session.controller, "otc_burned", out)
+        self._finish_for(session.target, "otc_burned")
+        self._finish_for(session.controller, "otc_burned")
 
     def _global_failure(self, now: float) -> None:
         """Count a failed connect from anyone (guessing spread over many addresses)."""
@@ -601,46 +599,44 @@ class RelayCore:
             return int(value)
         return None
 
-    def _capacity(self, now: float, out: list[Action]) -> bool:
+    def _capacity(self, now: float) -> bool:
         if len(self._sessions) < self.config.max_sessions:
             return True
         for session in [s for s in self._sessions.values() if now >= s.expires_at]:
-            self._expire(session, out)
+            self._expire(session)
         return len(self._sessions) < self.config.max_sessions
 
     # ------------------------------------------------------------------ pairing
 
-    def _otc_or_error(self, conn: _Conn, message: dict[str, Any], out: list[Action]) -> str | None:
+    def _otc_or_error(self, conn: _Conn, message: dict[str, Any]) -> str | None:
         otc = message.get("otc")
         # W11: only a string of exactly six ASCII digits is a code.
         if not isinstance(otc, str) or not _OTC.fullmatch(otc):
-            self._error(conn, "invalid_otc", out)
+            self._error(conn, "invalid_otc")
             return None
         return otc
 
-    def _pairing_preamble(
-        self, conn: _Conn, message: dict[str, Any], out: list[Action]
-    ) -> tuple[str, int] | None:
-        otc = self._otc_or_error(conn, message, out)
+    def _pairing_preamble(self, conn: _Conn, message: dict[str, Any]) -> tuple[str, int] | None:
+        otc = self._otc_or_error(conn, message)
         if otc is None:
             return None
         protocol = self._protocol(message)
         if protocol is None:
-            self._error(conn, "invalid_message", out)
+            self._error(conn, "invalid_message")
             return None
         # W2: one session per socket; covers listening twice and connecting to itself.
         if conn.session is not None:
-            self._error(conn, "already_in_session", out)
+            self._error(conn, "already_in_session")
             return None
         return otc, protocol
 
-    def _code_failure(self, session: _Session, out: list[Action]) -> None:
+    def _code_failure(self, session: _Session) -> None:
         session.failures += 1
         if session.failures >= self.config.otc_failure_budget:
-            self._burn(session, out)
+            self._burn(session)
 
-    def _listen(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        checked = self._pairing_preamble(conn, message, out)
+    def _listen(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+        checked = self._pairing_preamble(conn, message)
         if checked is None:
             return
         otc, protocol = checked
@@ -648,18 +644,18 @@ class RelayCore:
         # or close) costs the prober as much as a hit does. Failed connects from the same
         # address do not stop it from opening codes (H4: a NAT shares one address).
         if self._limited("listen", conn, now):
-            self._error(conn, "rate_limited", out)
+            self._error(conn, "rate_limited")
             return
         self._fail("listen", conn, now)
-        existing = self._lookup(otc, now, out)
+        existing = self._lookup(otc, now)
         if existing is not None:
             # Probing for live codes is a failure for the prober and for the code (W6).
             self._fail("pairing", conn, now)
-            self._error(conn, "otc_in_use", out)
-            self._code_failure(existing, out)
+            self._error(conn, "otc_in_use")
+            self._code_failure(existing)
             return
-        if not self._capacity(now, out):
-            self._error(conn, "relay_capacity", out)
+        if not self._capacity(now):
+            self._error(conn, "relay_capacity")
             return
         session = _Session(
             otc,
@@ -673,52 +669,50 @@ class RelayCore:
         )
         self._sessions[otc] = session
         conn.session = session
-        self._send(conn, _ACK_SESSION_OPEN, out)
+        self._send(conn, _ACK_SESSION_OPEN)
 
-    def _connect(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        checked = self._pairing_preamble(conn, message, out)
+    def _connect(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+        checked = self._pairing_preamble(conn, message)
         if checked is None:
             return
         otc, protocol = checked
         if self._limited("pairing", conn, now):
-            self._error(conn, "rate_limited", out)
+            self._error(conn, "rate_limited")
             return
         if self._under_attack(now) and self._has_failed("pairing", conn, now):
             self.stats.rate_limited["global"] += 1
-            self._error(conn, "rate_limited", out)
+            self._error(conn, "rate_limited")
             return
-        session = self._lookup(otc, now, out)
+        session = self._lookup(otc, now)
         if session is None or session.kind != PAIRING:
             self._fail("pairing", conn, now)
-            self._error(conn, "otc_not_found", out)
+            self._error(conn, "otc_not_found")
             self._global_failure(now)
             return
         if session.controller is not None:
             self._fail("pairing", conn, now)
-            self._error(conn, "peer_already_connected", out)
-            self._code_failure(session, out)
+            self._error(conn, "peer_already_connected")
+            self._code_failure(session)
             return
         if protocol != session.protocol:
             # H5: both sides learn which protocol the other announced (the waiting side
             # must not wait until its code expires); the code is over, nothing is counted.
-            self._error(conn, "protocol_mismatch", out, protocol=session.protocol)
+            self._error(conn, "protocol_mismatch", protocol=session.protocol)
             self._end_session(session)
-            self._error(session.target, "protocol_mismatch", out, protocol=protocol)
-            self._close(session.target, out)
+            self._error(session.target, "protocol_mismatch", protocol=protocol)
+            self._close(session.target)
             return
         session.controller = conn
         conn.session = session
         self.stats.pairings += 1
         found = _PEER_FOUND_V2 if protocol == 2 else _PEER_FOUND
-        self._send(session.target, found, out)
-        self._send(conn, found, out)
+        self._send(session.target, found)
+        self._send(conn, found)
 
-    def _data(
-        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action], size: int
-    ) -> None:
+    def _data(self, conn: _Conn, message: dict[str, Any], now: float, size: int) -> None:
         session = conn.session
         # W13: data outside a paired session is dropped silently, as the reference does.
-        if session is None or not self._live(session, now, out):
+        if session is None or not self._live(session, now):
             return
         peer = session.peer_of(conn)
         if peer is None:
@@ -727,10 +721,10 @@ class RelayCore:
         if session.bytes > session.byte_cap:
             # W10: per-session volume cap (pairing small, shell larger; both configurable).
             self._end_session(session)
-            self._error(conn, "session_data_limit", out)
+            self._error(conn, "session_data_limit")
             if not self._is_agent_socket(conn):
-                self._close(conn, out)
-            self._finish_for(peer, "peer_disconnected", out)
+                self._close(conn)
+            self._finish_for(peer, "peer_disconnected")
             return
         if session.kind == SHELL:
             session.expires_at = now + self.config.shell_idle_timeout
@@ -743,36 +737,34 @@ class RelayCore:
             forwarded = _DATA_PREFIX + dump_string(payload) + "}"
         else:
             forwarded = dumps({"type": "data", "payload": payload})
-        self._send(peer, forwarded, out)
+        self._send(peer, forwarded)
 
-    def _done(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+    def _done(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         session = conn.session
-        if session is None or not self._live(session, now, out):
+        if session is None or not self._live(session, now):
             return
         peer = session.peer_of(conn)
         self._end_session(session)
         if peer is not None:
-            self._send(peer, _DONE, out)
+            self._send(peer, _DONE)
 
     # ------------------------------------------------------------------ bootstrap
 
-    def _bootstrap_watch(
-        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
-    ) -> None:
+    def _bootstrap_watch(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         jti = message.get("jti")
         if not _truthy(jti):
-            self._error(conn, "missing_jti", out)
+            self._error(conn, "missing_jti")
             return
         if not isinstance(jti, str) or _utf16_units(jti) > _MAX_JTI_UNITS:
-            self._error(conn, "invalid_jti", out)
+            self._error(conn, "invalid_jti")
             return
         if self._limited("watch", conn, now):
-            self._error(conn, "rate_limited", out)
+            self._error(conn, "rate_limited")
             return
         watch = self._watchers.get(jti)
         if watch is not None and watch.conn is not conn and not watch.conn.closing:
             self._fail("watch", conn, now)
-            self._error(conn, "jti_already_watched", out)
+            self._error(conn, "jti_already_watched")
             return
         if conn.watching is None:
             conn.watching = set()
@@ -780,50 +772,48 @@ class RelayCore:
             # W15: bounded watches per socket; a re-watch does not extend the lifetime.
             if len(conn.watching) >= self.config.max_watches_per_socket:
                 self._fail("watch", conn, now)
-                self._error(conn, "too_many_watches", out)
+                self._error(conn, "too_many_watches")
                 return
             self._watchers[jti] = _Watch(conn, now)
             conn.watching.add(jti)
             self._record("watch", jti)
-        self._send(conn, _frame(type="bootstrap_watching", jti=jti), out)
+        self._send(conn, _frame(type="bootstrap_watching", jti=jti))
 
-    def _bootstrap_reject_to(self, conn: _Conn, error: str, now: float, out: list[Action]) -> None:
+    def _bootstrap_reject_to(self, conn: _Conn, error: str, now: float) -> None:
         # Checklist 11: a bootstrap target only understands bootstrap_reject, never error.
         self._fail("bootstrap", conn, now)
         self.stats.rejections[error] += 1
-        self._send(conn, _frame(type="bootstrap_reject", error=error), out)
+        self._send(conn, _frame(type="bootstrap_reject", error=error))
 
-    def _bootstrap_init(
-        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
-    ) -> None:
+    def _bootstrap_init(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         jti = message.get("jti")
         if not _truthy(jti):
-            self._error(conn, "missing_jti", out)
+            self._error(conn, "missing_jti")
             return
         # W3: bootstrap_init is rate limited too, answered in the SDK's own vocabulary.
         if self._limited("bootstrap", conn, now):
             self.stats.rejections["rate_limited"] += 1
-            self._send(conn, _frame(type="bootstrap_reject", error="rate_limited"), out)
+            self._send(conn, _frame(type="bootstrap_reject", error="rate_limited"))
             return
         if not isinstance(jti, str) or _utf16_units(jti) > _MAX_JTI_UNITS:
-            self._bootstrap_reject_to(conn, "no_watcher", now, out)  # nobody can watch it
+            self._bootstrap_reject_to(conn, "no_watcher", now)  # nobody can watch it
             return
         forwarded = self._init_fields(message)
         if forwarded is None:
-            self._bootstrap_reject_to(conn, "invalid_message", now, out)
+            self._bootstrap_reject_to(conn, "invalid_message", now)
             return
         expires = self._consumed.get(jti)
         if expires is not None and expires > now:
-            self._bootstrap_reject_to(conn, "token_already_used", now, out)
+            self._bootstrap_reject_to(conn, "token_already_used", now)
             return
         watch = self._watchers.get(jti)
         if watch is None or watch.conn.closing:
-            self._bootstrap_reject_to(conn, "no_watcher", now, out)
+            self._bootstrap_reject_to(conn, "no_watcher", now)
             return
         self._consumed.pop(jti, None)
         if len(self._consumed) >= self.config.max_consumed_jtis:
             self.stats.rejections["relay_overloaded"] += 1
-            self._send(conn, _frame(type="bootstrap_reject", error="relay_overloaded"), out)
+            self._send(conn, _frame(type="bootstrap_reject", error="relay_overloaded"))
             return
         self._consumed[jti] = now + self.config.jti_ttl
         self._record("jti", jti)
@@ -832,7 +822,7 @@ class RelayCore:
         conn.bootstrap_jti = jti
         self._targets[jti] = conn
         self.stats.bootstrap_forwarded += 1
-        self._send(watch.conn, _frame(type="bootstrap_init", jti=jti, **forwarded), out)
+        self._send(watch.conn, _frame(type="bootstrap_init", jti=jti, **forwarded))
 
     @staticmethod
     def _init_fields(message: dict[str, Any]) -> dict[str, Any] | None:
@@ -851,16 +841,14 @@ class RelayCore:
             fields["protocol"] = protocol
         return fields
 
-    def _bootstrap_answer(
-        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
-    ) -> None:
+    def _bootstrap_answer(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         jti = message.get("jti")
         if not _truthy(jti):
             return
         watch = self._watchers.get(jti) if isinstance(jti, str) else None
         # W3: only the socket that watches this jti may answer for it.
         if not isinstance(jti, str) or watch is None or watch.conn is not conn:
-            self._error(conn, "not_watcher", out)
+            self._error(conn, "not_watcher")
             return
         key = message.get("controllerPubKey", message.get("publicKey"))
         signature = message.get("controllerSig")
@@ -870,7 +858,7 @@ class RelayCore:
             and _optional_text(signature, _MAX_SIG_CHARS)
             and _optional_text(error, _MAX_ERROR_CHARS)
         ):
-            self._error(conn, "invalid_message", out)
+            self._error(conn, "invalid_message")
             return
         del self._watchers[jti]
         conn.unwatch(jti)
@@ -885,30 +873,30 @@ class RelayCore:
         target = self._targets.pop(jti, None)
         if target is not None:
             target.bootstrap_jti = None
-            self._send(target, frame, out)
+            self._send(target, frame)
 
     # ------------------------------------------------------------------ agents and shell
 
     def _device_fields(
-        self, conn: _Conn, message: dict[str, Any], id_key: str, key_key: str, out: list[Action]
+        self, conn: _Conn, message: dict[str, Any], id_key: str, key_key: str
     ) -> tuple[str, str] | None:
         """The (device id, public key) strings of ``agent``/``shell``, or the reference's error."""
         device, public_key = message.get(id_key), message.get(key_key)
         if not _truthy(device) or not _truthy(public_key):
-            self._error(conn, "missing_fields", out)
+            self._error(conn, "missing_fields")
             return None
         if not isinstance(device, str) or not isinstance(public_key, str):
-            self._error(conn, "invalid_message", out)
+            self._error(conn, "invalid_message")
             return None
         return device, public_key
 
-    def _agent(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        fields = self._device_fields(conn, message, "deviceId", "publicKey", out)
+    def _agent(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+        fields = self._device_fields(conn, message, "deviceId", "publicKey")
         if fields is None:
             return
         agent_id, public_key = fields
         if self._limited("agent", conn, now):
-            self._error(conn, "rate_limited", out)
+            self._error(conn, "rate_limited")
             return
         # Protocol 2 (contract-shell.md): the agent signs a domain-prefixed challenge (S1).
         protocol = 2 if message.get("protocol") == 2 else 1
@@ -917,18 +905,16 @@ class RelayCore:
         found = _frame(
             type="agent_challenge", challenge=challenge, protocol=2 if protocol == 2 else None
         )
-        self._send(conn, found, out)
+        self._send(conn, found)
 
-    def _agent_challenge_response(
-        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
-    ) -> None:
+    def _agent_challenge_response(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         pending, conn.challenge = conn.challenge, None
         if pending is None:
-            self._error(conn, "no_pending_challenge", out)
+            self._error(conn, "no_pending_challenge")
             return
         signature_text = message.get("sig")
         if not _truthy(signature_text):
-            self._error(conn, "missing_signature", out)
+            self._error(conn, "missing_signature")
             return
         try:
             if not isinstance(signature_text, str):
@@ -937,12 +923,12 @@ class RelayCore:
             public_key = _decode_public_key(pending.public_key)
         except (B64Error, InvalidKeyError):
             self._fail("agent", conn, now)
-            self._error(conn, "invalid_signature", out)
+            self._error(conn, "invalid_signature")
             return
         # W5: the device id must be the one derived from the key being proven.
         if not hmac.compare_digest(device_id(public_key), pending.device_id):
             self._fail("agent", conn, now)
-            self._error(conn, "invalid_device_id", out)
+            self._error(conn, "invalid_device_id")
             return
         # W20: high-S signatures are normalised before verifying (TPM keys produce them).
         scheme = ChallengeScheme.V2 if pending.protocol == 2 else ChallengeScheme.V1
@@ -952,11 +938,11 @@ class RelayCore:
         )
         if not valid:
             self._fail("agent", conn, now)
-            self._error(conn, "invalid_signature", out)
+            self._error(conn, "invalid_signature")
             return
         existing = self._agents.get(pending.device_id)
         if existing is not None and existing.conn is not conn:
-            self._retire(existing, out)
+            self._retire(existing)
         if conn.agent_id is not None and conn.agent_id != pending.device_id:
             previous = self._agents.get(conn.agent_id)
             if previous is not None and previous.conn is conn:
@@ -964,30 +950,30 @@ class RelayCore:
         self._agents[pending.device_id] = _Agent(conn, public_key, now, pending.protocol)
         conn.agent_id = pending.device_id
         self._record("agent", pending.device_id)
-        self._send(conn, _frame(type="agent_registered"), out)
+        self._send(conn, _frame(type="agent_registered"))
 
-    def _retire(self, agent: _Agent, out: list[Action]) -> None:
+    def _retire(self, agent: _Agent) -> None:
         """The agent registered again on another socket: the old one is closed (wire)."""
         agent.conn.agent_id = None
-        self._close(agent.conn, out, 1000, "replaced")
+        self._close(agent.conn, 1000, "replaced")
 
-    def _ping(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
+    def _ping(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         if conn.agent_id is not None:
             agent = self._agents.get(conn.agent_id)
             if agent is not None and agent.conn is conn:
                 agent.last_ping = now
-        self._send(conn, _PONG, out)
+        self._send(conn, _PONG)
 
-    def _shell(self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]) -> None:
-        fields = self._device_fields(conn, message, "targetDeviceId", "targetPublicKey", out)
+    def _shell(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+        fields = self._device_fields(conn, message, "targetDeviceId", "targetPublicKey")
         if fields is None:
             return
         agent_id, public_key = fields
         if conn.session is not None or conn.pending_shell is not None:
-            self._error(conn, "already_in_session", out)
+            self._error(conn, "already_in_session")
             return
         if self._limited("shell", conn, now) or self._limited("shell_request", conn, now):
-            self._error(conn, "rate_limited", out)
+            self._error(conn, "rate_limited")
             return
         # H3: every request counts, answered or not; unauthenticated requests reach
         # the agent, which must not be flooded by one address.
@@ -1004,7 +990,7 @@ class RelayCore:
         if matched and agent is not None and agent.protocol == 2:
             # Protocol 2: the agent opens a socket for this session alone (S3); the
             # registration socket is never bound. The requester gets the uniform reply now.
-            self._send(conn, _PEER_FOUND, out)
+            self._send(conn, _PEER_FOUND)
             if agent.pending >= _MAX_PENDING_SHELLS_PER_AGENT:
                 return
             token = self._new_id()
@@ -1014,15 +1000,15 @@ class RelayCore:
             agent.pending += 1
             conn.pending_shell = token
             self._record("pending", token)
-            self._send(agent.conn, _frame(type="shell_request", session=token), out)
+            self._send(agent.conn, _frame(type="shell_request", session=token))
             return
         # W7: a busy agent is never re-bound; the requester gets the uniform reply.
         if not matched or agent is None or agent.conn.session is not None:
             self._fail("shell", conn, now)
-            self._send(conn, _PEER_FOUND, out)
+            self._send(conn, _PEER_FOUND)
             return
-        if not self._capacity(now, out):
-            self._send(conn, _PEER_FOUND, out)
+        if not self._capacity(now):
+            self._send(conn, _PEER_FOUND)
             return
         key = f"shell_{int(now * 1000)}_{self._new_id()}"
         session = _Session(
@@ -1038,8 +1024,8 @@ class RelayCore:
         agent.conn.session = session
         conn.session = session
         self.stats.shell_sessions += 1
-        self._send(agent.conn, _PEER_FOUND, out)
-        self._send(conn, _PEER_FOUND, out)
+        self._send(agent.conn, _PEER_FOUND)
+        self._send(conn, _PEER_FOUND)
 
     def _drop_pending(self, token: str) -> _PendingShell | None:
         pending = self._pending_shells.pop(token, None)
@@ -1052,16 +1038,14 @@ class RelayCore:
             agent.pending -= 1
         return pending
 
-    def _agent_session(
-        self, conn: _Conn, message: dict[str, Any], now: float, out: list[Action]
-    ) -> None:
+    def _agent_session(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         """Protocol 2: an agent's dedicated socket claims the session announced by token."""
         token = message.get("session")
         if conn.session is not None or conn.agent_id is not None:
-            self._error(conn, "already_in_session", out)
+            self._error(conn, "already_in_session")
             return
         if self._limited("agent", conn, now):
-            self._error(conn, "rate_limited", out)
+            self._error(conn, "rate_limited")
             return
         pending = self._drop_pending(token) if isinstance(token, str) else None
         controller = pending.controller if pending is not None else None
@@ -1073,12 +1057,12 @@ class RelayCore:
             or now >= pending.expires_at
         ):
             self._fail("agent", conn, now)
-            self._error(conn, "no_pending_session", out)
-            self._close(conn, out)
+            self._error(conn, "no_pending_session")
+            self._close(conn)
             return
-        if not self._capacity(now, out):
-            self._error(conn, "relay_capacity", out)
-            self._close(conn, out)
+        if not self._capacity(now):
+            self._error(conn, "relay_capacity")
+            self._close(conn)
             return
         key = f"shell_{int(now * 1000)}_{self._new_id()}"
         session = _Session(
@@ -1094,4 +1078,65 @@ class RelayCore:
         conn.session = session
         controller.session = session
         self.stats.shell_sessions += 1
-        self._send(conn, _PEER_FOUND, out)
+        self._send(conn, _PEER_FOUND)
+
+
+# ---------------------------------------------------------------------- message types
+
+
+@dataclass(frozen=True)
+class Route:
+    """How relay instances find the one owning a message's subject (``cluster.py``): the
+    route kind, the field naming the subject, and whether the message claims it."""
+
+    kind: str
+    field: str
+    claims: bool
+
+
+Handler = Callable[[RelayCore, _Conn, dict[str, Any], float], None]
+
+
+@dataclass(frozen=True)
+class MessageType:
+    """Everything the relay knows about one message type, in one place: the core's handler,
+    the failure limiters it consults (counts shared by relay instances), its cluster route,
+    and whether it is refused while a cluster has lost Redis (it creates state other
+    instances must find). ``data`` is the one type outside this table: its handler also
+    takes the frame's size, and it is the hot path."""
+
+    handler: Handler
+    limiters: tuple[str, ...] = ()
+    route: Route | None = None
+    needs_redis: bool = False
+
+
+MESSAGE_TYPES: dict[str, MessageType] = {
+    "listen": MessageType(RelayCore._listen, ("listen",), Route("otc", "otc", True), True),
+    "connect": MessageType(RelayCore._connect, ("pairing",), Route("otc", "otc", False), True),
+    "done": MessageType(RelayCore._done),
+    "bootstrap_watch": MessageType(
+        RelayCore._bootstrap_watch, ("watch",), Route("watch", "jti", True), True
+    ),
+    "bootstrap_init": MessageType(
+        RelayCore._bootstrap_init, ("bootstrap",), Route("watch", "jti", False), True
+    ),
+    "bootstrap_ack": MessageType(RelayCore._bootstrap_answer),
+    "bootstrap_reject": MessageType(RelayCore._bootstrap_answer),
+    "agent": MessageType(RelayCore._agent, ("agent",), needs_redis=True),
+    "agent_challenge_response": MessageType(RelayCore._agent_challenge_response, ("agent",)),
+    "shell": MessageType(
+        RelayCore._shell,
+        ("shell", "shell_request"),
+        Route("agent", "targetDeviceId", False),
+        True,
+    ),
+    "agent_session": MessageType(
+        RelayCore._agent_session, ("agent",), Route("pending", "session", False), True
+    ),
+    "ping": MessageType(RelayCore._ping),
+}
+# The failure limiters each message type consults (relay instances share these counts).
+LIMITERS_OF: dict[str, tuple[str, ...]] = {
+    name: declared.limiters for name, declared in MESSAGE_TYPES.items() if declared.limiters
+}

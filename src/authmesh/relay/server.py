@@ -1,146 +1,289 @@
-"""The relay's network layer: a thin ``websockets`` server around :class:`RelayCore`.
+"""The relay's network layer: a compiled WebSocket transport (picows, on uvloop where
+available) around :class:`RelayCore`.
 
-It serves ``/ws`` (WebSocket, no compression, 64 KiB messages), ``/health``, ``/metrics`` and
-404 for everything else; feeds socket events to the core; and performs the core's actions.
+Every accepted connection first reads one HTTP request head (``http.py``) under a size limit,
+a deadline (``handshake_timeout``, enforced by the sweep) and a cap on connections still in
+that phase per address. ``/health``, ``/metrics`` and unknown paths are answered there; an
+upgrade on ``/ws`` hands the socket, with the bytes already read, to picows, which answers
+the handshake and parses frames in C. Frames are fed to the core; its actions are performed
+synchronously (a send is one ``transport.send``: no task, no queue of our own).
 
-Frames for a socket go through a backlog that exists only while the socket has frames in
-flight, drained by a writer task that exists only as long (an idle socket costs neither).
-Backpressure is end to end: when a socket's backlog passes a high-water mark, the reader that
-produced the frames waits for it to drain, so the sender's own socket stops being read and TCP
-slows the sender down. Only a socket whose backlog stays high for ``send_timeout`` seconds is
-a slow consumer and is closed (1008 ``slow_consumer``). Keepalive pings are sent by the
-relay's sweep, one pass for all sockets, instead of one task per socket.
+Backpressure is end to end: when a socket's kernel-side buffer passes its high-water mark,
+the sockets whose messages produced frames for it stop being read until it drains, so TCP
+slows the senders down. A socket that stays over the mark for ``send_timeout`` seconds, or
+whose unsent bytes pass ``MAX_UNSENT_BYTES`` however fast, is a slow consumer and is closed
+(1008 ``slow_consumer``). Keepalive pings, the handshake deadline and the slow-consumer
+deadline are all checked by the relay's one sweep, never by a task or timer per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
+import contextlib
 import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.protocol import State
+from multidict import CIMultiDict
+from picows import (
+    WSAutoPingStrategy,
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+)
+from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
-from authmesh.relay.clientip import UNKNOWN_CLIENT, client_ip
+from authmesh.relay.clientip import UNKNOWN_CLIENT, client_ip, rate_key
 from authmesh.relay.config import ClusterUnavailable, RelayConfig
+from authmesh.relay.http import (
+    MAX_HEAD_BYTES,
+    HttpError,
+    Request,
+    parse_head,
+    response,
+    upgrade_head,
+)
 from authmesh.relay.metrics import CONTENT_TYPE, RelayMetrics
-from authmesh.relay.protocol import Action, Close, RelayCore, Send
+from authmesh.relay.protocol import Action, Close, RelayCore
 
 if TYPE_CHECKING:
     from authmesh.relay.cluster import RedisCluster
 
-__all__ = ["MAX_MESSAGE_BYTES", "RelayServer", "create_relay_server"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MAX_UNSENT_BYTES",
+    "RelayServer",
+    "create_relay_server",
+    "run",
+]
 
 log = logging.getLogger("authmesh.relay")
+# picows' own log lines (one per accepted socket, one per malformed frame) would let any client
+# fill the log; the relay logs its own events instead.
+_TRANSPORT_LOG = logging.LoggerAdapter(logging.getLogger("authmesh.relay.transport"), {})
+_TRANSPORT_LOG.logger.setLevel(logging.CRITICAL)
 
 MAX_MESSAGE_BYTES = 65_536
-# Backlog (frames) at which the producing reader waits, and at which it may go on again.
-_BACKLOG_HIGH = 64
-_BACKLOG_LOW = 16
-# Frames are never queued past this, whoever produces them (the sweep does not wait).
-_BACKLOG_LIMIT = 1024
-# Below this many unsent bytes in the kernel-side buffer a frame is written at once, without
-# a writer task (websockets' own flow-control high-water mark).
-_WRITE_AT_ONCE_BYTES = 32 * 1024
+# A socket with more unsent bytes than this is dropped at once, whoever is producing them.
+MAX_UNSENT_BYTES = 1024 * 1024
+# A clustered socket's messages waiting for Redis; past the high mark it stops being read.
+_INBOX_HIGH = 64
+_INBOX_LOW = 16
 _CLOSE_TIMEOUT = 2.0
 _LISTEN_BACKLOG = 1024
+# picows' read buffer starts at its minimum and grows only for large frames.
+_READ_BUFFER_BYTES = 2048
+_MAX_READ_BYTES = 64 * 1024
 _JSON = "application/json;charset=utf-8"
 _TEXT = "text/plain;charset=utf-8"
-_NO_HEADERS = Headers()
+_NO_HEADERS: CIMultiDict[str] = CIMultiDict()
+_TOO_MANY_PENDING = response(
+    503, "Too many connections from this address are still opening; retry later.", _TEXT
+)
+_TEXT_FRAME, _BINARY_FRAME = WSMsgType.TEXT, WSMsgType.BINARY
+_CONTINUATION, _PONG, _CLOSE = WSMsgType.CONTINUATION, WSMsgType.PONG, WSMsgType.CLOSE
+
+T = TypeVar("T")
 
 
-class _RelayConnection(ServerConnection):
-    """Runs the relay's disconnect logic inside ``connection_lost``.
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop where it is installed (not on Windows), else the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
-    asyncio calls ``connection_lost`` before it closes the socket, so the relay has forgotten
-    a closed peer (freed its session, connection slot, watches) before that peer can observe
-    the close; a client that reconnects at once never races its own previous socket.
-    """
 
-    on_lost: Callable[[], None] | None = None
+class _Socket(WSListener):
+    """One upgraded WebSocket: picows calls these methods; they hand events to the relay."""
+
+    __slots__ = (
+        "blocking",
+        "closing",
+        "conn_id",
+        "fragments",
+        "held",
+        "inbox",
+        "ip",
+        "ping_due",
+        "relay",
+        "stalled_at",
+        "text",
+        "timer",
+        "transport",
+    )
+
+    def __init__(self, relay: RelayServer, conn_id: int, ip: str) -> None:
+        self.relay = relay
+        self.conn_id = conn_id
+        self.ip = ip
+        self.transport: WSTransport | None = None
+        self.fragments: bytearray | None = None  # a fragmented message being assembled
+        self.text = True
+        self.held: list[_Socket] | None = None  # readers paused until this socket drains
+        self.blocking = 0  # how many reasons this socket is not being read
+        self.stalled_at = 0.0  # when its write buffer passed the high-water mark
+        self.inbox: collections.deque[str | bytes] | None = None
+        self.ping_due = False
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def listener_for(self, request: WSUpgradeRequest) -> _Socket:
+        """picows' listener factory: this socket's listener is the socket itself."""
+        return self
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        # Nothing reads the handshake again, but picows keeps it: shared empty values
+        # replace its parts (about 1 KiB per socket).
+        request, response = transport.request, transport.response
+        request.method = request.path = request.version = response.version = b""
+        request.headers = response.headers = _NO_HEADERS
+        self.relay._opened(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind in (_TEXT_FRAME, _BINARY_FRAME):
+            # Once closing (perhaps by picows, for a frame over the size limit, which it keeps
+            # parsing until it disconnects) nothing more is read from this socket.
+            if not transport.is_close_frame_sent:
+                self._start(frame, kind == _TEXT_FRAME)
+        elif kind == _CONTINUATION:
+            if not transport.is_close_frame_sent:
+                self._continue(frame)
+        elif kind == _PONG:
+            self.ping_due = False
+        elif kind == _CLOSE:
+            self.relay._close_received(self, frame.get_payload_as_bytes())
+
+    def _start(self, frame: WSFrame, text: bool) -> None:
+        """A text or binary frame: a whole message, or the first fragment of one."""
+        if self.fragments is not None:
+            self.relay._close(self, 1002, "expected a continuation frame")
+        elif not frame.fin:
+            self.text = text
+            self.fragments = bytearray(frame.get_payload_as_memoryview())
+        elif text:
+            self._receive_text(frame.get_payload_as_utf8_text)
+        else:
+            self.relay._receive(self, frame.get_payload_as_bytes())
+
+    def _continue(self, frame: WSFrame) -> None:
+        fragments = self.fragments
+        if fragments is None:
+            self.relay._close(self, 1002, "unexpected continuation frame")
+            return
+        fragments += frame.get_payload_as_memoryview()
+        if len(fragments) > MAX_MESSAGE_BYTES:
+            self.relay._close(self, 1009, "message too big")
+            return
+        if not frame.fin:
+            return
+        self.fragments = None
+        if self.text:
+            self._receive_text(fragments.decode)
+        else:
+            self.relay._receive(self, bytes(fragments))
+
+    def _receive_text(self, decode: Callable[[], str]) -> None:
+        """A complete text message; invalid UTF-8 closes the socket (1007)."""
+        try:
+            text = decode()
+        except UnicodeDecodeError:
+            self.relay._close(self, 1007, "invalid UTF-8")
+            return
+        self.relay._receive(self, text)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.relay._forget(self)
+
+    def pause_writing(self) -> None:
+        self.relay._stalled(self)
+
+    def resume_writing(self) -> None:
+        self.relay._drained(self)
+
+    def pause_reading(self) -> None:
+        self.blocking += 1
+        if self.blocking == 1 and self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.blocking -= 1
+        if self.blocking == 0 and not self.closing and self.transport is not None:
+            self.transport.underlying_transport.resume_reading()
+
+
+class _Front(asyncio.Protocol):
+    """A connection until its request head is read: answered, or upgraded to a ``_Socket``."""
+
+    __slots__ = ("buffer", "peer", "relay", "since", "transport")
+
+    def __init__(self, relay: RelayServer) -> None:
+        self.relay = relay
+        self.buffer = bytearray()
+        self.peer = UNKNOWN_CLIENT
+        self.since = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = str(peer[0])
+        self.relay._arrived(self)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        end = buffer.find(b"\r\n\r\n")
+        if not buffer[:1].isupper():
+            # Not HTTP at all (a TLS handshake sent to the plain port, say): answered at once,
+            # so the client fails now rather than after the handshake timeout.
+            self.relay._answer(self, 400, "Invalid HTTP request", _TEXT)
+        elif end >= 0:
+            self.relay._request(self, bytes(buffer[:end]), bytes(buffer[end + 4 :]))
+        elif len(buffer) > MAX_HEAD_BYTES:
+            self.relay._answer(self, 400, "Request head too large", _TEXT)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        callback, self.on_lost = self.on_lost, None
-        if callback is not None:
-            try:
-                callback()
-            except Exception:
-                log.exception("disconnect handling failed", extra={"event": "close_error"})
-        super().connection_lost(exc)
+        self.relay._departed(self)
 
 
-@dataclasses.dataclass(slots=True, eq=False)
-class _Link:
-    """One open WebSocket and the frames still to be written to it."""
+class _Protocol(WSProtocol):  # type: ignore[misc]
+    """picows' protocol with bounded reads.
 
-    ws: ServerConnection
-    backlog: collections.deque[str | Close] | None = None
-    writer: asyncio.Task[None] | None = None
-    room: asyncio.Future[None] | None = None  # resolved when the backlog is low again
-    pong: asyncio.Future[float] | None = None  # the keepalive ping awaiting its pong
-    closing: bool = False
-
-    def congested(self) -> bool:
-        return self.backlog is not None and len(self.backlog) >= _BACKLOG_HIGH
-
-    def release(self) -> None:
-        """Wake the readers waiting for room."""
-        if self.room is not None:
-            if not self.room.done():
-                self.room.set_result(None)
-            self.room = None
-
-
-def _write_at_once(ws: ServerConnection, text: str) -> bool:
-    """Write one text frame synchronously when nothing is queued before it.
-
-    The fast path of nearly every frame: no task, no await. It uses the documented sans-I/O
-    protocol object and the asyncio transport, exactly what ``send()`` does before it
-    waits for the buffer to drain. False when the frame must go through the backlog
-    (the socket is closing or its buffer is already high).
+    picows doubles its read buffer whenever one read nearly fills it and never shrinks it,
+    so a peer that floods faster than the relay reads could grow it without limit. Reading
+    at most ``_MAX_READ_BYTES`` at a time bounds it near twice the largest message; a socket
+    that must wait (backpressure) is not read at all.
     """
-    transport = ws.transport
-    if ws.protocol.state is not State.OPEN:
-        return False
-    if transport.get_write_buffer_size() >= _WRITE_AT_ONCE_BYTES:
-        return False
-    ws.protocol.send_text(text.encode())
-    for data in ws.protocol.data_to_send():
-        transport.write(data)
-    return True
+
+    __slots__ = ()
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        buffer: memoryview = super().get_buffer(size_hint)
+        return buffer[:_MAX_READ_BYTES] if len(buffer) > _MAX_READ_BYTES else buffer
 
 
-async def _close_within(ws: ServerConnection, code: int, reason: str) -> None:
-    """Close with a handshake; abort the TCP connection if that does not finish in time.
-
-    ``close()`` alone can wait without limit for a peer that stopped reading, because the
-    close frame must first get through the full send buffer.
-    """
-    try:
-        async with asyncio.timeout(_CLOSE_TIMEOUT):
-            await ws.close(code, reason)
-    except TimeoutError:
-        ws.transport.abort()
-
-
-def _respond(
-    connection: ServerConnection, status: int, body: str, content_type: str, head: bool
-) -> Response:
-    response = connection.respond(status, body)
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = content_type
-    return dataclasses.replace(response, body=b"") if head else response
+def _feed(protocol: WSProtocol, data: bytes) -> None:
+    """Give ``protocol`` (a picows buffered protocol) bytes read before it took the socket."""
+    view = memoryview(data)
+    while view:
+        buffer = protocol.get_buffer(-1)
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        view = view[size:]
+        protocol.buffer_updated(size)
 
 
 class RelayServer:
@@ -150,14 +293,20 @@ class RelayServer:
         self.config = config
         self.core = RelayCore(config)
         self.metrics = RelayMetrics(self.core)
-        self._links: dict[int, _Link] = {}
+        self._sockets: dict[int, _Socket] = {}
         self._ids = itertools.count(1)
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._port: int | None = None
+        # Connections still in their HTTP phase (arrival order) and their count per address.
+        self._pending: dict[_Front, None] = {}
+        self._pending_per_address: collections.Counter[str] = collections.Counter()
+        self._stalled_sockets: set[_Socket] = set()
         self._next_ping = 0.0
         # Sockets pinged in one pass, with the time their pongs are due; oldest first.
-        self._ping_rounds: collections.deque[tuple[float, list[_Link]]] = collections.deque()
+        self._ping_rounds: collections.deque[tuple[float, list[_Socket]]] = collections.deque()
+        self._drains: set[asyncio.Task[None]] = set()
+        self._all_closed: asyncio.Event | None = None
         # Set when AMESH_REDIS_URL is: state shared with other instances (see cluster.py).
         self.cluster: RedisCluster | None = None
 
@@ -191,18 +340,11 @@ class RelayServer:
             await cluster.start()  # ClusterUnavailable when Redis cannot be reached
             self.cluster = cluster
             self.metrics.add_cluster(cluster.status)
-        self._server = await serve(
-            self._handle,
-            self.config.host,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Front(self),
+            self.config.host or None,
             self.config.port,
-            process_request=self._process_request,
-            compression=None,
-            max_size=MAX_MESSAGE_BYTES,
-            open_timeout=self.config.handshake_timeout,
-            ping_interval=None,  # the sweep pings every socket (see _keepalive)
-            close_timeout=_CLOSE_TIMEOUT,
-            server_header=None,
-            create_connection=_RelayConnection,
             backlog=_LISTEN_BACKLOG,
         )
         self._port = self._server.sockets[0].getsockname()[1]
@@ -218,22 +360,36 @@ class RelayServer:
         server, self._server = self._server, None
         if self._sweeper is not None:
             self._sweeper.cancel()
-        server.close(close_connections=False)  # stop accepting; we close the peers ourselves
+        server.close()
+        for front in list(self._pending):
+            if front.transport is not None:
+                front.transport.abort()
+        await self._close_sockets()
+        for task in list(self._drains):
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await server.wait_closed()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        log.info("relay stopped", extra={"event": "stopped"})
+
+    async def _close_sockets(self) -> None:
+        """Every socket told 1001; those that do not finish the closing handshake in time
+        are aborted."""
         if self.cluster is not None:
             self.cluster.release_guests()
         actions = self.core.shutdown()
         if self.cluster is not None:
             actions += [Close(c, 1001, "going_away") for c in self.cluster.forwarded_sockets()]
         self._apply(actions)
-        writers = [link.writer for link in self._links.values() if link.writer is not None]
-        if writers:
-            await asyncio.wait(writers, timeout=_CLOSE_TIMEOUT + 1)
-        for link in list(self._links.values()):
-            link.ws.transport.abort()  # peers that never finished the closing handshake
-        await server.wait_closed()
-        if self.cluster is not None:
-            await self.cluster.stop()
-        log.info("relay stopped", extra={"event": "stopped"})
+        if self._sockets:
+            self._all_closed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_TIMEOUT + 1):
+                    await self._all_closed.wait()
+        for sock in list(self._sockets.values()):
+            self._abort(sock)
 
     async def __aenter__(self) -> RelayServer:
         return await self.start()
@@ -246,189 +402,305 @@ class RelayServer:
     ) -> None:
         await self.stop()
 
-    # ------------------------------------------------------------------ HTTP
+    # ------------------------------------------------------------------ HTTP phase
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
-        head = request.method == "HEAD"
-        if path == "/health":
+    def _arrived(self, front: _Front) -> None:
+        """A TCP connection was accepted: refuse it over the caps on unfinished upgrades.
+
+        The connection caps (``max_connections``, ``max_connections_per_ip``) hold for
+        upgrades still under way as they do for open sockets. Behind trusted proxies every
+        connection comes from a proxy, so only the total applies before the head is read.
+        """
+        address = self._pending_key(front)
+        per_address = self.config.max_connections_per_ip
+        if len(self._pending) >= self.config.max_connections or (
+            address is not None and self._pending_per_address[address] >= per_address
+        ):
+            self.core.stats.rejections["too_many_pending_upgrades"] += 1
+            assert front.transport is not None
+            front.transport.write(_TOO_MANY_PENDING)
+            front.transport.close()
+            return
+        front.since = time.monotonic()
+        self._pending[front] = None
+        if address is not None:
+            self._pending_per_address[address] += 1
+
+    def _pending_key(self, front: _Front) -> str | None:
+        """The address an unfinished upgrade counts against (None behind trusted proxies)."""
+        if self.config.trust_proxy > 0:
+            return None
+        # The kernel's IPv4 text is already canonical; IPv6 counts by its /64.
+        return rate_key(front.peer) if ":" in front.peer else front.peer
+
+    def _departed(self, front: _Front) -> None:
+        """``front`` has left its HTTP phase (answered, upgraded, closed or timed out)."""
+        if front not in self._pending:
+            return
+        del self._pending[front]
+        address = self._pending_key(front)
+        if address is not None:
+            self._pending_per_address[address] -= 1
+            if self._pending_per_address[address] <= 0:
+                del self._pending_per_address[address]
+
+    def _answer(
+        self, front: _Front, status: int, body: str, content_type: str, head: bool = False
+    ) -> None:
+        self._departed(front)
+        assert front.transport is not None
+        front.transport.write(response(status, body, content_type, head))
+        front.transport.close()
+
+    def _request(self, front: _Front, head: bytes, after_head: bytes) -> None:
+        try:
+            request = parse_head(head)
+        except HttpError as exc:
+            self._answer(front, 400, f"Invalid HTTP request: {exc}", _TEXT)
+            return
+        is_head = request.method == "HEAD"
+        if request.path == "/health":
             degraded = self.cluster.degraded if self.cluster is not None else None
             status = 200 if degraded is None else 503  # load balancers drain a degraded instance
-            return _respond(connection, status, self.core.health(degraded), _JSON, head)
-        if path == "/metrics":
+            self._answer(front, status, self.core.health(degraded), _JSON, is_head)
+        elif request.path == "/metrics":
             body = self.metrics.render().decode()
-            return _respond(connection, 200, body, CONTENT_TYPE, head)
-        if path != "/ws":
-            return _respond(connection, 404, "Not found", _TEXT, head)
-        if "websocket" not in request.headers.get("Upgrade", "").lower():
-            return _respond(connection, 400, "WebSocket upgrade failed", _TEXT, head)
-        return None
+            self._answer(front, 200, body, CONTENT_TYPE, is_head)
+        elif request.path != "/ws":
+            self._answer(front, 404, "Not found", _TEXT, is_head)
+        elif not request.upgrade or request.method != "GET":
+            self._answer(front, 400, "WebSocket upgrade failed", _TEXT, is_head)
+        else:
+            self._upgrade(front, request, after_head)
+
+    def _upgrade(self, front: _Front, request: Request, after_head: bytes) -> None:
+        """Hand the socket to picows, which answers the upgrade and then reads frames."""
+        self._departed(front)
+        front.buffer.clear()  # uvloop may keep the first protocol referenced
+        ip = client_ip(front.peer, request.forwarded_for, self.config.trust_proxy)
+        sock = _Socket(self, next(self._ids), ip)
+        protocol = _Protocol(
+            None,  # host and port: a client's
+            None,  # path: a client's
+            False,  # server side
+            sock.listener_for,
+            _TRANSPORT_LOG,
+            True,  # an exception escaping on_ws_frame closes the socket (1011)
+            None,  # no handshake timer: the head is already here
+            False,  # keepalive is the relay's sweep
+            20.0,
+            20.0,
+            WSAutoPingStrategy.PING_WHEN_IDLE,
+            True,  # answer pings
+            MAX_MESSAGE_BYTES,
+            None,
+            _READ_BUFFER_BYTES,
+        )
+        transport = front.transport
+        assert transport is not None
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        _feed(protocol, upgrade_head(request) + after_head)
 
     # ------------------------------------------------------------------ WebSocket
 
-    def _client_ip(self, ws: ServerConnection) -> str:
-        remote: Any = ws.remote_address
-        peer = str(remote[0]) if remote else UNKNOWN_CLIENT
-        forwarded = ws.request.headers.get_all("X-Forwarded-For") if ws.request else []
-        return client_ip(peer, forwarded, self.config.trust_proxy)
+    def _opened(self, sock: _Socket) -> None:
+        self._sockets[sock.conn_id] = sock
+        self._apply(self.core.open(sock.conn_id, sock.ip, time.monotonic()))
 
-    @staticmethod
-    def _forget_handshake(ws: ServerConnection) -> None:
-        """Drop the stored handshake headers: nothing reads them after the client address.
+    def _receive(self, sock: _Socket, message: str | bytes) -> None:
+        """One complete message from ``sock``."""
+        if sock.closing:
+            return
+        cluster = self.cluster
+        if cluster is None:
+            congested = self._apply(self.core.receive(sock.conn_id, message, time.monotonic()))
+        elif sock.inbox is not None:
+            self._queue(sock, message)  # behind messages waiting for Redis
+            return
+        else:
+            handled = cluster.receive_at_once(sock.conn_id, message)
+            if handled is None:
+                self._queue(sock, message)
+                return
+            congested = handled
+        if congested:
+            self._hold(sock, congested)
 
-        ``websockets`` needs the request and response objects themselves (``ws.request =
-        None`` breaks it), so only their header maps are swapped for one shared empty map
-        (about 0.8 KB per socket).
-        """
-        if ws.request is not None:
-            ws.request.headers = _NO_HEADERS
-        if ws.response is not None:
-            ws.response.headers = _NO_HEADERS
+    def _queue(self, sock: _Socket, message: str | bytes) -> None:
+        """Clustered: messages may wait for Redis, so each socket's are handled in order by
+        a task that exists only while it has messages waiting."""
+        inbox = sock.inbox
+        if inbox is None:
+            inbox = sock.inbox = collections.deque()
+            task = asyncio.get_running_loop().create_task(self._drain(sock, inbox))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        inbox.append(message)
+        if len(inbox) == _INBOX_HIGH:
+            sock.pause_reading()
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        conn_id = next(self._ids)
-        link = _Link(ws)
-        self._links[conn_id] = link
-        if isinstance(ws, _RelayConnection):
-            ws.on_lost = lambda: self._closed(conn_id)
-        ip = self._client_ip(ws)
-        self._forget_handshake(ws)
+    async def _drain(self, sock: _Socket, inbox: collections.deque[str | bytes]) -> None:
+        cluster = self.cluster
+        assert cluster is not None
         try:
-            self._apply(self.core.open(conn_id, ip, time.monotonic()))
-            cluster = self.cluster
-            async for message in ws:
-                if cluster is None:
-                    congested = self._apply(self.core.receive(conn_id, message, time.monotonic()))
-                else:
-                    congested = await cluster.receive(conn_id, message)
-                for peer in congested:
-                    await self._wait_for_room(peer)
-        except ConnectionClosed:
-            pass
+            while inbox and not sock.closing:
+                full = len(inbox) >= _INBOX_HIGH
+                try:
+                    congested = await cluster.receive(sock.conn_id, inbox[0])
+                except Exception:
+                    log.exception("cluster receive failed", extra={"event": "cluster_error"})
+                    congested = []
+                inbox.popleft()
+                if congested:
+                    self._hold(sock, congested)
+                if full and len(inbox) < _INBOX_HIGH:
+                    sock.resume_reading()
         finally:
-            self._closed(conn_id)
+            sock.inbox = None
 
-    def _closed(self, conn_id: int) -> None:
-        """The socket is gone: the core forgets it and its writer stops (idempotent)."""
-        link = self._links.pop(conn_id, None)
-        if link is None:
-            return
-        link.closing = True
-        self._apply(self.core.close(conn_id, time.monotonic()))
-        if self.cluster is not None:
-            self.cluster.closed(conn_id)
-        if link.writer is not None:
-            link.writer.cancel()
-        link.release()
-
-    async def _wait_for_room(self, link: _Link) -> None:
-        """Backpressure: wait until ``link`` drains; drop it if it does not in time."""
-        if link.closing or not link.congested():
-            return
-        if link.room is None:
-            link.room = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(self.config.send_timeout):
-                await asyncio.shield(link.room)
-        except TimeoutError:
-            self._drop_slow(link)
-
-    def _drop_slow(self, link: _Link) -> None:
-        """A peer that stopped reading: close it (1008) without queueing anything more."""
-        if not link.closing:
-            log.warning("slow consumer dropped", extra={"event": "slow_consumer"})
-            self._close_now(link, 1008, "slow_consumer")
-
-    def _close_now(self, link: _Link, code: int, reason: str) -> None:
-        """Close ``link`` at once, discarding its backlog.
-
-        The close frame goes behind any unread data; ``close()`` aborts the TCP connection
-        when the peer does not finish the closing handshake within its timeout.
-        """
-        link.closing = True
-        if link.writer is not None:
-            link.writer.cancel()
-        link.backlog = None
-        link.release()
-        link.writer = asyncio.create_task(_close_within(link.ws, code, reason))
-
-    async def _write(self, link: _Link) -> None:
-        """Write the backlog in order; the task and the backlog end when it is empty."""
-        backlog = link.backlog
-        try:
-            while backlog:
-                item = backlog.popleft()
-                if isinstance(item, Close):
-                    link.closing = True
-                    await _close_within(link.ws, item.code, item.reason)
-                    return
-                # A send waits only while the peer's TCP buffer is full; past the deadline
-                # the peer is a slow consumer.
-                async with asyncio.timeout(self.config.send_timeout):
-                    await link.ws.send(item)
-                if link.room is not None and len(backlog) <= _BACKLOG_LOW:
-                    link.release()
-        except ConnectionClosed:
-            return
-        except TimeoutError:
-            self._drop_slow(link)
-        finally:
-            if link.writer is asyncio.current_task():
-                link.writer = None
-                link.backlog = None
-                link.release()
-
-    def _apply(self, actions: list[Action]) -> list[_Link]:
-        """Queue the core's actions; returns the links now over their high-water mark."""
-        congested: list[_Link] = []
+    def _apply(self, actions: list[Action]) -> list[_Socket]:
+        """Perform the core's actions; returns the sockets now over their high-water mark."""
+        congested: list[_Socket] = []
         for action in actions:
-            link = self._links.get(action.conn)
-            if link is None:
+            sock = self._sockets.get(action.conn)
+            if sock is None:
                 if self.cluster is not None:  # a socket of another instance
                     self.cluster.deliver_remote(action)
                 continue
-            if link.closing:
+            if sock.closing:
                 continue
-            backlog = link.backlog
-            if backlog is None:
-                if type(action) is Send and _write_at_once(link.ws, action.text):
-                    continue
-                backlog = link.backlog = collections.deque()
-            elif len(backlog) >= _BACKLOG_LIMIT:
-                self._drop_slow(link)
+            if isinstance(action, Close):
+                self._close(sock, action.code, action.reason)
                 continue
-            backlog.append(action if isinstance(action, Close) else action.text)
-            if link.writer is None:
-                link.writer = asyncio.create_task(self._write(link))
-            elif len(backlog) >= _BACKLOG_HIGH and link not in congested:
-                congested.append(link)
+            assert sock.transport is not None
+            sock.transport.send(_TEXT_FRAME, action.text)
+            if sock.stalled_at:
+                unsent = sock.transport.underlying_transport.get_write_buffer_size()
+                if unsent > MAX_UNSENT_BYTES:
+                    self._drop_slow(sock)
+                elif sock not in congested:
+                    congested.append(sock)
         return congested
 
-    async def _keepalive(self, now: float) -> None:
+    def _hold(self, reader: _Socket, congested: list[_Socket]) -> None:
+        """Backpressure: stop reading ``reader`` until every socket in ``congested`` drains."""
+        for sock in congested:
+            if sock.closing:
+                continue
+            if sock.held is None:
+                sock.held = []
+            sock.held.append(reader)
+            reader.pause_reading()
+
+    def _stalled(self, sock: _Socket) -> None:
+        sock.stalled_at = time.monotonic()
+        self._stalled_sockets.add(sock)
+
+    def _drained(self, sock: _Socket) -> None:
+        sock.stalled_at = 0.0
+        self._stalled_sockets.discard(sock)
+        self._release(sock)
+
+    @staticmethod
+    def _release(sock: _Socket) -> None:
+        """The readers held back by ``sock`` may go on."""
+        held, sock.held = sock.held, None
+        for reader in held or ():
+            reader.resume_reading()
+
+    def _drop_slow(self, sock: _Socket) -> None:
+        """A peer that stopped reading: close it (1008) without sending it anything more."""
+        if not sock.closing:
+            log.warning("slow consumer dropped", extra={"event": "slow_consumer"})
+            self._close(sock, 1008, "slow_consumer")
+
+    def _close(self, sock: _Socket, code: int, reason: str) -> None:
+        """Start the closing handshake; abort the TCP connection if it does not end in time
+        (the close frame waits behind any unread data)."""
+        if sock.closing:
+            return
+        sock.closing = True
+        self._release(sock)
+        self._stalled_sockets.discard(sock)
+        assert sock.transport is not None
+        sock.transport.send_close(WSCloseCode(code), reason.encode())
+        sock.timer = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, self._abort, sock)
+
+    def _close_received(self, sock: _Socket, payload: bytes) -> None:
+        """The peer's close frame: answer it (unless it answers ours) and end the socket."""
+        transport = sock.transport
+        assert transport is not None
+        if not sock.closing and not transport.is_close_frame_sent:
+            transport.send(_CLOSE, payload)  # echo code and reason, as websockets does
+        self._forget(sock)
+        transport.disconnect()
+
+    def _abort(self, sock: _Socket) -> None:
+        self._forget(sock)
+        if sock.transport is not None:
+            sock.transport.disconnect(graceful=False)
+
+    def _forget(self, sock: _Socket) -> None:
+        """The socket is gone (or going): the core forgets it before the TCP connection
+        ends, so a client that reconnects at once never races its own previous socket."""
+        if self._sockets.pop(sock.conn_id, None) is None:
+            return
+        sock.closing = True
+        if sock.timer is not None:
+            sock.timer.cancel()
+            sock.timer = None
+        self._stalled_sockets.discard(sock)
+        self._release(sock)
+        self._apply(self.core.close(sock.conn_id, time.monotonic()))
+        if self.cluster is not None:
+            self.cluster.closed(sock.conn_id)
+        if self._all_closed is not None and not self._sockets:
+            self._all_closed.set()
+
+    # ------------------------------------------------------------------ the sweep
+
+    def _expire_handshakes(self, now: float) -> None:
+        """Connections that have not sent a full request head in time are dropped."""
+        deadline = now - self.config.handshake_timeout
+        while self._pending:
+            front = next(iter(self._pending))
+            if front.since > deadline:
+                break
+            self._departed(front)
+            if front.transport is not None:
+                front.transport.abort()
+
+    def _expire_stalls(self, now: float) -> None:
+        deadline = now - self.config.send_timeout
+        for sock in [s for s in self._stalled_sockets if s.stalled_at <= deadline]:
+            self._drop_slow(sock)
+
+    def _keepalive(self, now: float) -> None:
         """Every ``ping_interval``, ping all idle sockets in one pass; a socket that leaves its
         ping unanswered for ``ping_timeout`` is closed (1011, as websockets' own keepalive).
 
-        Sockets with frames in flight are not pinged: their writer already notices a dead
-        peer (``send_timeout``), and a ping would wait behind the same full buffer.
+        Stalled sockets are not pinged: the slow-consumer deadline already covers them.
         """
         while self._ping_rounds and self._ping_rounds[0][0] <= now:
             _, pinged = self._ping_rounds.popleft()
-            for link in pinged:
-                if link.pong is not None and not link.pong.done() and not link.closing:
+            for sock in pinged:
+                if sock.ping_due and not sock.closing:
                     log.debug("keepalive timeout", extra={"event": "ping_timeout"})
-                    self._close_now(link, 1011, "keepalive ping timeout")
-                link.pong = None
+                    self._close(sock, 1011, "keepalive ping timeout")
+                sock.ping_due = False
         if now < self._next_ping:
             return
         self._next_ping = now + self.config.ping_interval
         idle = [
-            link
-            for link in self._links.values()
-            if not link.closing and link.writer is None and link.pong is None
+            sock
+            for sock in self._sockets.values()
+            if not sock.closing and not sock.stalled_at and not sock.ping_due
         ]
-        results = await asyncio.gather(*(link.ws.ping() for link in idle), return_exceptions=True)
-        for link, pong in zip(idle, results, strict=True):
-            link.pong = pong if isinstance(pong, asyncio.Future) else None
+        for sock in idle:
+            assert sock.transport is not None
+            sock.transport.send_ping()
+            sock.ping_due = True
         self._ping_rounds.append((now + self.config.ping_timeout, idle))
 
     async def _sweep(self) -> None:
@@ -436,8 +708,10 @@ class RelayServer:
             await asyncio.sleep(self.config.sweep_interval)
             try:
                 now = time.monotonic()
+                self._expire_handshakes(now)
                 self._apply(self.core.tick(now))
-                await self._keepalive(now)
+                self._expire_stalls(now)
+                self._keepalive(now)
             except Exception:
                 log.exception("sweep failed", extra={"event": "sweep_error"})
 

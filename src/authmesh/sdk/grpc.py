@@ -413,6 +413,11 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method in self.exempt_methods:
             return handler
+        if handler.request_streaming:
+            return self._guard_request_stream(handler, details)
+        return self._guard_unary_request(handler, details)
+
+    def _guard_unary_request(self, handler: Any, details: Any) -> Any:
         deserialize = _deserializer(handler)
         if handler.unary_unary is not None:
 
@@ -423,16 +428,18 @@ class AuthMeshAioServerInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, response_serializer=handler.response_serializer
             )
-        if handler.unary_stream is not None:
 
-            async def unary_stream(data: bytes, context: Any) -> AsyncIterator[Any]:
-                await self._verify(details, (data,), context)
-                async for response in _responses(handler.unary_stream(deserialize(data), context)):
-                    yield response
+        async def unary_stream(data: bytes, context: Any) -> AsyncIterator[Any]:
+            await self._verify(details, (data,), context)
+            async for response in _responses(handler.unary_stream(deserialize(data), context)):
+                yield response
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, response_serializer=handler.response_serializer
-            )
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, response_serializer=handler.response_serializer
+        )
+
+    def _guard_request_stream(self, handler: Any, details: Any) -> Any:
+        deserialize = _deserializer(handler)
         if handler.stream_unary is not None:
 
             async def stream_unary(requests: AsyncIterable[bytes], context: Any) -> Any:

@@ -329,9 +329,7 @@ class Agent:
                 self._accept_dedicated(token)
         elif kind == "peer_found":
             await self._accept_legacy(socket)
-        elif kind in ("data", "done") or (
-            kind == "error" and message.get("code") in _SESSION_ERRORS
-        ):
+        elif kind in ("data", "done") or (kind == "error" and _is_session_error(message)):
             if pipe is not None:
                 await pipe.deliver(message)
         elif kind == "error":
@@ -400,3 +398,9 @@ class Agent:
                     printable(str(message.get("code")), 40),
                 )
                 return False
+
+
+def _is_session_error(message: dict[str, Any]) -> bool:
+    """An error ending the legacy session; the relay is untrusted, so ``code`` may be any JSON."""
+    code = message.get("code")
+    return isinstance(code, str) and code in _SESSION_ERRORS
