@@ -48,8 +48,8 @@ from tests.hostile.verifier_campaign import (
     servers,
     use_verifier,
 )
-from tests.relayproc import start_relay
-from tests.shell.conftest import run_shell
+from tests.support.relayproc import start_relay
+from tests.support.shell import run_shell
 
 
 def _cpu() -> float:

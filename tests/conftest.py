@@ -1,19 +1,17 @@
-"""Fixtures shared by every test directory: real relay processes (see ``tests/relayproc.py``)
-and a private redis-server (see ``tests/redisproc.py``)."""
+"""Fixtures shared by every test directory: real relay processes (see
+``tests/support/relayproc.py``) and a private redis-server (see ``tests/support/redisproc.py``)."""
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import pytest
 from hypothesis import settings
 
-from tests.redisproc import RedisServer
-from tests.relayproc import RelayProcess, start_relay
-
-RelayFactory = Callable[..., RelayProcess]
+from tests.support.redisproc import RedisServer
+from tests.support.relayproc import RelayFactory, RelayProcess, start_relay
 
 # The gating run is reproducible: the same examples on every machine, so CI cannot turn red
 # on a draw nobody can replay. `HYPOTHESIS_PROFILE=explore` searches wider and at random; run
@@ -50,7 +48,7 @@ def relay_factory() -> Iterator[RelayFactory]:
 
 
 @pytest.fixture
-def relay(relay_factory: RelayFactory) -> RelayProcess:
+def fresh_relay(relay_factory: RelayFactory) -> RelayProcess:
     """A fresh relay with default settings for one test, which may stop or kill it."""
     return relay_factory()
 

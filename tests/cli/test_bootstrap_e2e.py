@@ -19,8 +19,8 @@ import pytest
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.bootstrap_token import BootstrapTokenError
 from authmesh.pairing.errors import MESSAGES
-from tests.cli.conftest import AmeshRunner, Device, unwrapped
-from tests.relayproc import RelayProcess
+from tests.support.cli import AmeshRunner, Device, unwrapped
+from tests.support.relayproc import RelayProcess
 
 TOKEN = re.compile(rb"amesh-bt-v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
@@ -44,11 +44,11 @@ def provision(
 def test_provision_then_bootstrap_then_replay(
     amesh: AmeshRunner,
     provisioner: Device,
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     homes: Callable[[], Path],
     children: list[pexpect.spawn],
 ) -> None:
-    watcher, token = provision(provisioner, relay, children)
+    watcher, token = provision(provisioner, module_relay, children)
     target_home = homes()
     result = amesh(["bootstrap", token, "--backend", "encrypted-file"], target_home, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -91,10 +91,10 @@ def test_bootstrap_over_an_identity_names_a_way_forward_that_works(
     amesh: AmeshRunner,
     provisioner: Device,
     make_device: Callable[..., Device],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     children: list,
 ) -> None:
-    watcher, token = provision(provisioner, relay, children)
+    watcher, token = provision(provisioner, module_relay, children)
     used = make_device("Used box")
     result = amesh(["bootstrap", token], used.home)
     assert result.returncode == ExitCode.FAILED
@@ -118,11 +118,11 @@ def test_provision_ttl_over_24h_is_refused(amesh: AmeshRunner, provisioner: Devi
 def test_bootstrap_without_a_watching_controller_leaves_no_identity(
     amesh: AmeshRunner,
     provisioner: Device,
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     homes: Callable[[], Path],
     children: list[pexpect.spawn],
 ) -> None:
-    watcher, token = provision(provisioner, relay, children)
+    watcher, token = provision(provisioner, module_relay, children)
     watcher.terminate(force=True)
     watcher.expect(pexpect.EOF)
     home = homes()
@@ -135,17 +135,17 @@ def test_bootstrap_without_a_watching_controller_leaves_no_identity(
 
 
 def test_provision_json_output(
-    provisioner: Device, relay: RelayProcess, children: list[pexpect.spawn]
+    provisioner: Device, module_relay: RelayProcess, children: list[pexpect.spawn]
 ) -> None:
     child = provisioner.spawn(
-        "provision", "--name", "Edge", "--ttl", "30m", "--output", "json", relay=relay
+        "provision", "--name", "Edge", "--ttl", "30m", "--output", "json", relay=module_relay
     )
     children.append(child)
     child.expect(rb"(\{\"event\": \"token_issued\".*\})\r\n")
     issued = json.loads(child.match.group(1))
     assert list(issued) == ["event", "token", "jti", "name", "issuedAt", "expiresAt", "relay"]
     assert TOKEN.fullmatch(issued["token"].encode())
-    assert (issued["name"], issued["relay"]) == ("Edge", relay.url)
+    assert (issued["name"], issued["relay"]) == ("Edge", module_relay.url)
     lifetime = datetime.fromisoformat(issued["expiresAt"]) - datetime.fromisoformat(
         issued["issuedAt"]
     )

@@ -14,9 +14,9 @@ import pexpect
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.cli.output import format_error, wrap_like_oclif
 from authmesh.pairing.errors import MESSAGES
-from tests.cli.conftest import AmeshRunner, Device, unwrapped, write_state
-from tests.relayproc import RelayProcess, free_port
-from tests.vectorfiles import section
+from tests.support.cli import AmeshRunner, Device, unwrapped, write_state
+from tests.support.relayproc import RelayProcess, free_port
+from tests.support.vectorfiles import section
 
 HARDWARE_HOME = section("sdk.json", "amesh_home.hardware_home.files")
 EMPTY_LIST = (
@@ -83,16 +83,18 @@ def test_revoke_without_a_terminal_or_yes_is_refused(amesh: AmeshRunner, home: P
 
 
 def test_relay_url_precedence_and_validation(
-    amesh: AmeshRunner, make_device: Callable[[str], Device], relay: RelayProcess
+    amesh: AmeshRunner, make_device: Callable[[str], Device], module_relay: RelayProcess
 ) -> None:
     device = make_device("Laptop")
     dead = f"ws://127.0.0.1:{free_port()}/ws"
-    live = {"AMESH_RELAY_URL": relay.url}
+    live = {"AMESH_RELAY_URL": module_relay.url}
     # The global flag beats the environment: the dead relay is the one contacted.
     global_flag = amesh(["--relay", dead, "invite", "123456-1234-5678"], device.home, env=live)
     assert f"Could not reach the relay at {dead}: " in unwrapped(global_flag.stderr)
     # The command's flag beats the global one.
-    both = amesh(["--relay", dead, "invite", "123456-1234-5678", "--relay", relay.url], device.home)
+    both = amesh(
+        ["--relay", dead, "invite", "123456-1234-5678", "--relay", module_relay.url], device.home
+    )
     assert MESSAGES["code_not_found"] in unwrapped(both.stderr)
     bad = amesh(["invite", "123456-1234-5678", "--relay", "https://relay.example"], device.home)
     assert bad.returncode == ExitCode.USAGE
@@ -100,10 +102,10 @@ def test_relay_url_precedence_and_validation(
 
 
 def test_interrupting_listen_is_a_clean_exit(
-    make_device: Callable[[str], Device], relay: RelayProcess
+    make_device: Callable[[str], Device], module_relay: RelayProcess
 ) -> None:
     device = make_device("Server")
-    child = device.spawn("listen", relay=relay)
+    child = device.spawn("listen", relay=module_relay)
     child.expect(rb"Pairing code: \d{6}")
     os.kill(child.pid, signal.SIGINT)
     child.expect("Interrupted")

@@ -21,9 +21,8 @@ import pytest
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.pairing.errors import MESSAGES
 from authmesh.pairing.interactive import SAS_ATTEMPTS
-from tests.cli.conftest import AmeshRunner, Device, fails_with, unwrapped
-from tests.conftest import RelayFactory
-from tests.relayproc import RelayProcess, free_port
+from tests.support.cli import AmeshRunner, Device, fails_with, unwrapped
+from tests.support.relayproc import RelayFactory, RelayProcess, free_port
 
 PAIRING_CODE = re.compile(rb"Pairing code: (\d{6})")
 SAS_LINE = re.compile(rb"Verification code: (\d{6})")
@@ -74,11 +73,11 @@ def finish(child: pexpect.spawn) -> int:
 
 
 def test_v2_pairing_happy_path(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+    amesh: AmeshRunner, pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     target, controller = pair
     started = time.monotonic()
-    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children)
     handshake_seconds = time.monotonic() - started
     listener.sendline(sas)
     typed = time.monotonic()
@@ -103,7 +102,7 @@ def test_v2_pairing_happy_path(
 def test_v2_invite_asks_the_operator_before_saving_by_default(
     amesh: AmeshRunner,
     pair: tuple[Device, Device],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     children: list,
     answer: str,
 ) -> None:
@@ -111,7 +110,9 @@ def test_v2_invite_asks_the_operator_before_saving_by_default(
     target's acceptance (docs/pairing.md): the controller saves the target only when its
     operator saw the target say it paired."""
     target, controller = pair
-    listener, inviter, sas = start_pairing(target, controller, relay, children, invite_flags=())
+    listener, inviter, sas = start_pairing(
+        target, controller, module_relay, children, invite_flags=()
+    )
     listener.sendline(sas)
     listener.expect("is now a trusted controller of this device")
     inviter.expect("is now a trusted controller\\? \\(y/N\\)")
@@ -130,23 +131,28 @@ def test_v2_invite_asks_the_operator_before_saving_by_default(
     "flags", [("--legacy", "--confirm"), ("--confirm",), ("--no-confirm",), ("--v2", "--legacy")]
 )
 def test_confirm_flags_apply_to_v2_only(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, flags: tuple[str, ...]
+    amesh: AmeshRunner,
+    pair: tuple[Device, Device],
+    module_relay: RelayProcess,
+    flags: tuple[str, ...],
 ) -> None:
     _, controller = pair
     code = "123456" if "--legacy" in flags else "123456-1234-5678"
-    result = amesh(["invite", code, *flags], controller.home, env={"AMESH_RELAY_URL": relay.url})
+    result = amesh(
+        ["invite", code, *flags], controller.home, env={"AMESH_RELAY_URL": module_relay.url}
+    )
     assert result.returncode == ExitCode.USAGE
     expected = "--v2 and --legacy" if "--v2" in flags else "apply to --v2 only"
     assert expected in unwrapped(result.stderr)
 
 
 def test_repairing_the_same_peer_updates_instead_of_crashing(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+    amesh: AmeshRunner, pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     """pairing.md W7: the reference crashes with "already in allow list" on a re-pair."""
     target, controller = pair
     for _ in range(2):
-        listener, inviter, sas = start_pairing(target, controller, relay, children)
+        listener, inviter, sas = start_pairing(target, controller, module_relay, children)
         listener.sendline(sas)
         assert finish(listener) == 0
         assert finish(inviter) == 0
@@ -155,10 +161,10 @@ def test_repairing_the_same_peer_updates_instead_of_crashing(
 
 
 def test_wrong_sas_writes_nothing_on_either_side(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+    amesh: AmeshRunner, pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     target, controller = pair
-    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children)
     wrong = f"{(int(sas) + 1) % 1_000_000:06d}"
     for left in range(SAS_ATTEMPTS - 1, 0, -1):
         listener.sendline(wrong)
@@ -173,11 +179,11 @@ def test_wrong_sas_writes_nothing_on_either_side(
 
 
 def test_a_typo_in_the_sas_can_be_retyped(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     """Issue 13: the SAS is fixed once committed, so a typo costs an attempt, not the pairing."""
     target, controller = pair
-    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children)
     listener.sendline(f"{(int(sas) + 1) % 1_000_000:06d}")
     listener.expect(f"type it again \\({SAS_ATTEMPTS - 1} attempts left\\)")
     listener.expect(SAS_PROMPT)
@@ -190,10 +196,10 @@ def test_a_typo_in_the_sas_can_be_retyped(
 
 
 def test_wrong_code_is_one_clear_sentence(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess
+    amesh: AmeshRunner, pair: tuple[Device, Device], module_relay: RelayProcess
 ) -> None:
     _, controller = pair
-    env = {"AMESH_RELAY_URL": relay.url}
+    env = {"AMESH_RELAY_URL": module_relay.url}
     result = amesh(["invite", "--v2", "123456"], controller.home, env=env)
     assert result.returncode == ExitCode.FAILED
     assert MESSAGES["code_not_found"] in unwrapped(result.stderr)
@@ -235,10 +241,10 @@ def test_expired_code(
 
 
 def test_peer_killed_mid_handshake(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+    amesh: AmeshRunner, pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     target, controller = pair
-    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children)
     os.kill(inviter.pid, signal.SIGKILL)
     inviter.expect(pexpect.EOF)
     listener.sendline(sas)
@@ -262,10 +268,10 @@ def test_relay_killed_mid_handshake(
 
 
 def test_legacy_pairing_both_sides(
-    amesh: AmeshRunner, pair: tuple[Device, Device], relay: RelayProcess, children: list
+    amesh: AmeshRunner, pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     target, controller = pair
-    listener, inviter, sas = start_pairing(target, controller, relay, children, "--legacy")
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children, "--legacy")
     assert finish(inviter) == 0  # v1: the controller is never told the result (pairing.md W7)
     listener.sendline(sas)
     listener.expect("is now a trusted controller of this device")
@@ -280,19 +286,19 @@ def test_legacy_pairing_both_sides(
 def test_max_controllers_reached_is_refused_by_default(
     amesh: AmeshRunner,
     make_device: Callable[..., Device],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     children: list,
 ) -> None:
     """pairing.md W7: the reference's (Y/n) defaults to replacing every controller; ours is
     (y/N) and answering with Enter keeps the existing controller."""
     target = make_device("Server")
     first, second = make_device("Laptop"), make_device("Desktop")
-    listener, inviter, sas = start_pairing(target, first, relay, children)
+    listener, inviter, sas = start_pairing(target, first, module_relay, children)
     listener.sendline(sas)
     assert finish(listener) == 0 and finish(inviter) == 0
 
     listener, inviter, _ = start_pairing(
-        target, second, relay, children, target_asks=r"Replace it with Desktop\? \(y/N\)"
+        target, second, module_relay, children, target_asks=r"Replace it with Desktop\? \(y/N\)"
     )
     listener.sendline("")
     fails_with(
@@ -305,27 +311,29 @@ def test_max_controllers_reached_is_refused_by_default(
     assert second.entries() == []
 
 
-def test_listen_without_identity(amesh: AmeshRunner, home: Path, relay: RelayProcess) -> None:
-    result = amesh(["listen", "--relay", relay.url], home)
+def test_listen_without_identity(
+    amesh: AmeshRunner, home: Path, module_relay: RelayProcess
+) -> None:
+    result = amesh(["listen", "--relay", module_relay.url], home)
     assert (result.returncode, result.stdout) == (ExitCode.FAILED, "")
     assert result.stderr == " ›   Error: No identity found. Run `amesh init` first.\n"
 
 
 def test_tampered_allow_list_on_the_target_stops_pairing(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     target, controller = pair
-    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children)
     listener.sendline(sas)
     assert finish(listener) == 0 and finish(inviter) == 0
     sealed = target.home / "allow_list.json"
     sealed.write_text(sealed.read_text().replace('"Laptop"', '"Laptop (evil)"'))
 
-    listener = target.spawn("listen", "--v2", relay=relay)
+    listener = target.spawn("listen", "--v2", relay=module_relay)
     children.append(listener)
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
-    inviter = controller.spawn("invite", "--v2", "--no-confirm", code, relay=relay)
+    inviter = controller.spawn("invite", "--v2", "--no-confirm", code, relay=module_relay)
     children.append(inviter)
     fails_with(
         listener,
@@ -337,12 +345,12 @@ def test_tampered_allow_list_on_the_target_stops_pairing(
 
 
 def test_legacy_wrong_sas_leaves_the_controller_entry_with_a_revoke_hint(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     """pairing.md W7, unfixable in v1: the legacy controller never learns the verdict, so it
     records the target at once (as the reference does) and tells the operator how to undo it."""
     target, controller = pair
-    listener, inviter, sas = start_pairing(target, controller, relay, children, "--legacy")
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children, "--legacy")
     inviter.expect(f"amesh revoke {target.device_id}")
     assert finish(inviter) == 0
     for attempt in range(SAS_ATTEMPTS):
@@ -355,27 +363,27 @@ def test_legacy_wrong_sas_leaves_the_controller_entry_with_a_revoke_hint(
 
 
 def test_no_silent_downgrade_between_legacy_and_v2(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     """A v2 controller meeting a --legacy target stops with a sentence that says what legacy
     pairing costs (issue 10 item 8: never just "rerun with --legacy"), and so does the target
     (the relay tells both sides); a legacy invite then pairs."""
     target, controller = pair
-    listener = target.spawn("listen", "--legacy", relay=relay)
+    listener = target.spawn("listen", "--legacy", relay=module_relay)
     children.append(listener)
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
-    inviter = controller.spawn("invite", "--v2", code, relay=relay)
+    inviter = controller.spawn("invite", "--v2", code, relay=module_relay)
     children.append(inviter)
     fails_with(inviter, MESSAGES["peer_not_v2"])
     assert "hostile relay" in MESSAGES["peer_not_v2"]
     assert "a relay you run yourself" in MESSAGES["peer_not_v2"]
     fails_with(listener, MESSAGES["peer_requires_v2"])
-    listener = target.spawn("listen", "--legacy", relay=relay)
+    listener = target.spawn("listen", "--legacy", relay=module_relay)
     children.append(listener)
     listener.expect(PAIRING_CODE)
     code = listener.match.group(1).decode()
-    legacy_inviter = controller.spawn("invite", code, "--legacy", relay=relay)
+    legacy_inviter = controller.spawn("invite", code, "--legacy", relay=module_relay)
     children.append(legacy_inviter)
     legacy_inviter.expect(SAS_LINE)
     listener.expect(SAS_PROMPT)

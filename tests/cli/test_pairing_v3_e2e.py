@@ -21,10 +21,8 @@ from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing.errors import MESSAGES
 from authmesh.pairing.v2 import V2Target
-from tests.cli.conftest import Device, fails_with
 from tests.cli.test_pairing_e2e import PAIRING_CODE as SHORT_CODE
 from tests.cli.test_pairing_e2e import SAS_LINE, finish
-from tests.cluster.conftest import running_cluster
 from tests.pairing.relays import (
     forwarding_relay,
     hostile_relay,
@@ -33,8 +31,10 @@ from tests.pairing.relays import (
     receive,
     send,
 )
-from tests.redisproc import RedisServer
-from tests.relayproc import RelayProcess
+from tests.support.cli import Device, fails_with
+from tests.support.cluster import running_cluster
+from tests.support.redisproc import RedisServer
+from tests.support.relayproc import RelayProcess
 
 V3_CODE = re.compile(rb"Pairing code: (\d{6}-\d{4}-\d{4})")
 
@@ -79,9 +79,9 @@ def _pair_v3(
 
 
 def test_v3_through_our_relay(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
-    _pair_v3(*pair, children, relay)
+    _pair_v3(*pair, children, module_relay)
 
 
 def test_v3_through_a_relay_that_only_forwards_data(
@@ -100,16 +100,16 @@ def test_v3_across_a_two_instance_cluster(
 
 @pytest.mark.parametrize("group", [0, 2])
 def test_a_typo_fails_on_both_sides_and_saves_nothing(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list, group: int
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list, group: int
 ) -> None:
     target, controller = pair
-    listener, code = _listen(target, relay, children)
+    listener, code = _listen(target, module_relay, children)
     groups = code.split("-")
     if group == 0:  # a typo in the routing part: the relay knows no such code
         groups[0] = f"{(int(groups[0]) + 1) % 1_000_000:06d}"
     else:
         groups[2] = f"{(int(groups[2]) + 1) % 10_000:04d}"
-    inviter = controller.spawn("invite", "-".join(groups), relay=relay)
+    inviter = controller.spawn("invite", "-".join(groups), relay=module_relay)
     children.append(inviter)
     if group == 0:
         fails_with(inviter, MESSAGES["code_not_found"])
@@ -120,19 +120,19 @@ def test_a_typo_fails_on_both_sides_and_saves_nothing(
     assert target.entries() == [] and controller.entries() == []
 
 
-def test_a_short_code_is_named(pair: tuple[Device, Device], relay: RelayProcess) -> None:
+def test_a_short_code_is_named(pair: tuple[Device, Device], module_relay: RelayProcess) -> None:
     _, controller = pair
-    inviter = controller.spawn("invite", "123456", relay=relay)
+    inviter = controller.spawn("invite", "123456", relay=module_relay)
     fails_with(inviter, MESSAGES["short_code"])
 
 
 def test_v3_controller_meeting_a_v2_target(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     """Our relay refuses the mismatched connect; the v3 side names v2 and what it costs."""
     target, controller = pair
-    listener, code = _listen(target, relay, children, "--v2")
-    inviter = controller.spawn("invite", f"{code}-0000-0000", relay=relay)
+    listener, code = _listen(target, module_relay, children, "--v2")
+    inviter = controller.spawn("invite", f"{code}-0000-0000", relay=module_relay)
     children.append(inviter)
     fails_with(inviter, MESSAGES["peer_is_v2"])
     listener.terminate(force=True)
@@ -140,25 +140,25 @@ def test_v3_controller_meeting_a_v2_target(
 
 
 def test_v2_controller_meeting_a_v3_target(
-    pair: tuple[Device, Device], relay: RelayProcess, children: list
+    pair: tuple[Device, Device], module_relay: RelayProcess, children: list
 ) -> None:
     target, controller = pair
-    listener, code = _listen(target, relay, children)
-    inviter = controller.spawn("invite", "--v2", code.split("-")[0], relay=relay)
+    listener, code = _listen(target, module_relay, children)
+    inviter = controller.spawn("invite", "--v2", code.split("-")[0], relay=module_relay)
     children.append(inviter)
     fails_with(inviter, MESSAGES["peer_not_v2"])
     listener.terminate(force=True)
 
 
 def test_a_declined_controller_is_told_and_nothing_is_saved(
-    make_device: Callable[..., Device], relay: RelayProcess, children: list
+    make_device: Callable[..., Device], module_relay: RelayProcess, children: list
 ) -> None:
     """At the controller limit the target asks (y/N); Enter declines, and the controller
     hears it through the sealed channel instead of waiting for a timeout."""
     target, first, second = make_device("Server"), make_device("Laptop"), make_device("Desktop")
-    _pair_v3(target, first, children, relay)
-    listener, code = _listen(target, relay, children)
-    inviter = second.spawn("invite", code, relay=relay)
+    _pair_v3(target, first, children, module_relay)
+    listener, code = _listen(target, module_relay, children)
+    inviter = second.spawn("invite", code, relay=module_relay)
     children.append(inviter)
     listener.expect(r"Replace it with Desktop\? \(y/N\)")
     listener.sendline("")

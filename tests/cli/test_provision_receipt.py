@@ -20,8 +20,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import PairingError, bootstrap, issue_token
-from tests.cli.conftest import CLI, STEP_TIMEOUT, AmeshRunner, Device
-from tests.pairing.conftest import start_watching
+from tests.support.cli import CLI, STEP_TIMEOUT, AmeshRunner, Device
+from tests.support.pairing import start_watching
 
 STEP = 10.0
 

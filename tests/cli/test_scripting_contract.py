@@ -22,8 +22,8 @@ from authmesh.pairing.identity import MAX_FRIENDLY_NAME_CHARS
 from authmesh.store.allowlist_store import now_timestamp
 from authmesh.store.context import load_context
 from authmesh.store.home import AmeshHome
-from tests.cli.conftest import CLI, STEP_TIMEOUT, AmeshRunner, Device, unwrapped
-from tests.relayproc import RelayProcess, free_port
+from tests.support.cli import CLI, STEP_TIMEOUT, AmeshRunner, Device, unwrapped
+from tests.support.relayproc import RelayProcess, free_port
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:
@@ -98,32 +98,32 @@ def test_exit_3_refused_and_4_expired_tokens(amesh: AmeshRunner, home: Path) -> 
 
 
 def test_exit_5_relay_unreachable_names_url_and_cause(
-    amesh: AmeshRunner, make_device: Callable[..., Device], relay: RelayProcess
+    amesh: AmeshRunner, make_device: Callable[..., Device], module_relay: RelayProcess
 ) -> None:
     device = make_device("Laptop")
     dead = f"ws://127.0.0.1:{free_port()}/ws"
     refused = amesh(["invite", "123456-1234-5678", "--relay", dead], device.home)
     assert refused.returncode == ExitCode.RELAY
     assert f"Could not reach the relay at {dead}: connection refused" in unwrapped(refused.stderr)
-    wrong_path = relay.url.replace("/ws", "/wrong")
+    wrong_path = module_relay.url.replace("/ws", "/wrong")
     not_found = amesh(["invite", "123456-1234-5678", "--relay", wrong_path], device.home)
     assert not_found.returncode == ExitCode.RELAY
     assert "HTTP 404" in unwrapped(not_found.stderr) and "/ws" in not_found.stderr
     dns = amesh(["invite", "123456-1234-5678", "--relay", "ws://relay.invalid/ws"], device.home)
     assert dns.returncode == ExitCode.RELAY
     assert "DNS" in dns.stderr
-    tls_url = relay.url.replace("ws://", "wss://")
+    tls_url = module_relay.url.replace("ws://", "wss://")
     tls = amesh(["invite", "123456-1234-5678", "--relay", tls_url], device.home)
     assert tls.returncode == ExitCode.RELAY
     assert "TLS error" in unwrapped(tls.stderr)
 
 
 def test_shell_uses_the_table_before_its_session_starts(
-    amesh: AmeshRunner, make_device: Callable[..., Device], relay: RelayProcess
+    amesh: AmeshRunner, make_device: Callable[..., Device], module_relay: RelayProcess
 ) -> None:
     device = make_device("Laptop")
     add_target(device, "quiet-box")
-    env = {"AMESH_RELAY_URL": relay.url}
+    env = {"AMESH_RELAY_URL": module_relay.url}
     no_agent = amesh(["shell", "quiet-box", "-c", "true", "--timeout", "1"], device.home, env=env)
     assert no_agent.returncode == ExitCode.TIMED_OUT, no_agent.stderr
     unknown = amesh(["shell", "nobody", "-c", "true"], device.home, env=env)
@@ -259,13 +259,15 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def test_listen_and_invite_json_events_v3(
-    make_device: Callable[..., Device], relay: RelayProcess, processes: list
+    make_device: Callable[..., Device], module_relay: RelayProcess, processes: list
 ) -> None:
     target, controller = make_device("Server"), make_device("Worker")
-    listener, target_out = start(processes, target, relay, "listen", "--json")
+    listener, target_out = start(processes, target, module_relay, "listen", "--json")
     code = target_out.event()
     assert code["event"] == "code" and code["expiresIn"] > 0
-    inviter, controller_out = start(processes, controller, relay, "invite", code["code"], "--json")
+    inviter, controller_out = start(
+        processes, controller, module_relay, "invite", code["code"], "--json"
+    )
     assert controller_out.event() == {"event": "peer_joined"}
     assert target_out.event() == {"event": "peer_joined"}
     peer = controller_out.event()
@@ -282,16 +284,23 @@ def test_listen_and_invite_json_events_v3(
 
 
 def test_listen_and_invite_json_events_v2(
-    make_device: Callable[..., Device], relay: RelayProcess, processes: list
+    make_device: Callable[..., Device], module_relay: RelayProcess, processes: list
 ) -> None:
     """v2 adds the verification code: the controller's event carries it, the target's
     operator types it on stdin (its question is on stderr)."""
     target, controller = make_device("Server"), make_device("Worker")
-    listener, target_out = start(processes, target, relay, "listen", "--v2", "--json")
+    listener, target_out = start(processes, target, module_relay, "listen", "--v2", "--json")
     code = target_out.event()
     assert code["event"] == "code" and len(code["code"]) == 6
     inviter, controller_out = start(
-        processes, controller, relay, "invite", "--v2", "--no-confirm", code["code"], "--json"
+        processes,
+        controller,
+        module_relay,
+        "invite",
+        "--v2",
+        "--no-confirm",
+        code["code"],
+        "--json",
     )
     assert controller_out.event() == {"event": "peer_joined"}
     sas = controller_out.event()
@@ -313,12 +322,12 @@ def test_provision_and_bootstrap_json_events(
     amesh: AmeshRunner,
     make_device: Callable[..., Device],
     homes: Callable[[], Path],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     processes: list,
 ) -> None:
     controller = make_device("Controller")
     provisioner, provision_out = start(
-        processes, controller, relay, "provision", "--name", "edge-7", "--json"
+        processes, controller, module_relay, "provision", "--name", "edge-7", "--json"
     )
     issued = provision_out.event()
     assert issued["event"] == "token_issued" and issued["name"] == "edge-7"

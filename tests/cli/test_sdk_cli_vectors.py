@@ -23,9 +23,9 @@ import pytest
 
 from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.keys import device_id, public_key_from_b64
-from tests.cli.conftest import AmeshRunner, read_state, write_state
 from tests.conformance.ledger import record
-from tests.vectorfiles import section
+from tests.support.cli import AmeshRunner, read_state, write_state
+from tests.support.vectorfiles import section
 
 VECTORS: list[dict[str, Any]] = section("sdk-cli.json", "vectors")
 REFERENCE_HOME: dict[str, Any] = section("sdk.json", "amesh_home.encrypted_file_home.files")

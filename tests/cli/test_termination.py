@@ -18,9 +18,9 @@ import pexpect
 import pytest
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.cli.conftest import Device, unwrapped
 from tests.cli.test_bootstrap_e2e import provision
-from tests.relayproc import RelayProcess
+from tests.support.cli import Device, unwrapped
+from tests.support.relayproc import RelayProcess
 
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 
@@ -72,10 +72,10 @@ def interrupted(child: pexpect.spawn, signum: int) -> str:
 
 @pytest.mark.parametrize("signum", SIGNALS)
 def test_listen_waiting_for_a_peer(
-    signum: int, make_device: Callable[[str], Device], relay: RelayProcess
+    signum: int, make_device: Callable[[str], Device], module_relay: RelayProcess
 ) -> None:
     device = make_device("Server")
-    child = device.spawn("listen", relay=relay)
+    child = device.spawn("listen", relay=module_relay)
     child.expect(rb"Pairing code: \d{6}")
     interrupted(child, signum)
     assert device.entries() == []
@@ -85,11 +85,11 @@ def test_listen_waiting_for_a_peer(
 def test_provision_waiting_for_the_target(
     signum: int,
     make_device: Callable[[str], Device],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     children: list[pexpect.spawn],
 ) -> None:
     controller = make_device("Controller")
-    child, _ = provision(controller, relay, children)
+    child, _ = provision(controller, module_relay, children)
     interrupted(child, signum)
     assert controller.entries() == []
 
@@ -109,12 +109,12 @@ def test_invite_waiting_on_the_relay(
 def test_bootstrap_waiting_on_the_relay(
     signum: int,
     make_device: Callable[[str], Device],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     homes: Callable[[], Path],
     children: list[pexpect.spawn],
     silent_relay: SilentRelay,
 ) -> None:
-    watcher, token = provision(make_device("Controller"), relay, children)
+    watcher, token = provision(make_device("Controller"), module_relay, children)
     watcher.terminate(force=True)
     home = homes()
     target = Device(

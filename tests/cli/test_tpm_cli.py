@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import AmeshRunner, Device
 from tests.cli.test_pairing_e2e import start_pairing
-from tests.relayproc import RelayProcess
 from tests.store.conftest import swtpm  # noqa: F401  # the store's real-TPM fixture
+from tests.support.cli import AmeshRunner, Device
+from tests.support.relayproc import RelayProcess
 
 DETECTED = (
     "\nGenerating P-256 keypair...\n\nDetecting key storage backend:\n"
@@ -54,7 +54,7 @@ def test_tpm_target_pairs_with_a_file_controller(
     home: Path,
     tpm_env: dict[str, str],
     make_device: Callable[[str], Device],
-    relay: RelayProcess,
+    module_relay: RelayProcess,
     children: list,
 ) -> None:
     assert (
@@ -63,7 +63,7 @@ def test_tpm_target_pairs_with_a_file_controller(
     identity = json.loads((home / "identity.json").read_text())
     target = Device(home, amesh.env(home, tpm_env), identity["deviceId"], "tpm box")
     controller = make_device("Laptop")
-    listener, inviter, sas = start_pairing(target, controller, relay, children)
+    listener, inviter, sas = start_pairing(target, controller, module_relay, children)
     listener.sendline(sas)
     listener.expect("is now a trusted controller of this device")
     inviter.expect("added to the allow list as a target")

@@ -16,11 +16,11 @@ import pytest
 from authmesh.core.keys import PrivateKey
 from authmesh.core.shell.challenge import ChallengeScheme
 from authmesh.relay import create_relay_server
-from tests.cluster.conftest import Cluster, ClusterFactory, Connect, fresh_database
-from tests.redisproc import RedisServer
-from tests.relay.conftest import Client, open_client, wait_for, watcher_acks
 from tests.relay.test_agent_protocol2 import register_v2, shell_request
 from tests.relay.test_weaknesses import register_agent
+from tests.support.cluster import Cluster, ClusterFactory, Connect, fresh_database
+from tests.support.redisproc import RedisServer
+from tests.support.relay_clients import Client, open_client, wait_for, watcher_acks
 
 ACK = {"type": "ack", "message": "session_open"}
 PEER_FOUND = {"type": "peer_found"}

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from authmesh.core.keys import PrivateKey
 from authmesh.relay.config import redacted_url
-from tests.cluster.conftest import CLUSTER_ENV, Cluster, ClusterFactory, Connect, health_of
-from tests.redisproc import RedisServer
-from tests.relay.conftest import Client, wait_for
-from tests.relayproc import RelayProcess, free_port, relay_env
+from tests.support.cluster import CLUSTER_ENV, Cluster, ClusterFactory, Connect, health_of
+from tests.support.redisproc import RedisServer
+from tests.support.relay_clients import Client, wait_for
+from tests.support.relayproc import RelayProcess, free_port, relay_env
 
 ACK = {"type": "ack", "message": "session_open"}
 PEER_FOUND = {"type": "peer_found"}

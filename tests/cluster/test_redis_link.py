@@ -10,7 +10,7 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from authmesh.relay.redislink import RedisLink
-from tests.redisproc import RedisServer
+from tests.support.redisproc import RedisServer
 
 
 async def test_publish_subscribe_and_replies_in_order(redis_server: RedisServer) -> None:

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from authmesh.relay.config import parse_trust_proxy
-from tests.cluster.conftest import Cluster, cluster_behind_nginx
-from tests.redisproc import RedisServer
-from tests.relay.conftest import wait_for
 from tests.relay.replay import Replay, Step, custom
 from tests.relay.test_transcripts import ADAPTED, SCENARIOS, SHARED_ENV, relay_env
+from tests.support.cluster import Cluster, cluster_behind_nginx
+from tests.support.redisproc import RedisServer
+from tests.support.relay_clients import wait_for
 
 CAP_SETTINGS = ("AMESH_MAX_CONNECTIONS", "AMESH_MAX_SESSIONS")
 IDLE_DEADLINE_S = 10.0

@@ -6,24 +6,14 @@ counts are only checked when the run covered the whole ``tests`` directory.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.conformance import ledger
-
-_TESTS_DIR = Path(__file__).resolve().parent.parent
-
-
-def _whole_suite_selected(config: pytest.Config) -> bool:
-    if config.getoption("keyword") or config.getoption("markexpr"):
-        return False
-    args = [Path(a) for a in config.args] or [Path.cwd()]
-    return any("::" not in str(a) and _TESTS_DIR.is_relative_to(a.resolve()) for a in args)
+from tests.support.ledger_run import whole_suite_selected
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not _whole_suite_selected(session.config):
+    if not whole_suite_selected(session.config):
         return
     problems = ledger.shortfalls()
     if problems:

@@ -10,7 +10,7 @@ from authmesh.core import allowlist, jsoncanon
 from authmesh.core.keyfile import KeyFile, KeyFileError, derive_file_key, encrypt_scalar
 from authmesh.core.keys import PrivateKey, device_id
 from tests.conformance.ledger import record
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 RESEAL_CLOCK = "2026-04-10T12:00:00.000Z"
 

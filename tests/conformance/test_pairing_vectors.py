@@ -47,7 +47,7 @@ from authmesh.core.tunnel import (
 )
 from authmesh.pairing.v1 import identity_plaintext
 from tests.conformance.ledger import record
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 FILE = "pairing.json"
 

@@ -25,7 +25,7 @@ from authmesh.core.canonical import (
 )
 from authmesh.core.header import AuthHeader, HeaderError, parse_header
 from tests.conformance.ledger import record
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 FILE = "sdk.json"
 

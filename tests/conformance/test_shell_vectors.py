@@ -77,7 +77,7 @@ from authmesh.core.shell.wire import (
 from authmesh.core.tunnel import session_key as pairing_session_key
 from tests.conformance.ledger import record
 from tests.shell import handshake_vectors as vectors
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 FILE = "shell.json"
 

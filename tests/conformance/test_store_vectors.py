@@ -13,7 +13,7 @@ from authmesh.store import AmeshHome, StoreError, load_context
 from authmesh.store.tpm import parse_tpmt_signature, pem_to_compressed, persistent_handle
 from tests.conformance.ledger import record
 from tests.store.homes import isolated_env, write_home
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 ENCRYPTED_HOME = section("sdk.json", "amesh_home.encrypted_file_home")
 HARDWARE_HOME = section("sdk.json", "amesh_home.hardware_home")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tests.conformance import ledger
-from tests.vectorfiles import SHARED_VECTOR_DIR, VECTOR_DIR, VECTOR_FILES, load, vector_lists
+from tests.support.vectorfiles import (
+    SHARED_VECTOR_DIR,
+    VECTOR_DIR,
+    VECTOR_FILES,
+    load,
+    vector_lists,
+)
 
 
 @pytest.mark.parametrize("name", VECTOR_FILES)

@@ -33,8 +33,8 @@ import pytest
 
 from tests.deploy import dockerfile
 from tests.deploy.http_probe import get_health
-from tests.redisproc import RedisServer
-from tests.relayproc import RelayProcess, free_port
+from tests.support.redisproc import RedisServer
+from tests.support.relayproc import RelayProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile.relay"

@@ -28,12 +28,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.cluster.conftest import Cluster, metrics_of, running_cluster
 from tests.deploy import dockerfile
-from tests.nginxproc import NGINX, checked_command, serving
-from tests.redisproc import RedisServer
-from tests.relay.conftest import open_client
-from tests.relayproc import free_port, free_ports
+from tests.support.cluster import Cluster, metrics_of, running_cluster
+from tests.support.nginxproc import NGINX, checked_command, serving
+from tests.support.redisproc import RedisServer
+from tests.support.relay_clients import open_client
+from tests.support.relayproc import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"

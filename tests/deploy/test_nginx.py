@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import RelayFactory
 from tests.deploy.http_probe import get_health
-from tests.nginxproc import NGINX, running_nginx, tls_client
+from tests.support.nginxproc import NGINX, running_nginx, tls_client
+from tests.support.relayproc import RelayFactory
 
 FRAME_DEADLINE_S = 5.0
 FAILURE_LIMIT = 3

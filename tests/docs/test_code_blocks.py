@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from tests.docs.codeblocks import ROOT, Block, doc_files, extract
-from tests.docs.conftest import DocsWorld, clean_environ
+from tests.support.docs import DocsWorld, clean_environ
 
 BLOCKS = [block for path in doc_files() for block in extract(path)]
 SHELLS = {"sh", "bash", "shell", "console"}

@@ -10,8 +10,8 @@ import pytest
 
 from authmesh.sdk.client import Client
 from tests.docs.codeblocks import ROOT, extract
-from tests.docs.conftest import DocsWorld, clean_environ
 from tests.sdk.harness import wsgi_server
+from tests.support.docs import DocsWorld, clean_environ
 
 STEP = 30
 

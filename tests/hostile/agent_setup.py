@@ -10,8 +10,8 @@ from pathlib import Path
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
 from authmesh.store import AmeshHome, load_context
 from tests.hostile.agent_campaign import AgentTarget
-from tests.relayproc import RelayProcess, start_relay
-from tests.shell.conftest import AgentProcess, make_home, pair_device
+from tests.support.relayproc import RelayProcess, start_relay
+from tests.support.shell import AgentProcess, make_home, pair_device
 
 __all__ = ["AgentUnderAttack", "agent_under_attack"]
 

@@ -21,7 +21,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.hostile.tally import Tally
-from tests.shell.conftest import AgentProcess, make_home
+from tests.support.shell import AgentProcess, make_home
 
 __all__ = [
     "BREAKING_FRAMES",

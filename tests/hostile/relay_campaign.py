@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from tests.hostile.relay_corpus import Frame
 from tests.hostile.tally import Tally
 from tests.hostile.ws_frames import RAW_CASES, run_raw_case
-from tests.relay.conftest import open_client
-from tests.relayproc import RelayProcess
+from tests.support.relay_clients import open_client
+from tests.support.relayproc import RelayProcess
 
 __all__ = ["HTTP_PROBES", "RELAY_ENV", "run_relay_campaign"]
 

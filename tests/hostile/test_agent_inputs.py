@@ -12,7 +12,7 @@ import pytest
 
 from tests.hostile.agent_campaign import run_agent_campaign
 from tests.hostile.agent_setup import AgentUnderAttack, agent_under_attack
-from tests.shell.conftest import run_shell
+from tests.support.shell import run_shell
 
 
 @pytest.fixture(scope="module")

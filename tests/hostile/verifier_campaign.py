@@ -24,8 +24,8 @@ from tests.hostile.verifier_requests import (
     send,
 )
 from tests.sdk import apps
-from tests.sdk.conftest import trusted_store, vector_key
 from tests.sdk.harness import uvicorn_server, wsgi_server
+from tests.support.sdk import trusted_store, vector_key
 
 __all__ = ["probe_lengths", "probe_server", "servers", "use_verifier"]
 

@@ -18,17 +18,16 @@ from authmesh.pairing import (
     provision,
 )
 from authmesh.pairing.relay_client import RelayConnection
-from tests.conftest import RelayFactory
-from tests.pairing.conftest import start_watching
-from tests.relayproc import RelayProcess
+from tests.support.pairing import start_watching
+from tests.support.relayproc import RelayFactory, RelayProcess
 
 STEP = 10.0
 
 
 async def test_v2_bootstrap_then_replay_fails(
-    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+    fresh_relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
 ) -> None:
-    issued = issue_token(controller_key, name="edge-1", relay_url=relay.url, ttl_seconds=600)
+    issued = issue_token(controller_key, name="edge-1", relay_url=fresh_relay.url, ttl_seconds=600)
     watcher, accepted = await start_watching(controller_key, issued)
     target_side = await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
     controller_side = await asyncio.wait_for(watcher, STEP)
@@ -47,10 +46,10 @@ async def test_v2_bootstrap_then_replay_fails(
 
 
 async def test_legacy_sdk_target_needs_explicit_opt_in(
-    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+    fresh_relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
 ) -> None:
     """A reference SDK target sends the bearer token and no proof of key (W3)."""
-    issued = issue_token(controller_key, name="sdk-box", relay_url=relay.url, ttl_seconds=600)
+    issued = issue_token(controller_key, name="sdk-box", relay_url=fresh_relay.url, ttl_seconds=600)
     watcher, accepted = await start_watching(controller_key, issued)
     with pytest.raises(PairingError) as refused:
         await asyncio.wait_for(bootstrap(issued.token, target_key, legacy=True), STEP)
@@ -59,7 +58,7 @@ async def test_legacy_sdk_target_needs_explicit_opt_in(
         await asyncio.wait_for(watcher, STEP)
     assert accepted == []
 
-    issued = issue_token(controller_key, name="sdk-box", relay_url=relay.url, ttl_seconds=600)
+    issued = issue_token(controller_key, name="sdk-box", relay_url=fresh_relay.url, ttl_seconds=600)
     watcher, accepted = await start_watching(controller_key, issued, allow_legacy_target=True)
     target_side = await asyncio.wait_for(bootstrap(issued.token, target_key, legacy=True), STEP)
     controller_side = await asyncio.wait_for(watcher, STEP)
@@ -68,9 +67,9 @@ async def test_legacy_sdk_target_needs_explicit_opt_in(
 
 
 async def test_no_watcher_is_a_clear_error(
-    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+    fresh_relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
 ) -> None:
-    issued = issue_token(controller_key, name="x", relay_url=relay.url, ttl_seconds=600)
+    issued = issue_token(controller_key, name="x", relay_url=fresh_relay.url, ttl_seconds=600)
     with pytest.raises(PairingError) as raised:
         await asyncio.wait_for(bootstrap(issued.token, target_key), STEP)
     assert raised.value.code == "no_watcher"
@@ -78,9 +77,9 @@ async def test_no_watcher_is_a_clear_error(
 
 
 async def test_controller_refusal_reaches_the_target(
-    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+    fresh_relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
 ) -> None:
-    issued = issue_token(controller_key, name="x", relay_url=relay.url, ttl_seconds=600)
+    issued = issue_token(controller_key, name="x", relay_url=fresh_relay.url, ttl_seconds=600)
 
     def refuse(result: BootstrapResult) -> None:
         raise PairingError("operator_declined")
@@ -94,15 +93,15 @@ async def test_controller_refusal_reaches_the_target(
 
 
 async def test_relay_killed_while_target_waits(
-    relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
+    fresh_relay: RelayProcess, controller_key: PrivateKey, target_key: PrivateKey
 ) -> None:
-    issued = issue_token(controller_key, name="x", relay_url=relay.url, ttl_seconds=600)
-    async with await RelayConnection.open(relay.url) as watcher:
+    issued = issue_token(controller_key, name="x", relay_url=fresh_relay.url, ttl_seconds=600)
+    async with await RelayConnection.open(fresh_relay.url) as watcher:
         await watcher.send({"type": "bootstrap_watch", "jti": issued.jti})
         assert (await watcher.receive(STEP))["type"] == "bootstrap_watching"
         target = asyncio.create_task(bootstrap(issued.token, target_key))
         assert (await watcher.receive(STEP))["type"] == "bootstrap_init"
-        relay.kill()
+        fresh_relay.kill()
         with pytest.raises(PairingError) as raised:
             await asyncio.wait_for(target, STEP)
     assert raised.value.code == "relay_closed"
@@ -148,9 +147,9 @@ async def test_watch_is_renewed_past_the_relay_watch_lifetime(
 
 
 async def test_provision_gives_up_when_the_token_expires(
-    relay: RelayProcess, controller_key: PrivateKey
+    fresh_relay: RelayProcess, controller_key: PrivateKey
 ) -> None:
-    issued = issue_token(controller_key, name="never", relay_url=relay.url, ttl_seconds=60)
+    issued = issue_token(controller_key, name="never", relay_url=fresh_relay.url, ttl_seconds=60)
     # Half-way through the lifetime at the first look, past the end from then on.
     clock = itertools.chain([issued.issued_at + 30], itertools.repeat(issued.issued_at + 61))
     with pytest.raises(PairingError) as raised:

@@ -16,7 +16,7 @@ from authmesh.core.bootstrap_token import sign_ack
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import BootstrapResult, PairingError, bootstrap, issue_token
 from authmesh.pairing.bootstrap import init_statement
-from tests.pairing.conftest import start_watching
+from tests.support.pairing import start_watching
 
 STEP = 10.0
 Tamper = Callable[[dict[str, Any], PrivateKey], dict[str, Any]]

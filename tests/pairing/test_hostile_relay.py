@@ -41,7 +41,7 @@ from authmesh.pairing import (
 from authmesh.pairing.v1 import V1Controller, V1Target
 from authmesh.pairing.v2 import V2Controller, V2Target
 from tests.pairing.relays import STEP, Attack, hostile_relay, receive, send
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 V2_GRIND_CANDIDATES = 500
 

@@ -19,7 +19,7 @@ from authmesh.pairing import (
     listen,
 )
 from authmesh.pairing.interactive import SAS_ATTEMPTS
-from tests.relayproc import RelayProcess
+from tests.support.relayproc import RelayProcess
 
 STEP = 10.0
 
@@ -96,11 +96,11 @@ async def pair(
 
 @pytest.mark.parametrize("pairing", [2, 3])
 async def test_happy_path(
-    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey, pairing: int
+    fresh_relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey, pairing: int
 ) -> None:
     operator = Operator()
     target_result, controller_result = await pair(
-        relay, target_key, controller_key, operator, protocol=pairing
+        fresh_relay, target_key, controller_key, operator, protocol=pairing
     )
     assert isinstance(target_result, PairingResult), target_result
     assert isinstance(controller_result, PairingResult), controller_result
@@ -119,11 +119,11 @@ async def test_happy_path(
 
 
 async def test_v1_legacy_happy_path(
-    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
+    fresh_relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
 ) -> None:
     operator = Operator()
     target_result, controller_result = await pair(
-        relay, target_key, controller_key, operator, protocol=1
+        fresh_relay, target_key, controller_key, operator, protocol=1
     )
     assert isinstance(target_result, PairingResult), target_result
     assert isinstance(controller_result, PairingResult), controller_result
@@ -135,12 +135,12 @@ async def test_v1_legacy_happy_path(
 
 @pytest.mark.parametrize("legacy", [False, True])
 async def test_wrong_sas_saves_nothing(
-    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey, legacy: bool
+    fresh_relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey, legacy: bool
 ) -> None:
     operator = Operator(typos=SAS_ATTEMPTS)
     protocol = 1 if legacy else 2
     target_result, controller_result = await pair(
-        relay, target_key, controller_key, operator, protocol=protocol
+        fresh_relay, target_key, controller_key, operator, protocol=protocol
     )
     assert isinstance(target_result, PairingError) and target_result.code == "sas_mismatch"
     if legacy:
@@ -153,13 +153,13 @@ async def test_wrong_sas_saves_nothing(
 
 @pytest.mark.parametrize("legacy", [False, True])
 async def test_a_typo_in_the_sas_can_be_retyped(
-    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey, legacy: bool
+    fresh_relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey, legacy: bool
 ) -> None:
     """Issue 13: the SAS is fixed once both sides committed, so a re-typed code costs nothing."""
     operator = Operator(typos=SAS_ATTEMPTS - 1)
     protocol = 1 if legacy else 2
     target_result, controller_result = await pair(
-        relay, target_key, controller_key, operator, protocol=protocol
+        fresh_relay, target_key, controller_key, operator, protocol=protocol
     )
     assert isinstance(target_result, PairingResult), target_result
     assert isinstance(controller_result, PairingResult), controller_result
@@ -168,11 +168,13 @@ async def test_a_typo_in_the_sas_can_be_retyped(
 
 
 async def test_own_name_over_the_limit_is_refused_before_the_relay(
-    relay: RelayProcess, target_key: PrivateKey
+    fresh_relay: RelayProcess, target_key: PrivateKey
 ) -> None:
     with pytest.raises(PairingError) as raised:
         await listen(
-            target_key, "n" * (MAX_FRIENDLY_NAME_CHARS + 1), ListenOptions(relay_url=relay.url)
+            target_key,
+            "n" * (MAX_FRIENDLY_NAME_CHARS + 1),
+            ListenOptions(relay_url=fresh_relay.url),
         )
     assert raised.value.code == "name_too_long"
 
@@ -181,7 +183,7 @@ async def test_own_name_over_the_limit_is_refused_before_the_relay(
     ("legacy_target", "expected"), [(True, "peer_not_v2"), (False, "peer_requires_v2")]
 )
 async def test_no_silent_downgrade(
-    relay: RelayProcess,
+    fresh_relay: RelayProcess,
     target_key: PrivateKey,
     controller_key: PrivateKey,
     legacy_target: bool,
@@ -189,7 +191,7 @@ async def test_no_silent_downgrade(
 ) -> None:
     operator = Operator()
     listening, code = await start_listening(
-        relay, target_key, operator, protocol=1 if legacy_target else 2, code_lifetime=3
+        fresh_relay, target_key, operator, protocol=1 if legacy_target else 2, code_lifetime=3
     )
     with pytest.raises(PairingError) as raised:
         await invite(
@@ -197,7 +199,7 @@ async def test_no_silent_downgrade(
             controller_key,
             "controller-laptop",
             InviteOptions(
-                relay_url=relay.url,
+                relay_url=fresh_relay.url,
                 show_sas=operator.show_sas,
                 protocol=2 if legacy_target else 1,
             ),
@@ -211,17 +213,17 @@ async def test_no_silent_downgrade(
 
 
 async def test_v3_controller_meeting_a_legacy_target(
-    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
+    fresh_relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
 ) -> None:
     """The legacy target speaks first with a bare key; the v3 side names it, runs nothing."""
     operator = Operator()
-    listening, code = await start_listening(relay, target_key, operator, protocol=1)
+    listening, code = await start_listening(fresh_relay, target_key, operator, protocol=1)
     with pytest.raises(PairingError) as raised:
         await invite(
             f"{code}-0000-0000",
             controller_key,
             "controller-laptop",
-            InviteOptions(relay_url=relay.url),
+            InviteOptions(relay_url=fresh_relay.url),
         )
     assert raised.value.code == "peer_is_legacy"
     assert "hostile relay" in str(raised.value)
@@ -230,16 +232,16 @@ async def test_v3_controller_meeting_a_legacy_target(
 
 
 async def test_v3_target_meeting_a_legacy_controller(
-    relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
+    fresh_relay: RelayProcess, target_key: PrivateKey, controller_key: PrivateKey
 ) -> None:
     """A legacy controller (as the reference's) gives up on the v3 message and leaves."""
     operator = Operator()
-    listening, code = await start_listening(relay, target_key, operator, protocol=3)
+    listening, code = await start_listening(fresh_relay, target_key, operator, protocol=3)
     inviting = invite(
         code.split("-")[0],
         controller_key,
         "controller-laptop",
-        InviteOptions(relay_url=relay.url, protocol=1, show_sas=operator.show_sas),
+        InviteOptions(relay_url=fresh_relay.url, protocol=1, show_sas=operator.show_sas),
     )
     target_result, controller_result = await asyncio.wait_for(
         asyncio.gather(listening, inviting, return_exceptions=True), 3 * STEP

@@ -18,7 +18,7 @@ from authmesh.pairing import (
     invite,
     listen,
 )
-from tests.relayproc import RelayProcess
+from tests.support.relayproc import RelayProcess
 
 STEP = 15.0
 PROTOCOLS = {"legacy": 1, "v2": 2, "v3": 3}
@@ -67,8 +67,8 @@ def _kill(process: asyncio.subprocess.Process) -> None:
 
 
 @pytest.mark.parametrize("mode", ["v3", "v2", "legacy"])
-async def test_target_killed_after_peer_found(relay: RelayProcess, mode: str) -> None:
-    target = await _spawn("target", relay.url, mode)
+async def test_target_killed_after_peer_found(fresh_relay: RelayProcess, mode: str) -> None:
+    target = await _spawn("target", fresh_relay.url, mode)
     try:
         code = await _line(target)
         with pytest.raises(PairingError) as raised:
@@ -78,7 +78,7 @@ async def test_target_killed_after_peer_found(relay: RelayProcess, mode: str) ->
                     PrivateKey.generate(),
                     "survivor",
                     InviteOptions(
-                        relay_url=relay.url,
+                        relay_url=fresh_relay.url,
                         protocol=PROTOCOLS[mode],
                         on_peer_found=lambda: _kill(target),
                         show_sas=lambda sas, peer: None,
@@ -94,11 +94,11 @@ async def test_target_killed_after_peer_found(relay: RelayProcess, mode: str) ->
         await target.wait()
 
 
-async def test_controller_killed_while_the_code_is_typed(relay: RelayProcess) -> None:
+async def test_controller_killed_while_the_code_is_typed(fresh_relay: RelayProcess) -> None:
     controllers: list[asyncio.subprocess.Process] = []
 
     async def on_code(code: str, lifetime: float) -> None:
-        controllers.append(await _spawn("controller", relay.url, "v2", code))
+        controllers.append(await _spawn("controller", fresh_relay.url, "v2", code))
 
     async def operator(peer: PeerIdentity) -> str:
         sas = await _line(controllers[0])
@@ -113,7 +113,7 @@ async def test_controller_killed_while_the_code_is_typed(relay: RelayProcess) ->
                     PrivateKey.generate(),
                     "survivor",
                     ListenOptions(
-                        relay_url=relay.url, protocol=2, on_code=on_code, ask_sas=operator
+                        relay_url=fresh_relay.url, protocol=2, on_code=on_code, ask_sas=operator
                     ),
                 ),
                 2 * STEP,
@@ -126,12 +126,12 @@ async def test_controller_killed_while_the_code_is_typed(relay: RelayProcess) ->
 
 
 @pytest.mark.parametrize("legacy", [False, True])
-async def test_relay_killed_mid_handshake(relay: RelayProcess, legacy: bool) -> None:
+async def test_relay_killed_mid_handshake(fresh_relay: RelayProcess, legacy: bool) -> None:
     code_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     shown: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def kill_relay_after_sas(sas: str, peer: PeerIdentity) -> None:
-        relay.kill()
+        fresh_relay.kill()
         shown.set_result(sas)
 
     listening = asyncio.create_task(
@@ -139,7 +139,7 @@ async def test_relay_killed_mid_handshake(relay: RelayProcess, legacy: bool) -> 
             PrivateKey.generate(),
             "target",
             ListenOptions(
-                relay_url=relay.url,
+                relay_url=fresh_relay.url,
                 protocol=1 if legacy else 2,
                 on_code=lambda code, _: code_ready.set_result(code),
                 ask_sas=lambda peer: asyncio.wait_for(shown, STEP),
@@ -153,10 +153,10 @@ async def test_relay_killed_mid_handshake(relay: RelayProcess, legacy: bool) -> 
             PrivateKey.generate(),
             "controller",
             InviteOptions(
-                relay_url=relay.url,
+                relay_url=fresh_relay.url,
                 protocol=1 if legacy else 2,
                 show_sas=kill_relay_after_sas if not legacy else lambda sas, peer: None,
-                on_peer_found=relay.kill if legacy else None,
+                on_peer_found=fresh_relay.kill if legacy else None,
             ),
         )
     )

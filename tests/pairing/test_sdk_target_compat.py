@@ -16,13 +16,13 @@ from authmesh.core.bootstrap_token import decode_token
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import provision
 from authmesh.pairing.bootstrap import IssuedToken
-from tests.relayproc import RelayProcess
-from tests.vectorfiles import section
+from tests.support.relayproc import RelayProcess
+from tests.support.vectorfiles import section
 
 STEP = 10.0
 
 
-async def test_reference_sdk_target_gets_the_recorded_ack(relay: RelayProcess) -> None:
+async def test_reference_sdk_target_gets_the_recorded_ack(fresh_relay: RelayProcess) -> None:
     case = section("pairing.json", "bootstrap_sdk_ack_cases.cases")[0]
     assert case["outcome"] == "resolved"
     init_text, expected_ack = (frame["text"] for frame in case["sdk_frames"])
@@ -34,7 +34,12 @@ async def test_reference_sdk_target_gets_the_recorded_ack(relay: RelayProcess) -
     decoded = decode_token(init["token"])
     payload = decoded.payload
     issued = IssuedToken(
-        init["token"], payload["jti"], payload["name"], relay.url, payload["iat"], payload["exp"]
+        init["token"],
+        payload["jti"],
+        payload["name"],
+        fresh_relay.url,
+        payload["iat"],
+        payload["exp"],
     )
     ready = asyncio.Event()
     watching = asyncio.create_task(
@@ -47,7 +52,7 @@ async def test_reference_sdk_target_gets_the_recorded_ack(relay: RelayProcess) -
         )
     )
     await asyncio.wait_for(ready.wait(), STEP)
-    async with connect(relay.url, compression=None) as sdk:
+    async with connect(fresh_relay.url, compression=None) as sdk:
         await sdk.send(init_text)
         received = await asyncio.wait_for(sdk.recv(), STEP)
     result = await asyncio.wait_for(watching, STEP)

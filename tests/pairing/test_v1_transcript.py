@@ -11,7 +11,7 @@ from authmesh.core.keys import PrivateKey
 from authmesh.pairing import PairingError
 from authmesh.pairing.relay_client import encode_frame
 from authmesh.pairing.v1 import V1Controller, V1Target
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 TRANSCRIPT = section("pairing.json", "handshake_transcript")
 NOW = section("pairing.json", "meta.conventions.fixed_now.unix")

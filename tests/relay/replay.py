@@ -44,7 +44,8 @@ from authmesh.core.keys import (
     verify,
 )
 from authmesh.relay.jsonwire import dumps
-from tests.relay.conftest import RECV_DEADLINE, Client, RelayProcess, http_request
+from tests.support.relay_clients import RECV_DEADLINE, Client, http_request
+from tests.support.relayproc import RelayProcess
 
 Step = dict[str, Any]
 CustomStep = Callable[["Replay"], Awaitable[None]]

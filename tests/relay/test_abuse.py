@@ -10,7 +10,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from tests.relay.conftest import Client, RelayProcess, open_client, pair, wait_for
+from tests.support.relay_clients import Client, open_client, pair, wait_for
+from tests.support.relayproc import RelayProcess
 
 ACK = {"type": "ack", "message": "session_open"}
 PEER_FOUND = {"type": "peer_found"}

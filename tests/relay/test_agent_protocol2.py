@@ -11,18 +11,10 @@ import asyncio
 import uuid
 from typing import Any
 
-import pytest
-
 from authmesh.core.b64 import b64url_encode
 from authmesh.core.keys import PrivateKey
 from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
 from tests.relay.test_weaknesses import PEER_FOUND, err
-
-
-@pytest.fixture
-def relay(relay_factory: Any) -> Any:
-    """A fresh relay per test: the tests count its sessions and agents."""
-    return relay_factory()
 
 
 async def register_v2(client: Any, key: PrivateKey, scheme: ChallengeScheme) -> Any:
@@ -37,15 +29,15 @@ async def register_v2(client: Any, key: PrivateKey, scheme: ChallengeScheme) -> 
 
 
 async def test_s1_protocol_2_agents_sign_the_domain_prefixed_challenge(
-    dial: Any, relay: Any
+    dial: Any, fresh_relay: Any
 ) -> None:
     key = PrivateKey.generate()
-    assert await register_v2(await dial(relay), key, ChallengeScheme.V2) == {
+    assert await register_v2(await dial(fresh_relay), key, ChallengeScheme.V2) == {
         "type": "agent_registered"
     }
     # A raw (legacy) signature is refused once protocol 2 was asked for.
     other = PrivateKey.generate()
-    assert await register_v2(await dial(relay), other, ChallengeScheme.V1) == err(
+    assert await register_v2(await dial(fresh_relay), other, ChallengeScheme.V1) == err(
         "invalid_signature"
     )
 
@@ -56,18 +48,18 @@ async def shell_request(controller: Any, key: PrivateKey) -> None:
     )
 
 
-async def test_s3_each_session_gets_its_own_agent_socket(dial: Any, relay: Any) -> None:
+async def test_s3_each_session_gets_its_own_agent_socket(dial: Any, fresh_relay: Any) -> None:
     key = PrivateKey.generate()
-    agent = await dial(relay)
+    agent = await dial(fresh_relay)
     await register_v2(agent, key, ChallengeScheme.V2)
     sessions = []
     for _ in range(2):  # the second request does not disturb the first session
-        controller = await dial(relay)
+        controller = await dial(fresh_relay)
         await shell_request(controller, key)
         assert await controller.recv_json() == PEER_FOUND
         announce = await agent.recv_json()
         assert announce["type"] == "shell_request" and uuid.UUID(announce["session"])
-        session_socket = await dial(relay)
+        session_socket = await dial(fresh_relay)
         await session_socket.send({"type": "agent_session", "session": announce["session"]})
         assert await session_socket.recv_json() == PEER_FOUND
         sessions.append((controller, session_socket))
@@ -80,17 +72,21 @@ async def test_s3_each_session_gets_its_own_agent_socket(dial: Any, relay: Any) 
     await first_socket.close()
     assert await first_controller.recv_json() == err("peer_disconnected")
     await agent.sync()  # the registration socket never carried a session
-    assert relay.health() == {"status": "ok", "sessions": 1, "agents": 1}
+    assert fresh_relay.health() == {"status": "ok", "sessions": 1, "agents": 1}
 
 
-async def test_s3_a_session_token_is_single_use(dial: Any, relay: Any) -> None:
+async def test_s3_a_session_token_is_single_use(dial: Any, fresh_relay: Any) -> None:
     key = PrivateKey.generate()
-    agent, controller = await dial(relay), await dial(relay)
+    agent, controller = await dial(fresh_relay), await dial(fresh_relay)
     await register_v2(agent, key, ChallengeScheme.V2)
     await shell_request(controller, key)
     await controller.recv_json()
     token = (await agent.recv_json())["session"]
-    claimed, replay, guess = await dial(relay), await dial(relay), await dial(relay)
+    claimed, replay, guess = (
+        await dial(fresh_relay),
+        await dial(fresh_relay),
+        await dial(fresh_relay),
+    )
     await claimed.send({"type": "agent_session", "session": token})
     assert await claimed.recv_json() == PEER_FOUND
     await replay.send({"type": "agent_session", "session": token})

@@ -8,7 +8,8 @@ import sys
 from websockets.asyncio.client import connect
 
 from authmesh.relay import RelayConfig, create_relay_server
-from tests.relay.conftest import REPO, Client
+from tests.support.relay_clients import Client
+from tests.support.relayproc import REPO
 
 
 async def test_create_start_stop_and_context_manager() -> None:

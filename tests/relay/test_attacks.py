@@ -12,8 +12,9 @@ from typing import Any
 
 from authmesh.core.keys import PrivateKey
 from authmesh.core.shell.challenge import ChallengeScheme
-from tests.relay.conftest import Client, RelayProcess, open_client
 from tests.relay.test_agent_protocol2 import register_v2
+from tests.support.relay_clients import Client, open_client
+from tests.support.relayproc import RelayProcess
 
 ACK = {"type": "ack", "message": "session_open"}
 PEER_FOUND = {"type": "peer_found"}

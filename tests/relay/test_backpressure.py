@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.relay.conftest import open_client, wait_for
+from tests.support.relay_clients import open_client, wait_for
 
 BURST_FRAMES = 2000
 

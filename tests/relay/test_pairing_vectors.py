@@ -8,8 +8,9 @@ import json
 from typing import Any
 
 from tests.conformance.ledger import record
-from tests.relay.conftest import Client, RelayProcess, open_client, wait_idle
-from tests.vectorfiles import section
+from tests.support.relay_clients import Client, open_client, wait_idle
+from tests.support.relayproc import RelayProcess
+from tests.support.vectorfiles import section
 
 OBSERVED = section("pairing.json", "relay_pairing_observed")
 BOOTSTRAP = section("pairing.json", "bootstrap_reference_relay")

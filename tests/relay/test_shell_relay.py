@@ -18,9 +18,10 @@ import pytest
 
 from authmesh.core.keys import PrivateKey
 from tests.conformance.ledger import record
-from tests.relay.conftest import RelayProcess, wait_for, wait_idle
 from tests.relay.replay import Replay, Step, custom, error, replace, send, silent, time_passes, to
-from tests.vectorfiles import load
+from tests.support.relay_clients import wait_for, wait_idle
+from tests.support.relayproc import RelayProcess
+from tests.support.vectorfiles import load
 
 SCENARIOS = {s["name"]: s for s in load("shell-relay.json")["scenarios"]}
 IDENTITIES = [

@@ -17,14 +17,6 @@ from typing import Any
 import pytest
 
 from tests.conformance.ledger import record
-from tests.relay.conftest import (
-    RECV_DEADLINE,
-    SHARED_ENV,
-    RelayProcess,
-    open_client,
-    wait_for,
-    wait_idle,
-)
 from tests.relay.replay import (
     Replay,
     Step,
@@ -38,7 +30,9 @@ from tests.relay.replay import (
     time_passes,
     to,
 )
-from tests.vectorfiles import load
+from tests.support.relay_clients import RECV_DEADLINE, SHARED_ENV, open_client, wait_for, wait_idle
+from tests.support.relayproc import RelayProcess
+from tests.support.vectorfiles import load
 
 SCENARIOS = {scenario["name"]: scenario for scenario in load("relay-transcripts.json")}
 ACK = {"type": "ack", "message": "session_open"}

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.relay.conftest import open_client, pair, wait_for
 from tests.relay.test_abuse import LEGITIMATE, rss_kb, state_is_empty
+from tests.support.relay_clients import open_client, pair, wait_for
 
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

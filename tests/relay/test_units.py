@@ -21,8 +21,7 @@ from authmesh.relay.config import (
 from authmesh.relay.jsonwire import JsonWireError, dumps, format_number, loads
 from authmesh.relay.limits import FailureLimiter
 from authmesh.relay.protocol import RelayCore, Send
-from tests.relay.conftest import REPO
-from tests.relayproc import free_port, relay_env, start_relay
+from tests.support.relayproc import REPO, free_port, relay_env, start_relay
 
 
 @pytest.mark.parametrize(

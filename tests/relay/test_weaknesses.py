@@ -20,14 +20,8 @@ import pytest
 
 from authmesh.core.b64 import b64url_encode
 from authmesh.core.keys import PrivateKey
-from tests.relay.conftest import (
-    Client,
-    RelayProcess,
-    http_request,
-    open_client,
-    pair,
-    wait_idle,
-)
+from tests.support.relay_clients import Client, http_request, open_client, pair, wait_idle
+from tests.support.relayproc import RelayProcess
 
 ACK = {"type": "ack", "message": "session_open"}
 PEER_FOUND = {"type": "peer_found"}

@@ -25,7 +25,7 @@ from authmesh.sdk.aiohttp import (
 from authmesh.sdk.client import AuthMeshAuth, SigningError
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import SERVER_TIME_HEADER, Verifier
-from tests.sdk.conftest import trusted_store, vector_key
+from tests.support.sdk import trusted_store, vector_key
 
 K1, K2, K3 = vector_key("K1"), vector_key("K2"), vector_key("K3")
 TIMEOUT = aiohttp.ClientTimeout(total=10)

@@ -18,7 +18,7 @@ from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.trusted_keys import TrustedKeys
 from authmesh.sdk.verifier import Rejection, Verifier
 from authmesh.store import StoreError
-from tests.sdk.conftest import trusted_store
+from tests.support.sdk import trusted_store
 
 
 class ManualClock:

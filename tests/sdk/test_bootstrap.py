@@ -15,16 +15,16 @@ from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_asyn
 from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.verifier import Verifier
 from authmesh.store import AmeshHome, StoreError, create_identity, load_context, now_timestamp
-from tests.relayproc import RelayProcess
 from tests.sdk.harness import uvicorn_server
+from tests.support.relayproc import RelayProcess
 
 NO_ENV: dict[str, str] = {}
 
 
 @pytest.fixture
-def relay_url(relay: RelayProcess) -> str:
+def relay_url(fresh_relay: RelayProcess) -> str:
     """The URL of a real relay process for this test (``tests/conftest.py``)."""
-    return relay.url
+    return fresh_relay.url
 
 
 def _controller(tmp_path: Path) -> AmeshHome:

@@ -28,7 +28,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from authmesh.core.keys import PrivateKey
 from authmesh.pairing import PairingError, bootstrap
 from tests.conformance.ledger import record
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 CASES = section("pairing.json", "bootstrap_sdk_ack_cases")
 TARGET = PrivateKey.from_scalar(bytes.fromhex(CASES["sdk_target_key"]["private_key_hex"]))

@@ -28,9 +28,9 @@ from authmesh.sdk.client import AuthMeshAuth, SigningError
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier
 from tests.conformance.ledger import record
-from tests.sdk.conftest import trusted_store, vector_key
 from tests.sdk.harness import build_request, send_raw, uvicorn_server
-from tests.vectorfiles import section
+from tests.support.sdk import trusted_store, vector_key
+from tests.support.vectorfiles import section
 
 CLIENT_FETCH = section("sdk.json", "client_fetch")
 K1 = vector_key("K1")

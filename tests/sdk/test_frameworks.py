@@ -25,8 +25,8 @@ from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.fastapi import AuthMeshDependency, verified_device
 from authmesh.sdk.verifier import VerifiedDevice, Verifier
 from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
-from tests.sdk.conftest import trusted_store, vector_key
 from tests.sdk.harness import uvicorn_server, wsgi_server
+from tests.support.sdk import trusted_store, vector_key
 
 K1, K3 = vector_key("K1"), vector_key("K3")
 

@@ -31,7 +31,7 @@ from authmesh.sdk.grpc import (
 )
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier
-from tests.sdk.conftest import trusted_store, vector_key
+from tests.support.sdk import trusted_store, vector_key
 
 K1, K2, K3 = vector_key("K1"), vector_key("K2"), vector_key("K3")
 PROTOCOL_1_CONTROLLER = PrivateKey.generate()

@@ -18,8 +18,8 @@ import pytest
 from authmesh.core.canonical import EMPTY_BODY_SHA256
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
-from tests.sdk.conftest import trusted_store, vector_key
 from tests.sdk.harness import build_request, send_raw
+from tests.support.sdk import trusted_store, vector_key
 
 K1 = vector_key("K1")
 HOST = "127.0.0.1"

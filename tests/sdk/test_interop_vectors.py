@@ -22,8 +22,8 @@ from authmesh.core.keys import PrivateKey
 from authmesh.core.nonce import InMemoryNonceStore
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
-from tests.sdk.conftest import trusted_store
-from tests.vectorfiles import section
+from tests.support.sdk import trusted_store
+from tests.support.vectorfiles import section
 
 BODIES = {body_sha256(b""): b"", body_sha256(b'{"amount":100}'): b'{"amount":100}'}
 KEYS = {

@@ -14,8 +14,8 @@ from authmesh.core.nonce import InMemoryNonceStore
 from authmesh.sdk.metrics import Outcome, VerificationMetrics
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
-from tests.sdk.conftest import trusted_store, vector_key
 from tests.sdk.harness import build_request, send_raw
+from tests.support.sdk import trusted_store, vector_key
 
 NOW = 1_800_000_000
 K1, K2, K3 = vector_key("K1"), vector_key("K2"), vector_key("K3")

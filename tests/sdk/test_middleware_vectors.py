@@ -26,7 +26,7 @@ from authmesh.sdk.verifier import SERVER_TIME_HEADER, Verifier
 from authmesh.store import AllowListStore, AmeshHome
 from tests.conformance.ledger import record
 from tests.sdk.harness import build_request, send_raw
-from tests.vectorfiles import load
+from tests.support.vectorfiles import load
 
 MIDDLEWARE = load("middleware.json")
 VECTORS = MIDDLEWARE["vectors"]

@@ -15,8 +15,8 @@ import redis
 from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.redis_nonce import AsyncRedisNonceStore, NonceStoreUnavailable, RedisNonceStore
 from authmesh.sdk.verifier import Rejection, Verifier
-from tests.sdk.conftest import TEST_HMAC_KEY, trusted_store, vector_key
 from tests.sdk.harness import DEADLINE_SECONDS, free_port
+from tests.support.sdk import TEST_HMAC_KEY, trusted_store, vector_key
 
 K1 = vector_key("K1")
 REPO = Path(__file__).resolve().parents[2]

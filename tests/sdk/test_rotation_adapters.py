@@ -14,7 +14,7 @@ from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier
-from tests.sdk.conftest import trusted_store
+from tests.support.sdk import trusted_store
 
 
 def _get(port: int, key: PrivateKey, chain: str | None = None) -> httpx.Response:

@@ -36,8 +36,8 @@ from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome, create_identity, load_context
 from authmesh.store.identity import load_identity
 from authmesh.store.rotation import load_state
-from tests.relayproc import start_relay
 from tests.sdk.harness import free_port, wait_for
+from tests.support.relayproc import start_relay
 
 PASSPHRASE = "rotation-test-passphrase"
 CLI = [sys.executable, "-m", "authmesh.cli"]

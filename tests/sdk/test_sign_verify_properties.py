@@ -19,7 +19,7 @@ from authmesh.core.nonce import InMemoryNonceStore
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
 from authmesh.store import AllowListStore
-from tests.sdk.conftest import trusted_store, vector_key
+from tests.support.sdk import trusted_store, vector_key
 
 NOW = 1_800_000_000
 K1 = vector_key("K1")

@@ -28,7 +28,7 @@ from authmesh.store.home import AmeshHome
 from tests.conformance.ledger import record
 from tests.sdk.apps import AsgiDispatcher
 from tests.sdk.harness import build_request, send_raw, uvicorn_server
-from tests.vectorfiles import load
+from tests.support.vectorfiles import load
 
 SIMPLE = load("middleware.json")["amesh_verify_simple_api"]
 ACCEPTED = "next()"

@@ -38,8 +38,8 @@ from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier
 from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
 from tests.sdk import apps
-from tests.sdk.conftest import trusted_store, vector_key
 from tests.sdk.harness import build_request, send_raw, uvicorn_server, wsgi_server
+from tests.support.sdk import trusted_store, vector_key
 
 K1 = vector_key("K1")
 Serve = Callable[[Verifier], AbstractContextManager[int]]

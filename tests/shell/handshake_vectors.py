@@ -10,7 +10,7 @@ from __future__ import annotations
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
 from authmesh.core.keys import PrivateKey
 from authmesh.core.shell.handshake import HandshakeErrorCode
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 __all__ = [
     "AGENT_ALLOWS",

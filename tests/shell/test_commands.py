@@ -11,7 +11,7 @@ from authmesh.cli.exit_codes import ExitCode
 from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
 from authmesh.core.keys import PrivateKey
 from authmesh.store import AmeshHome, create_identity
-from tests.shell.conftest import home_context, pair_device, run_cli
+from tests.support.shell import home_context, pair_device, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.relayproc import start_relay
-from tests.shell.conftest import Homes, run_cli
+from tests.support.relayproc import start_relay
+from tests.support.shell import Homes, run_cli
 
 
 def _shell(homes: Homes, scratch: Path, url: str, timeout: str) -> subprocess.CompletedProcess[str]:

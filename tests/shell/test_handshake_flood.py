@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.relayproc import RelayProcess, wait_until
-from tests.shell.conftest import AgentProcess, Homes, box_agent, home_context, run_shell
+from tests.support.relayproc import RelayProcess, wait_until
+from tests.support.shell import AgentProcess, Homes, box_agent, home_context, run_shell
 
 TARGET = "flooded-box"
 ATTACKERS = 6
@@ -77,22 +77,24 @@ class ShellFlood:
 
 
 @pytest.fixture(scope="module")
-def flooded(homes: Homes, relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
+def flooded(homes: Homes, session_relay: RelayProcess, scratch: Path) -> Iterator[AgentProcess]:
     registered = "Registered with relay (identity verified, protocol 2)"
     with box_agent(
-        homes, relay, scratch, TARGET, "--max-sessions", "2", registered=registered
+        homes, session_relay, scratch, TARGET, "--max-sessions", "2", registered=registered
     ) as agent:
         yield agent
 
 
 def test_unanswered_shell_requests_do_not_lock_out_the_granted_controller(
-    homes: Homes, relay: RelayProcess, flooded: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, flooded: AgentProcess, scratch: Path
 ) -> None:
     identity = home_context(scratch / TARGET).identity
     lines_before = flooded.log().count("\n")
-    with ShellFlood(relay.url, identity.device_id, identity.public_key) as flood:
+    with ShellFlood(session_relay.url, identity.device_id, identity.public_key) as flood:
         wait_until(lambda: flood.handshakes >= 2, 30, "the agent to take the requests")
-        result = run_shell(homes.controller, relay, scratch, "-c", "echo granted", target=TARGET)
+        result = run_shell(
+            homes.controller, session_relay, scratch, "-c", "echo granted", target=TARGET
+        )
         assert (result.returncode, result.stdout) == (0, "granted\n"), result.stderr
         requests = flood.requests
     added = flooded.log().count("\n") - lines_before

@@ -32,7 +32,7 @@ from authmesh.shell.handshake import run_controller_handshake, run_target_handsh
 from tests.conformance.ledger import record
 from tests.shell import handshake_vectors as vectors
 from tests.shell.handshake_vectors import parties
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 FILE = "shell.json"
 SECTION = "handshake_transcripts.transcripts"

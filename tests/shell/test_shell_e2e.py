@@ -14,8 +14,8 @@ from pathlib import Path
 import pexpect
 
 from authmesh.cli.exit_codes import ExitCode
-from tests.relayproc import RelayProcess, wait_until
-from tests.shell.conftest import (
+from tests.support.relayproc import RelayProcess, wait_until
+from tests.support.shell import (
     CLI,
     MARKER,
     TERM,
@@ -34,10 +34,10 @@ from tests.shell.conftest import (
 
 
 def test_interactive_session_size_resize_term_and_exit_0(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     # The controller runs inside `sh -c '...; stty -a'` so we can see the terminal it leaves.
-    child = spawn_shell(homes.controller, relay, scratch)
+    child = spawn_shell(homes.controller, session_relay, scratch)
     type_line(child, "echo A$((40+2))Z", "A42Z")
     type_line(child, "stty size", "30 100")
     type_line(child, "echo T=$TERM", f"T={TERM}")
@@ -50,18 +50,18 @@ def test_interactive_session_size_resize_term_and_exit_0(
 
 
 def test_interactive_exit_code_42_and_terminal_restored(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    child = spawn_shell(homes.controller, relay, scratch)
+    child = spawn_shell(homes.controller, session_relay, scratch)
     type_line(child, "echo R$((1+1))R", "R2R")
     child.send("exit 42\r")
     assert exit_status(child) == 42
 
 
 def test_raw_mode_is_restored_after_the_session(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    command = shlex.join([*CLI, "shell", "prod-box", "--relay", relay.url])
+    command = shlex.join([*CLI, "shell", "prod-box", "--relay", session_relay.url])
     child = pexpect.spawn(
         "/bin/sh",
         ["-c", f"{command}; echo STATUS=$?; stty -a"],
@@ -79,14 +79,14 @@ def test_raw_mode_is_restored_after_the_session(
 
 
 def test_command_mode_exit_codes_and_output(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    ok = run_shell(homes.controller, relay, scratch, "-c", "echo hi-there")
+    ok = run_shell(homes.controller, session_relay, scratch, "-c", "echo hi-there")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.replace("\r\n", "\n") == "hi-there\n"
     failed = run_shell(
         homes.controller,
-        relay,
+        session_relay,
         scratch,
         "-c",
         "echo x >&2; exit 42",
@@ -96,27 +96,31 @@ def test_command_mode_exit_codes_and_output(
 
 
 def test_bulk_output_right_before_exit_arrives_whole(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     # The shell exits while its last output is still being gathered from the PTY.
-    result = run_shell(homes.controller, relay, scratch, "-c", "yes 0123456789 | head -n 40000")
+    result = run_shell(
+        homes.controller, session_relay, scratch, "-c", "yes 0123456789 | head -n 40000"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.replace("\r\n", "\n") == "0123456789\n" * 40000
 
 
 def test_piped_stdin_drives_a_session_and_its_end_is_sent(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     script = "echo piped-$((3*3))\n"  # no `exit`: the end of input (Ctrl-D) logs out
-    result = run_shell(homes.controller, relay, scratch, stdin=script)
+    result = run_shell(homes.controller, session_relay, scratch, stdin=script)
     assert result.returncode == 0, result.stderr
     assert "piped-9" in result.stdout
 
 
 def test_a_closed_output_pipe_ends_the_remote_command(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    command = shlex.join([*CLI, "shell", "prod-box", "--relay", relay.url, "-c", f"yes {MARKER}8"])
+    command = shlex.join(
+        [*CLI, "shell", "prod-box", "--relay", session_relay.url, "-c", f"yes {MARKER}8"]
+    )
     result = subprocess.run(
         ["/bin/sh", "-c", f"{command} | head -n 1"],
         env=cli_env(homes.controller, scratch),
@@ -131,9 +135,9 @@ def test_a_closed_output_pipe_ends_the_remote_command(
 
 
 def test_controller_killed_mid_session(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    child = spawn_shell(homes.controller, relay, scratch)
+    child = spawn_shell(homes.controller, session_relay, scratch)
     type_line(child, "echo S$((3+3))S", "S6S")
     child.send(f"sleep {MARKER}1 & sleep {MARKER}2\r")
     wait_until(lambda: len(marked_processes()) == 2, 10, "the remote sleeps to start")
@@ -141,15 +145,15 @@ def test_controller_killed_mid_session(
     child.close(force=True)
     wait_until(lambda: not marked_processes(), 10, "the killed controller's shell to be ended")
     healthy_agent.wait_for("controller gone")
-    again = run_shell(homes.controller, relay, scratch, "-c", "echo next")
+    again = run_shell(homes.controller, session_relay, scratch, "-c", "echo next")
     assert again.returncode == 0 and "next" in again.stdout, again.stderr
 
 
 def test_ungranted_controller_is_refused_quickly(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     started = time.monotonic()
-    result = run_shell(homes.ungranted, relay, scratch, "-c", "id")
+    result = run_shell(homes.ungranted, session_relay, scratch, "-c", "id")
     assert result.returncode == ExitCode.REFUSED
     assert "refused the session" in result.stderr and "amesh grant" in result.stderr
     assert result.stdout == ""
@@ -158,22 +162,22 @@ def test_ungranted_controller_is_refused_quickly(
 
 
 def test_target_role_peer_is_refused(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    result = run_shell(homes.target_peer, relay, scratch, "-c", "id")
+    result = run_shell(homes.target_peer, session_relay, scratch, "-c", "id")
     assert result.returncode == ExitCode.REFUSED
     assert "refused the session" in result.stderr
     assert "paired with this device as a target" in healthy_agent.log()
 
 
 def test_second_request_cannot_divert_a_live_session(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    child = spawn_shell(homes.controller, relay, scratch)
+    child = spawn_shell(homes.controller, session_relay, scratch)
     type_line(child, "echo F$((5+5))F", "F10F")
     intruder = run_shell(
         homes.ungranted,
-        relay,
+        session_relay,
         scratch,
         "--timeout",
         "2",
@@ -187,13 +191,13 @@ def test_second_request_cannot_divert_a_live_session(
 
 
 def test_paste_of_one_mebibyte_arrives_intact(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     # 1 MiB in lines shorter than the remote terminal's 4 KiB canonical line limit.
     block = os.urandom(786_432).hex().encode()[: 1024 * 1024]
     lines = b"".join(block[i : i + 127] + b"\n" for i in range(0, len(block), 127))
     target_file = scratch / "paste.txt"
-    child = spawn_shell(homes.controller, relay, scratch)
+    child = spawn_shell(homes.controller, session_relay, scratch)
     child.timeout = 60
     type_line(child, "stty -echo; echo E$((8*8))E", "E64E")
     child.send(f"cat > {target_file}; stty echo; echo DONE$((7*7))\r")
@@ -206,12 +210,12 @@ def test_paste_of_one_mebibyte_arrives_intact(
 
 
 def test_sessions_are_recorded_as_asciicast_v2(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     before = set(healthy_agent.record_dir.glob("*.cast"))
     result = run_shell(
         homes.controller,
-        relay,
+        session_relay,
         scratch,
         "-c",
         "echo recorded-$((2*21))",
@@ -227,29 +231,29 @@ def test_sessions_are_recorded_as_asciicast_v2(
 
 
 def test_relay_restart_cuts_sessions_cleanly_and_agent_registers_again(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     registrations = healthy_agent.count("Registered with relay")
-    child = spawn_shell(homes.controller, relay, scratch)
+    child = spawn_shell(homes.controller, session_relay, scratch)
     type_line(child, f"sleep {MARKER}6 & echo Q$((8+8))Q", "Q16Q")
-    relay.stop()  # mid-session: the controller must fail, not hang or report 0
+    session_relay.stop()  # mid-session: the controller must fail, not hang or report 0
     assert exit_status(child) == 255
     assert "was lost before the remote shell exited" in " ".join(
         child.before.replace("›", " ").split()
     )
     wait_until(lambda: not marked_processes(), 10, "the cut session's processes to end")
     healthy_agent.wait_for("Reconnecting in")
-    relay.start()
+    session_relay.start()
     healthy_agent.wait_for("Registered with relay", registrations + 1, timeout=20)
-    wait_until(lambda: registered_agents(relay) >= 1, 5, "the relay to list the agent")
-    result = run_shell(homes.controller, relay, scratch, "-c", "echo back")
+    wait_until(lambda: registered_agents(session_relay) >= 1, 5, "the relay to list the agent")
+    result = run_shell(homes.controller, session_relay, scratch, "-c", "echo back")
     assert result.returncode == 0 and "back" in result.stdout, result.stderr
 
 
 def test_revoking_the_grant_ends_a_running_session(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
-    child = spawn_shell(homes.controller, relay, scratch)
+    child = spawn_shell(homes.controller, session_relay, scratch)
     type_line(child, "echo V$((9+9))V", "V18V")
     try:
         revoked = run_cli(homes.target, scratch, "grant", homes.controller_id, "--revoke-shell")
@@ -262,17 +266,17 @@ def test_revoking_the_grant_ends_a_running_session(
 
 
 def test_concurrent_sessions_up_to_the_limit(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     # Protocol 2: each session on its own relay socket, so they run side by side (S3, W1).
     assert "Registered with relay (identity verified, protocol 2)" in healthy_agent.log()
     sessions = []
     for number in range(3):  # the agent runs with --max-sessions 3
-        child = spawn_shell(homes.controller, relay, scratch)
+        child = spawn_shell(homes.controller, session_relay, scratch)
         type_line(child, f"echo C$(({number}+10))C", f"C{number + 10}C")
         sessions.append(child)
     started = time.monotonic()
-    refused = run_shell(homes.controller, relay, scratch, "-c", "id")
+    refused = run_shell(homes.controller, session_relay, scratch, "-c", "id")
     assert refused.returncode == ExitCode.REFUSED
     assert "at its session limit" in " ".join(refused.stderr.replace("›", " ").split())
     assert time.monotonic() - started < 8  # told at once, not after the handshake timeout
@@ -283,12 +287,12 @@ def test_concurrent_sessions_up_to_the_limit(
 
 
 def test_stopping_the_agent_ends_its_sessions(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     box = paired_box(homes, scratch, "stop-box")
-    stopping = AgentProcess(box, relay, scratch, "stop-agent")
+    stopping = AgentProcess(box, session_relay, scratch, "stop-agent")
     stopping.wait_for("Registered with relay")
-    child = spawn_shell(homes.controller, relay, scratch, target="stop-box")
+    child = spawn_shell(homes.controller, session_relay, scratch, target="stop-box")
     type_line(child, f"sleep {MARKER}4 & echo K$((2+3))K", "K5K")
     wait_until(lambda: len(marked_processes()) == 1, 10, "the background sleep to start")
     stopping.process.send_signal(signal.SIGTERM)  # what systemd does on `systemctl stop`
@@ -302,13 +306,13 @@ def test_stopping_the_agent_ends_its_sessions(
 
 
 def test_idle_sessions_are_ended(
-    homes: Homes, relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
+    homes: Homes, session_relay: RelayProcess, healthy_agent: AgentProcess, scratch: Path
 ) -> None:
     box = paired_box(homes, scratch, "idle-box")
-    idle_agent = AgentProcess(box, relay, scratch, "idle-agent", "--idle-timeout", "0.03")
+    idle_agent = AgentProcess(box, session_relay, scratch, "idle-agent", "--idle-timeout", "0.03")
     try:
         idle_agent.wait_for("Registered with relay")
-        child = spawn_shell(homes.controller, relay, scratch, target="idle-box")
+        child = spawn_shell(homes.controller, session_relay, scratch, target="idle-box")
         type_line(child, f"sleep {MARKER}7 & echo I$((7+7))I", "I14I")
         assert exit_status(child) == 129  # ~2 s without input or output: hung up
         idle_agent.wait_for("idle timeout")

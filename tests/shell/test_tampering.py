@@ -22,8 +22,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from authmesh.core.b64 import b64decode, b64encode
-from tests.relayproc import RelayProcess, wait_until
-from tests.shell.conftest import (
+from tests.support.relayproc import RelayProcess, wait_until
+from tests.support.shell import (
     MARKER,
     AgentProcess,
     Homes,
@@ -93,8 +93,8 @@ class TamperProxy:
 
 
 @pytest.fixture
-def proxy(relay: RelayProcess) -> Iterator[TamperProxy]:
-    tamper = TamperProxy(relay.url)
+def proxy(session_relay: RelayProcess) -> Iterator[TamperProxy]:
+    tamper = TamperProxy(session_relay.url)
     tamper.start()
     yield tamper
     tamper.stop()
@@ -109,14 +109,14 @@ def proxy(relay: RelayProcess) -> Iterator[TamperProxy]:
 )
 def test_tampered_frame_ends_the_session_cleanly(
     homes: Homes,
-    relay: RelayProcess,
+    session_relay: RelayProcess,
     healthy_agent: AgentProcess,
     scratch: Path,
     proxy: TamperProxy,
     direction: str,
     message: str,
 ) -> None:
-    child = spawn_shell(homes.controller, relay, scratch, url=proxy.url)
+    child = spawn_shell(homes.controller, session_relay, scratch, url=proxy.url)
     child.send(f"sleep {MARKER}3 & echo P$((4+5))P\r")
     child.expect_exact("P9P")
     wait_until(lambda: len(marked_processes()) == 1, 10, "the background sleep to start")
@@ -130,5 +130,5 @@ def test_tampered_frame_ends_the_session_cleanly(
     wait_until(lambda: not marked_processes(), 10, "the tampered session's processes to end")
     if direction == "to_target":
         healthy_agent.wait_for("failed authentication")
-    result = run_shell(homes.controller, relay, scratch, "-c", "echo fine")
+    result = run_shell(homes.controller, session_relay, scratch, "-c", "echo fine")
     assert result.returncode == 0 and "fine" in result.stdout, result.stderr

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.store.homes import isolated_env
-
-_STARTUP_DEADLINE_SECONDS = 10.0
+from tests.support.swtpm import free_port_pair, wait_for_port
 
 
 @pytest.fixture
@@ -24,36 +21,6 @@ def home_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def env(home_root: Path) -> dict[str, str]:
     return isolated_env(home_root)
-
-
-def _free_port_pair() -> int:
-    """A port P with P and P+1 both free (swtpm's server and control channels)."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return int(port)
-    raise RuntimeError("no free port pair for swtpm")
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + _STARTUP_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"swtpm exited with status {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"swtpm did not listen on port {port} within {_STARTUP_DEADLINE_SECONDS}s")
 
 
 @pytest.fixture
@@ -70,7 +37,7 @@ def swtpm(tmp_path: Path) -> Iterator[str]:
         )
     state = tmp_path / "tpmstate"
     state.mkdir()
-    port = _free_port_pair()
+    port = free_port_pair()
     process = subprocess.Popen(
         [
             "swtpm", "socket", "--tpm2",
@@ -83,7 +50,7 @@ def swtpm(tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, process)
         yield f"swtpm:host=127.0.0.1,port={port}"
     finally:
         process.terminate()

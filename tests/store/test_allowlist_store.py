@@ -19,7 +19,7 @@ from authmesh.core.allowlist import (
 from authmesh.core.keys import PrivateKey
 from authmesh.store import AllowListStore, AmeshHome, StoreError, load_context, now_timestamp
 from tests.store.homes import isolated_env, mode_of, write_home
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 REFERENCE_HOME = section("sdk.json", "amesh_home.encrypted_file_home")
 CLI_VECTORS = {v["name"]: v for v in section("sdk-cli.json", "vectors")}

@@ -15,7 +15,7 @@ from authmesh.store import AmeshHome, StoreError, create_identity, load_context
 from authmesh.store.keystore import ENCRYPTED_FILE, KEYCHAIN, SECURE_ENCLAVE
 from authmesh.store.passphrase import MIGRATION_NOTICE, js_trim
 from tests.store.homes import isolated_env, mode_of, write_home
-from tests.vectorfiles import section
+from tests.support.vectorfiles import section
 
 CLI_VECTORS = {v["name"]: v for v in section("sdk-cli.json", "vectors")}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from tests.relayproc import START_DEADLINE_S, STOP_DEADLINE_S, free_port, wait_until
+from tests.support.relayproc import START_DEADLINE_S, STOP_DEADLINE_S, free_port, wait_until
 
 __all__ = ["RedisServer"]
 

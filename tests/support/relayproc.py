@@ -36,7 +36,7 @@ __all__ = [
     "wait_until",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RELAY_COMMAND = (sys.executable, "-m", "authmesh.relay")
 START_DEADLINE_S = 15.0
 STOP_DEADLINE_S = 10.0
@@ -226,3 +226,6 @@ class RelayProcess:
 def start_relay(extra_env: Mapping[str, str] | None = None) -> RelayProcess:
     """A ready ``python -m authmesh.relay`` on a free loopback port with ``extra_env`` added."""
     return RelayProcess(relay_env(extra_env)).start()
+
+
+RelayFactory = Callable[..., RelayProcess]

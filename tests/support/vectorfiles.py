@@ -7,8 +7,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-VECTOR_DIR = Path(__file__).parent / "vectors"
-SHARED_VECTOR_DIR = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTOR_DIR = Path(__file__).resolve().parents[1] / "vectors"
+SHARED_VECTOR_DIR = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 VECTOR_FILES = (
     "middleware.json",
     "pairing.json",

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.deploy.http_probe import get_health
-from tests.relayproc import START_DEADLINE_S, free_port, wait_until
+from tests.support.relayproc import REPO, START_DEADLINE_S, free_port, wait_until
 
 __all__ = [
     "NGINX",
@@ -39,7 +39,6 @@ __all__ = [
     "tls_client",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "deploy" / "nginx" / "authmesh-relay.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 _CERT_PATH = "/etc/ssl/certs/relay.example.com.pem"
