@@ -512,19 +512,9 @@ class RedisCluster:
                 case Shut(socket, code, reason) if socket in self._homes:
                     self._deliver([Close(socket, code, reason)])
                 case HandOver(origin, client, facts):
-                    instance, _, number = origin.partition(":")
-                    home = (instance, int(number))
-                    conn_id = self._new_conn_id()
-                    self._guests[origin] = conn_id
-                    self._origins[conn_id] = home
-                    if facts is not None:
-                        self._handed_facts[conn_id] = facts
-                    self._deliver(self.core.open(conn_id, client, time.monotonic()))
+                    self._adopt_guest(origin, client, facts)
                 case Message(origin, message):
-                    guest = self._guests.get(origin)
-                    if guest is not None:
-                        facts = self._handed_facts.pop(guest, None)
-                        self._deliver(await self._handle(guest, message, _parse(message), facts))
+                    await self._guest_message(origin, message)
                 case Closed(origin):
                     self._drop_guest(origin)
                 case AgentMoved(agent_id):
@@ -536,6 +526,22 @@ class RedisCluster:
         except Exception:
             # One bad envelope must not stop this instance from hearing the others.
             log.exception("cluster envelope failed", extra={"event": "cluster_envelope"})
+
+    def _adopt_guest(self, origin: str, client: str, facts: list[Any] | None) -> None:
+        """A socket of another instance handed over to this one, which owns its subject."""
+        instance, _, number = origin.partition(":")
+        conn_id = self._new_conn_id()
+        self._guests[origin] = conn_id
+        self._origins[conn_id] = (instance, int(number))
+        if facts is not None:
+            self._handed_facts[conn_id] = facts
+        self._deliver(self.core.open(conn_id, client, time.monotonic()))
+
+    async def _guest_message(self, origin: str, message: str) -> None:
+        guest = self._guests.get(origin)
+        if guest is not None:
+            facts = self._handed_facts.pop(guest, None)
+            self._deliver(await self._handle(guest, message, _parse(message), facts))
 
     def _drop_guest(self, origin: str) -> None:
         conn_id = self._guests.pop(origin, None)

@@ -83,7 +83,12 @@ def _dump(value: Any, out: list[str]) -> None:
         out.append(dump_string(value))
     elif isinstance(value, int | float):
         out.append(format_number(float(value)))
-    elif isinstance(value, dict):
+    else:
+        _dump_container(value, out)
+
+
+def _dump_container(value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
         out.append("{")
         for index, (key, item) in enumerate(value.items()):
             if index:

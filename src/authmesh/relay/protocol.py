@@ -408,18 +408,25 @@ class RelayCore:
         if self._per_ip[conn.key] <= 0:
             del self._per_ip[conn.key]
         conn.challenge = None
-        if conn.pending_shell is not None:
-            self._drop_pending(conn.pending_shell)
-        if conn.agent_id is not None:
-            agent = self._agents.get(conn.agent_id)
-            if agent is not None and agent.conn is conn:
-                del self._agents[conn.agent_id]
+        self._forget_shell_roles(conn)
         session = conn.session
         if session is not None and self._live(session, now):
             peer = session.peer_of(conn)
             self._end_session(session)
             if peer is not None:
                 self._error(peer, "peer_disconnected")
+        self._forget_bootstrap_roles(conn)
+        return self._take()
+
+    def _forget_shell_roles(self, conn: _Conn) -> None:
+        if conn.pending_shell is not None:
+            self._drop_pending(conn.pending_shell)
+        if conn.agent_id is not None:
+            agent = self._agents.get(conn.agent_id)
+            if agent is not None and agent.conn is conn:
+                del self._agents[conn.agent_id]
+
+    def _forget_bootstrap_roles(self, conn: _Conn) -> None:
         # W3: a target leaving does not remove the controller's watch (only its own mapping).
         if conn.bootstrap_jti is not None and self._targets.get(conn.bootstrap_jti) is conn:
             del self._targets[conn.bootstrap_jti]
@@ -429,7 +436,6 @@ class RelayCore:
             if watch is not None and watch.conn is conn:
                 del self._watchers[jti]
         conn.watching = None
-        return self._take()
 
     def tick(self, now: float) -> list[Action]:
         """Periodic sweep: expiries, heartbeats, idle sockets, limiter windows."""
@@ -964,6 +970,18 @@ class RelayCore:
                 agent.last_ping = now
         self._send(conn, _PONG)
 
+    def _matching_agent(self, conn: _Conn, agent_id: str, public_key: str) -> _Agent | None:
+        """The live agent registered as ``agent_id`` with ``public_key``, if any."""
+        agent = self._agents.get(agent_id)
+        if agent is None or agent.conn.closing or agent.conn is conn:
+            return None
+        try:
+            requested = _decode_public_key(public_key)
+        except (B64Error, InvalidKeyError):
+            requested = b""
+        # W5: keys are compared decoded, so another encoding of the same key matches.
+        return agent if hmac.compare_digest(requested, agent.public_key) else None
+
     def _shell(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
         fields = self._device_fields(conn, message, "targetDeviceId", "targetPublicKey")
         if fields is None:
@@ -978,15 +996,8 @@ class RelayCore:
         # H3: every request counts, answered or not; unauthenticated requests reach
         # the agent, which must not be flooded by one address.
         self._fail("shell_request", conn, now)
-        agent = self._agents.get(agent_id)
-        matched = agent is not None and not agent.conn.closing and agent.conn is not conn
-        if matched and agent is not None:
-            try:
-                requested = _decode_public_key(public_key)
-            except (B64Error, InvalidKeyError):
-                requested = b""
-            # W5: keys are compared decoded, so another encoding of the same key matches.
-            matched = hmac.compare_digest(requested, agent.public_key)
+        agent = self._matching_agent(conn, agent_id, public_key)
+        matched = agent is not None
         if matched and agent is not None and agent.protocol == 2:
             # Protocol 2: the agent opens a socket for this session alone (S3); the
             # registration socket is never bound. The requester gets the uniform reply now.
