@@ -1,4 +1,4 @@
-"""Property (issue 10, item 6): what the verifier accepts, the framework reads as signed.
+"""Property: what the verifier accepts, the framework reads as signed.
 
 For hostile request-targets (dot segments, ``%2e``, backslashes, ``%2F``, invalid
 UTF-8 escapes, ``+``, ``;``, empty query pieces, fragments...) signed the way a
@@ -15,13 +15,16 @@ adapter is tested by adding its entry.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 import pytest
+from aiohttp import web
 from fastapi import Depends, FastAPI, Request
 from flask import Flask
 from flask import request as flask_request
@@ -32,6 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from authmesh.core.canonical import EMPTY_BODY_SHA256, request_target_path, sort_query
+from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.fastapi import AuthMeshDependency
 from authmesh.sdk.signing import RequestSigner
@@ -95,7 +99,32 @@ def serve_django(verifier: Verifier) -> Iterator[int]:
         yield port
 
 
+@contextmanager
+def serve_aiohttp(verifier: Verifier) -> Iterator[int]:
+    async def report(request: web.Request) -> web.Response:
+        return web.json_response(_report(request.path, list(request.query.items())))
+
+    app = web.Application(middlewares=[AuthMeshAiohttpMiddleware(verifier)])
+    app.router.add_route("GET", "/{rest:.*}", report)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port: int = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 FRAMEWORKS: dict[str, Serve] = {
+    "aiohttp": serve_aiohttp,
     "starlette": serve_starlette,
     "fastapi": serve_fastapi,
     "flask": serve_flask,
