@@ -94,6 +94,12 @@ class RelayProcess:
     port: int
 
     @property
+    def pids(self) -> list[int]:
+        """The relay's process and its workers (``AMESH_WORKERS``), whose CPU is the relay's."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *map(int, children)]
+
+    @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
@@ -113,10 +119,14 @@ class RelayProcess:
 
 
 @contextmanager
-def relay(settings: Mapping[str, str]) -> Iterator[RelayProcess]:
-    """Run ``python -m authmesh.relay`` on 127.0.0.1 with ``settings`` added to the env."""
+def relay(settings: Mapping[str, str], source: str | None = None) -> Iterator[RelayProcess]:
+    """Run ``python -m authmesh.relay`` on 127.0.0.1 with ``settings`` added to the env;
+    ``source``: the ``src`` directory of another checkout to run instead of this one (the
+    "before" of a before/after comparison)."""
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": "0", "AMESH_LOG_LEVEL": "warning"}
     env.update(settings)
+    if source is not None:
+        env["PYTHONPATH"] = source
     process = subprocess.Popen(
         [sys.executable, "-m", "authmesh.relay"],
         env=env,

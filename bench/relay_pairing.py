@@ -3,13 +3,17 @@
 One session is what a pairing does on the relay: the target opens a WebSocket and sends
 ``listen``, the controller opens one and sends ``connect``, both get ``peer_found``, four ``data``
 frames go each way (alternating, ~200-character payloads like the real key exchange), the target
-sends ``done``, both sockets close. Sessions run at a fixed concurrency (default: 10, then 500)
+sends ``done``, both sockets close. Sessions run at a fixed concurrency (default: 10, then 200)
 for a fixed time; the load client may be split over several processes.
 
-    .venv/bin/python bench/relay_pairing.py [--concurrency 10 500] [--seconds 10] [--clients 1]
+    .venv/bin/python bench/relay_pairing.py [--concurrency 10 200] [--seconds 5] [--clients 1]
+        [--load compiled|python] [--relay-src DIR]
 
-The relay runs with default settings except ``AMESH_MAX_CONNECTIONS_PER_IP`` (all load comes
-from 127.0.0.1) and a warning log level. Target on 2 cores: at least 2,000 sessions/s.
+The load comes from the compiled generator (``bench/loadgen/amesh_load.c``, built with ``cc``
+for the run) unless ``--load python`` picks the picows client of ``relay_client.py``;
+``--relay-src`` runs the relay of another checkout (its ``src`` directory). The relay runs
+with default settings except ``AMESH_MAX_CONNECTIONS_PER_IP`` (all load comes from 127.0.0.1)
+and a warning log level. Target: at least 2,500 sessions/s at concurrency 200 on one core.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from relay_client import Client, run
 from relay_harness import (
     CpuClock,
+    RelayProcess,
     cpu_seconds,
     parallel_cpu_cores,
     print_report,
@@ -32,6 +37,7 @@ from relay_harness import (
     run_clients,
     session_figures,
 )
+from relay_loadgen import binary, run_load
 
 # All load comes from 127.0.0.1: lift the per-address caps (connections, codes opened).
 RELAY_SETTINGS = {"AMESH_MAX_CONNECTIONS_PER_IP": "100000", "AMESH_LISTEN_LIMIT": "1000000000"}
@@ -102,44 +108,66 @@ def client_process(url: str, concurrency: int, seconds: float, otc_base: int) ->
     return run(drive(url, concurrency, seconds, otc_base))  # type: ignore[no-any-return]
 
 
-def run_level(
-    url: str, relay_pid: int, concurrency: int, seconds: float, clients: int
-) -> dict[str, object]:
+def python_load(url: str, concurrency: int, seconds: float, clients: int) -> Outcome:
+    """The picows client of ``relay_client.py`` in ``clients`` processes, as one outcome."""
     shares = [concurrency // clients + (i < concurrency % clients) for i in range(clients)]
     # Each client gets its own block of codes, larger than anything it can have in flight.
     jobs = [(url, share, seconds, i * (1_000_000 // clients)) for i, share in enumerate(shares)]
-    capacity = parallel_cpu_cores()
-    clock = CpuClock(relay_pid)
-    clock.start()
     outcomes = run_clients(client_process, jobs)
-    (relay_cpu,), wall = clock.read()
-    latencies = sorted(x for o in outcomes for x in o.latencies)
-    errors = [e for o in outcomes for e in o.errors]
-    client_cpu = sum(o.cpu for o in outcomes)
+    return Outcome(
+        sorted(x for o in outcomes for x in o.latencies),
+        [e for o in outcomes for e in o.errors],
+        sum(o.cpu for o in outcomes),
+    )
+
+
+def run_level(
+    running: RelayProcess, concurrency: int, seconds: float, clients: int, load: str
+) -> dict[str, object]:
+    capacity = parallel_cpu_cores()
+    clock = CpuClock(*running.pids)
+    clock.start()
+    if load == "python":
+        outcome = python_load(running.ws_url, concurrency, seconds, clients)
+        relay_cpu, wall = clock.read()
+        figures = session_figures(outcome.latencies, outcome.errors, wall)
+        client_cpu = outcome.cpu
+    else:
+        result = run_load("pairing", [running.port], concurrency, seconds, processes=clients)
+        relay_cpu, wall = clock.read()
+        figures = result.session_figures()
+        client_cpu = result.cpu_s
+    sessions = max(1, int(figures["sessions"]))
     return {
         "concurrency": concurrency,
+        "load": load,
         "client_processes": clients,
         "parallel_cpu_cores_before": capacity,
-        **session_figures(latencies, errors, wall),
-        "relay_cpu_s": round(relay_cpu, 2),
-        "relay_cpu_pct": round(100 * relay_cpu / wall, 1),
+        **figures,
+        "relay_cpu_s": round(sum(relay_cpu), 2),
+        "relay_cpu_pct": round(100 * sum(relay_cpu) / wall, 1),
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_pct": round(100 * client_cpu / wall, 1),
-        "relay_cpu_ms_per_session": round(1000 * relay_cpu / max(1, len(latencies)), 3),
+        "relay_cpu_ms_per_session": round(1000 * sum(relay_cpu) / sessions, 3),
+        "client_cpu_ms_per_session": round(1000 * client_cpu / sessions, 3),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 500])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 200])
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=1, help="load-client processes")
+    parser.add_argument("--load", choices=("compiled", "python"), default="compiled")
+    parser.add_argument("--relay-src", help="the src directory of the relay to measure")
     args = parser.parse_args()
     raise_fd_limit(4 * max(args.concurrency) + 1024)
+    if args.load == "compiled":
+        binary()  # built before any clock starts
     results = {}
-    with relay(RELAY_SETTINGS) as running:
+    with relay(RELAY_SETTINGS, args.relay_src) as running:
         for concurrency in args.concurrency:
-            level = run_level(running.ws_url, running.pid, concurrency, args.seconds, args.clients)
+            level = run_level(running, concurrency, args.seconds, args.clients, args.load)
             results[f"concurrency_{concurrency}"] = level
         results["relay_health_after"] = running.health()
     print_report("relay_pairing", RELAY_SETTINGS, results)

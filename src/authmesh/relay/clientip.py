@@ -8,14 +8,21 @@ own bucket by prepending addresses — the reference took the left-most entry (r
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 __all__ = ["UNKNOWN_CLIENT", "client_ip", "is_valid_ip", "prefix_key", "rate_key"]
 
 UNKNOWN_CLIENT = "unknown"
 _MAX_IP_LENGTH = 64
+# Every socket needs its address checked and turned into two bucket keys; parsing with
+# ``ipaddress`` costs several microseconds each time, and most sockets come from addresses
+# seen shortly before. A bounded cache per function: a flood of fresh addresses only evicts.
+_CACHED_ADDRESSES = 4096
+_cached = functools.lru_cache(maxsize=_CACHED_ADDRESSES)
 
 
+@_cached
 def is_valid_ip(text: str) -> bool:
     """True for a literal IPv4 or IPv6 address (IPv6 zone ids allowed)."""
     if not text or len(text) > _MAX_IP_LENGTH:
@@ -46,6 +53,7 @@ def client_ip(peer: str | None, forwarded_for: list[str], trusted_hops: int) -> 
     return chosen if is_valid_ip(chosen) else fallback
 
 
+@_cached
 def rate_key(ip: str) -> str:
     """Bucket key for an address: IPv4 as is, IPv6 by its /64 (one host usually owns a /64)."""
     try:
@@ -59,6 +67,7 @@ def rate_key(ip: str) -> str:
     return str(address)
 
 
+@_cached
 def prefix_key(ip: str) -> str | None:
     """Bucket key of the network around an address: IPv4 by its /24, IPv6 by its /48 (one
     site usually owns a /48). ``ip`` may also be a :func:`rate_key` (an IPv6 /64, as a

@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +39,8 @@ from picows import (
     WSMsgType,
     WSTransport,
     WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
 )
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
@@ -84,6 +87,11 @@ _READ_BUFFER_BYTES = 2048
 _MAX_READ_BYTES = 64 * 1024
 _JSON = "application/json;charset=utf-8"
 _TEXT = "text/plain;charset=utf-8"
+_SWITCHING_STATUS = HTTPStatus.SWITCHING_PROTOCOLS
+_SWITCHING_HEAD = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+    b"Sec-WebSocket-Accept: "
+)
 _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 _TOO_MANY_PENDING = response(
     503, "Too many connections from this address are still opening; retry later.", _TEXT
@@ -137,9 +145,9 @@ class _Socket(WSListener):
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
 
-    def listener_for(self, request: WSUpgradeRequest) -> _Socket:
+    def listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
         """picows' listener factory: this socket's listener is the socket itself."""
-        return self
+        return WSUpgradeResponseWithListener(_Switching(), self)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -224,6 +232,62 @@ class _Socket(WSListener):
         self.blocking -= 1
         if self.blocking == 0 and not self.closing and self.transport is not None:
             self.transport.underlying_transport.resume_reading()
+
+
+class _Switching(WSUpgradeResponse):
+    """The 101 answer to an upgrade, written in one step.
+
+    picows' own fills a header multidict and formats each line in Python for every socket;
+    this one's headers hold only the ``Sec-WebSocket-Accept`` value picows adds.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.version = b"HTTP/1.1"
+        self.status = _SWITCHING_STATUS
+        self.headers = CIMultiDict()
+        self.body = None
+
+    def to_bytes(self) -> bytearray:
+        accept = self.headers["Sec-WebSocket-Accept"].encode()
+        return bytearray(_SWITCHING_HEAD + accept + b"\r\n\r\n")
+
+
+class _Accepted:
+    """An accepted connection's transport as picows sees it when it takes the socket over.
+
+    picows' ``connection_made`` sets TCP_NODELAY and TCP_QUICKACK and reads four socket
+    options for a log line the relay silences; on uvloop each of those is a system call
+    through a temporary ``socket.socket``, about a tenth of the CPU of a pairing socket.
+    uvloop already sets TCP_NODELAY on every accepted socket and QUICKACK is a hint the
+    kernel soon drops, so this view answers them without touching the socket (it stands in
+    for the socket too); everything else goes to the real transport.
+    """
+
+    __slots__ = ("_fd", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._fd: int = transport.get_extra_info("socket").fileno()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self
+        return self._transport.get_extra_info(name, default)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def setsockopt(self, *option: Any) -> None:
+        """Options picows sets are set already (see the class)."""
+
+    def getsockopt(self, *option: Any) -> int:
+        """Read only for picows' silenced log line."""
+        return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _valid_close_payload(payload: bytes) -> bool:
@@ -518,7 +582,7 @@ class RelayServer:
         transport = front.transport
         assert transport is not None
         transport.set_protocol(protocol)
-        protocol.connection_made(transport)
+        protocol.connection_made(_Accepted(transport))
         _feed(protocol, upgrade_head(request) + after_head)
 
     # ------------------------------------------------------------------ WebSocket
