@@ -8,6 +8,7 @@ consume. Time values are seconds (floats allowed, which the tests use to run qui
 from __future__ import annotations
 
 import difflib
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,16 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
+_MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    value = _positive_int(text)
+    if value > _MAX_WORKERS:
+        raise ValueError(f"must be at most {_MAX_WORKERS}")
+    return value
+
+
 def _log_level(text: str) -> str:
     value = text.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -180,6 +191,7 @@ class RelayConfig:
     log_format: str = "text"
     redis_url: str = ""
     instance_ttl: float = 5.0
+    workers: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> RelayConfig:
@@ -192,6 +204,21 @@ class RelayConfig:
             values[setting.name] = parse_setting(setting, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def check_workers(self, *, from_flag: bool = False) -> None:
+        """Several workers share one port and the kernel spreads connections over them, so
+        the two peers of one code may land on different workers: only Redis joins them."""
+        given = f"--workers {self.workers}" if from_flag else f"AMESH_WORKERS={self.workers}"
+        if self.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+            raise ConfigError(
+                f"{given} needs SO_REUSEPORT, which this system lacks; run one worker per port "
+                "behind the load balancer instead."
+            )
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                f"{given} needs AMESH_REDIS_URL, because the two peers of a pairing may reach "
+                "different workers; set AMESH_REDIS_URL or run one worker."
+            )
 
 
 def parse_setting(setting: Setting, raw: str, *, from_flag: bool = False) -> Any:
@@ -406,6 +433,12 @@ SETTINGS: tuple[Setting, ...] = (
         _redis_url,
         "share state with other instances through this Redis (default: none, state in memory)",
         shown=lambda raw: redacted_url(raw.strip()),
+    ),
+    Setting(
+        "workers",
+        "AMESH_WORKERS",
+        _workers,
+        "relay processes sharing the port (SO_REUSEPORT); more than 1 needs AMESH_REDIS_URL (1)",
     ),
     Setting(
         "instance_ttl",

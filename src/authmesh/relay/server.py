@@ -429,6 +429,8 @@ class RelayServer:
             self.config.host or None,
             self.config.port,
             backlog=_LISTEN_BACKLOG,
+            # Workers (AMESH_WORKERS) share the port; the kernel spreads connections.
+            reuse_port=self.config.workers > 1 or None,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._next_ping = time.monotonic() + self.config.ping_interval
