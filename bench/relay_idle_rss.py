@@ -7,7 +7,7 @@ of one idle connection. A second round of the same connections shows whether clo
 leave memory behind (RSS grows again) or the allocator merely keeps it for reuse. Kernel socket
 buffers are not part of a process's RSS and so not counted.
 
-    .venv/bin/python bench/relay_idle_rss.py [--connections 10000]
+    .venv/bin/python bench/relay_idle_rss.py [--connections 10000] [--relay-src DIR]
 
 The script raises its open-file limit (inherited by the relay) with ``resource``. The relay runs
 with default settings except the per-IP connection cap (everything comes from 127.0.0.1) and an
@@ -133,10 +133,11 @@ async def measure(running: RelayProcess, connections: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--relay-src", help="the src directory of the relay to measure")
     args = parser.parse_args()
     raise_fd_limit(args.connections + 1024)
     settings = relay_settings(args.connections)
-    with relay(settings) as running:
+    with relay(settings, args.relay_src) as running:
         results = asyncio.run(measure(running, args.connections))
     print_report("relay_idle_rss", settings, results)
 
