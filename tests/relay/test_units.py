@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from authmesh.relay.clientip import client_ip, is_valid_ip, rate_key
+from authmesh.relay.clientip import client_ip, is_valid_ip, prefix_key, rate_key
 from authmesh.relay.config import (
     ConfigError,
     RelayConfig,
@@ -99,6 +99,17 @@ def test_client_ip_selection() -> None:
     assert client_ip(peer, ["1.1.1.1, 2.2.2.2, 3.3.3.3"], 2) == "2.2.2.2"
     assert client_ip(peer, ["1.1.1.1", "2.2.2.2"], 1) == "2.2.2.2"  # several headers joined
     assert client_ip(peer, ["1.1.1.1"], 3) == "1.1.1.1"  # shorter chain: its left end
+
+
+def test_address_caches_stay_bounded_under_a_flood_of_addresses() -> None:
+    """Keys are cached per address; fresh addresses (an attacker's) only evict."""
+    for n in range(6000):
+        address = f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"
+        assert rate_key(address) == address
+        assert prefix_key(address) == f"10.{n >> 16}.{(n >> 8) & 255}.0/24"
+        assert is_valid_ip(address)
+    for cached in (rate_key, prefix_key, is_valid_ip):
+        assert cached.cache_info().currsize <= 4096
 
 
 def test_rate_key_buckets_ipv6_by_64() -> None:

@@ -80,6 +80,7 @@ MAX_UNSENT_BYTES = 1024 * 1024
 # A clustered socket's messages waiting for Redis; past the high mark it stops being read.
 _INBOX_HIGH = 64
 _INBOX_LOW = 16
+_MAX_WAITING_FOR_REDIS = 32
 _CLOSE_TIMEOUT = 2.0
 _LISTEN_BACKLOG = 1024
 # picows' read buffer starts at its minimum and grows only for large frames.
@@ -389,6 +390,9 @@ class RelayServer:
         # Sockets pinged in one pass, with the time their pongs are due; oldest first.
         self._ping_rounds: collections.deque[tuple[float, list[_Socket]]] = collections.deque()
         self._drains: set[asyncio.Task[None]] = set()
+        # Messages handled against Redis at once, whichever sockets they come from: each
+        # takes a connection of the Redis client's pool, which must never run out.
+        self._waiting_for_redis = asyncio.Semaphore(_MAX_WAITING_FOR_REDIS)
         self._all_closed: asyncio.Event | None = None
         # Set when AMESH_REDIS_URL is: state shared with other instances (see cluster.py).
         self.cluster: RedisCluster | None = None
@@ -632,7 +636,8 @@ class RelayServer:
             while inbox and not sock.closing:
                 full = len(inbox) >= _INBOX_HIGH
                 try:
-                    congested = await cluster.receive(sock.conn_id, inbox[0])
+                    async with self._waiting_for_redis:
+                        congested = await cluster.receive(sock.conn_id, inbox[0])
                 except Exception:
                     log.exception("cluster receive failed", extra={"event": "cluster_error"})
                     congested = []
