@@ -1,4 +1,4 @@
-"""The shell session rules on a fake clock: both sides of :mod:`authmesh.core.shell.session`.
+"""The shell session rules on a fake clock: both sides of :mod:`authmesh.core.shell._session`.
 
 The two objects talk to each other directly (what one queues, the other receives), so each
 rule — start-up, keepalive, idle and grant deadlines, why a session ended — is checked without
@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.b64 import b64decode, b64encode
-from authmesh.core.shell.cipher import Role, ShellCipher
-from authmesh.core.shell.frames import (
+from authmesh.core._b64 import b64decode, b64encode
+from authmesh.core.shell._cipher import Role, ShellCipher
+from authmesh.core.shell._frames import (
     DATA_CHUNK_SIZE,
     FrameType,
     decode_frame,
@@ -27,7 +27,7 @@ from authmesh.core.shell.frames import (
     encode_ping,
     encode_resize,
 )
-from authmesh.core.shell.session import (
+from authmesh.core.shell._session import (
     AgentSession,
     CheckGrant,
     Close,
@@ -40,7 +40,7 @@ from authmesh.core.shell.session import (
     Stop,
     WritePty,
 )
-from authmesh.core.shell.wire import data_message
+from authmesh.core.shell._wire import data_message
 
 KEEPALIVE = 30.0
 

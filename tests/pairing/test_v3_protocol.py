@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.b64 import b64decode, b64encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64decode, b64encode
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import MAX_FRIENDLY_NAME_CHARS, PairingCode, PairingError
-from authmesh.pairing.code import PASSWORD_DIGITS, ROUTING_DIGITS
-from authmesh.pairing.v3 import PAKE_MESSAGE_BYTES, V3Controller, V3Target
+from authmesh.pairing._code import PASSWORD_DIGITS, ROUTING_DIGITS
+from authmesh.pairing._v3 import PAKE_MESSAGE_BYTES, V3Controller, V3Target
 from tests.pairing.frames import Frame, body, raises, with_body
 
 NOW = 1_775_476_800.0

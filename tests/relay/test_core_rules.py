@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.b64 import b64encode, b64url_encode
-from authmesh.core.keys import CURVE_ORDER, PrivateKey, load_public_key
+from authmesh.core._b64 import b64encode, b64url_encode
+from authmesh.core._keys import CURVE_ORDER, PrivateKey, load_public_key
 from authmesh.relay.config import RelayConfig
 from tests.relay.fakerelay import ACK, PEER_FOUND, FakeRelay, error
 

@@ -21,16 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from authmesh.core.b64 import B64Error, b64decode
-from authmesh.core.keys import (
-    InvalidKeyError,
-    compress,
-    device_id,
-    load_public_key,
-    normalize_low_s,
-    verify,
-)
-from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
+from authmesh.core import InvalidKeyError, device_id
+from authmesh.core._b64 import B64Error, b64decode
+from authmesh.core._keys import compress, load_public_key, normalize_low_s, verify
+from authmesh.core.shell._challenge import ChallengeScheme, challenge_message
 from authmesh.relay.clientip import prefix_key, rate_key
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
