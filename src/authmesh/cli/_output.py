@@ -44,7 +44,7 @@ _NON_TTY_COLUMNS = 80
 class CliError(AuthMeshError):
     """A failure of a command, printed as one oclif-style error.
 
-    ``code`` decides the exit status (:func:`authmesh.cli._exit_codes.exit_code_for`): ``usage``
+    ``code`` decides the exit status (:func:`authmesh.cli.exit_code_for`): ``usage``
     for a wrong command line, ``failed`` (the default) for an operation that could not be done,
     or any code of the library errors.
     """

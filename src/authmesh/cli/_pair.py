@@ -1,6 +1,6 @@
 """``amesh listen`` (target) and ``amesh invite CODE`` (controller): interactive pairing.
 
-The exchange itself is :func:`authmesh.pairing._interactive.listen` / ``invite`` (pairing v3
+The exchange itself is :func:`authmesh.pairing.listen` / ``invite`` (pairing v3
 by default: one code typed once; ``--v2`` adds a verification code, ``--legacy`` is the
 reference's v1); this module shows the code with a countdown, spinners while the relay works,
 asks the operator, and records the peer in the allow list. Choices where the reference is

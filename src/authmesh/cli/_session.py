@@ -1,6 +1,6 @@
 """The CLI's view of this device: :mod:`authmesh.store` calls with CLI-shaped errors.
 
-Store failures arrive as :class:`~authmesh.store._errors.StoreError` whose message is already
+Store failures arrive as :class:`~authmesh.store.StoreError` whose message is already
 the sentence to show; this module turns them into :class:`~authmesh.cli._output.CliError`
 (keeping the code, which decides the exit status) and uses the reference's exact wording where
 the reference has one (a tampered allow list, in every command — the reference's ``revoke``

@@ -176,7 +176,7 @@ class Verifier:
     ``allow_list`` is the :class:`~authmesh.store.AllowListStore` of this server's
     identity (its HMAC key derived from the identity, spec §7.3); :meth:`from_home`
     loads it from an amesh directory.
-    ``nonce_store`` may be sync (:class:`~authmesh.core._nonce.NonceStore`) or
+    ``nonce_store`` may be sync (:class:`~authmesh.core.NonceStore`) or
     async; async stores work only through :meth:`finish_async` (ASGI).
     ``authorities``: the ``host[:port]`` values this server answers to; when set,
     a v2 request signed for any other authority is refused (W15).

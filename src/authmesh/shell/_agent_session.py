@@ -3,7 +3,7 @@
 The handshake (:func:`~authmesh.shell._handshake.run_target_handshake`) decides whether the
 controller gets a session at all, within the pending deadline of
 :class:`~authmesh.core.shell._admission.SessionSlots`. Then one :class:`asyncio.TaskGroup`
-feeds an :class:`~authmesh.core.shell._session.AgentSession` with relay messages, shell output
+feeds an :class:`~authmesh.core.shell.AgentSession` with relay messages, shell output
 and ticks, and carries out what it answers: start the shell on a PTY, write to it, resize it,
 re-check the grant, stop. The first task that sees the end raises :class:`_End`, which cancels
 and awaits all the others; the shell's whole process session is then killed
@@ -70,7 +70,7 @@ class ShellSession:
     """One controller's shell, from ``peer_found`` to teardown.
 
     The handshake decides whether the controller gets a session at all; then one
-    :class:`asyncio.TaskGroup` feeds an :class:`~authmesh.core.shell._session.AgentSession`
+    :class:`asyncio.TaskGroup` feeds an :class:`~authmesh.core.shell.AgentSession`
     with relay messages, shell output and ticks, and carries out what it answers. The first
     task that sees the end raises :class:`_End`, which cancels and awaits all the others.
     """

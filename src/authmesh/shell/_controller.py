@@ -10,7 +10,7 @@ Wire behaviour is the reference's (spec shell §2.1, §3, §7); the local behavi
   is not a terminal its end is sent as Ctrl-D, so piped sessions end;
 * the remote exit code becomes ours; a session that ends without an EXIT frame — relay gone,
   target gone, no keepalive answer for three intervals (W3), a frame that fails
-  authentication — is a :class:`~authmesh.shell._errors.ShellError`, never exit 0 (W5).
+  authentication — is a :class:`~authmesh.shell.ShellError`, never exit 0 (W5).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Shell session frames: ``type(1) || payload``, byte-exact with the reference (spec shell §5.1).
 
-A frame is the plaintext of one :class:`~authmesh.core.shell._cipher.ShellCipher` message.
+A frame is the plaintext of one :class:`~authmesh.core.shell.ShellCipher` message.
 Integers are big-endian; RESIZE carries ``cols: u16 || rows: u16``, EXIT a signed 32-bit
 code, COMMAND UTF-8 text, PING and PONG nothing.
 

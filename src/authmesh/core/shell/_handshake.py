@@ -194,7 +194,7 @@ def session_key_info(target_device_id: str, controller_device_id: str) -> str:
 
 
 def derive_session_key(secret: bytes, *, target_device_id: str, controller_device_id: str) -> bytes:
-    """The :class:`~authmesh.core.shell._cipher.ShellCipher` key ``K``."""
+    """The :class:`~authmesh.core.shell.ShellCipher` key ``K``."""
     return shell_hkdf(secret, session_key_info(target_device_id, controller_device_id))
 
 

@@ -1,6 +1,6 @@
 """The rules of an established shell session, without I/O: one object per side.
 
-After the handshake each side holds a :class:`~authmesh.core.shell._cipher.ShellCipher`. A
+After the handshake each side holds a :class:`~authmesh.core.shell.ShellCipher`. A
 session object takes what happens — a relay message, local input or output, a tick with the
 time ``now`` — and returns what to do about it as actions; the relay messages it wants sent
 wait, in counter order, in :meth:`messages_to_send`. It never reads a clock, a socket or a
