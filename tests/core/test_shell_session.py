@@ -68,7 +68,7 @@ def _agent(cipher: ShellCipher, idle: float = 60.0) -> AgentSession:
 
 
 def _messages(side: ControllerSession | AgentSession) -> list[dict[str, Any]]:
-    return [json.loads(text) for text in side.messages_to_send()]
+    return [json.loads(text) for text in iter(side.next_message, None)]
 
 
 def _frames(side: ControllerSession | AgentSession, peer: ShellCipher) -> list[bytes]:

@@ -202,6 +202,14 @@ def test_w5_failed_registrations_are_rate_limited() -> None:
     assert again == [error("rate_limited")]
 
 
+def test_w5_a_non_ascii_device_id_is_refused_as_such() -> None:
+    """It used to raise inside the handler: a traceback in the log per message, no failure
+    counted."""
+    relay = FakeRelay()
+    _, answer = relay.register_agent(PrivateKey.generate(), deviceId="é" * 43)
+    assert answer == error("invalid_device_id")
+
+
 def test_w20_high_s_challenge_signature_is_accepted() -> None:
     relay = FakeRelay()
     key = PrivateKey.generate()

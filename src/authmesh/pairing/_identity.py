@@ -100,6 +100,11 @@ def friendly_name(value: object) -> str:
         raise PairingError("protocol_violation")
     if len(value) > MAX_FRIENDLY_NAME_CHARS:
         raise PairingError("peer_name_too_long")
+    if not value.isascii():
+        try:  # JSON may carry a lone surrogate, which no statement can sign
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PairingError("protocol_violation") from None
     return value
 
 

@@ -925,8 +925,9 @@ class RelayCore:
             self._fail("agent", conn, now)
             self._error(conn, "invalid_signature")
             return
-        # W5: the device id must be the one derived from the key being proven.
-        if not hmac.compare_digest(device_id(public_key), pending.device_id):
+        # W5: the device id must be the one derived from the key being proven. Both are
+        # public, so a plain comparison (compare_digest refuses non-ASCII text).
+        if device_id(public_key) != pending.device_id:
             self._fail("agent", conn, now)
             self._error(conn, "invalid_device_id")
             return

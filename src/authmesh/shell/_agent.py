@@ -132,10 +132,6 @@ class Agent:
         self._dedicated_sockets = False
         self._last_pong = 0.0
 
-    @property
-    def active_sessions(self) -> int:
-        return self.slots.active
-
     def still_granted(self, peer: Device) -> bool:
         """Whether ``peer`` still holds the shell grant (checked during sessions, S5)."""
         try:

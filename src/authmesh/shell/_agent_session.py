@@ -54,6 +54,9 @@ _FIRST_FRAME_WAIT = 2.0
 _AFTER_RESIZE_WAIT = 0.25
 # After the shell exits, how long its output may take to drain before leftovers are killed.
 _DRAIN_WAIT = 0.5
+# At most this much of that output is read after the shell exits: a background job that
+# keeps writing must not hold the agent's event loop or grow the session's outbox.
+_DRAIN_LIMIT = 1024 * 1024
 _REVOCATION_CHECK = 2.0
 
 
@@ -216,7 +219,9 @@ class ShellSession:
         """The shell exited: output still buffered (a background job kept the terminal
         open, so the output task never saw its end) goes out before EXIT."""
         loop = asyncio.get_running_loop()
-        while data := process.read_available(DATA_CHUNK_SIZE):
+        drained = 0
+        while drained < _DRAIN_LIMIT and (data := process.read_available(DATA_CHUNK_SIZE)):
+            drained += len(data)
             self._output(data, loop.time())
 
     def _output(self, data: bytes, now: float) -> None:
@@ -229,7 +234,7 @@ class ShellSession:
         """Send what the core queued, in counter order."""
         assert self._core is not None
         async with self._send_lock:
-            for message in self._core.messages_to_send():
+            while (message := self._core.next_message()) is not None:
                 # Shielded: a cancelled task never leaves a spent counter half sent.
                 await asyncio.shield(self._channel.send_text(message))
 

@@ -262,7 +262,7 @@ class _Driver:
     async def _flush(self) -> None:
         """Send what the session queued, in counter order."""
         async with self._send_lock:
-            for message in self._session.messages_to_send():
+            while (message := self._session.next_message()) is not None:
                 try:
                     # Shielded: a cancelled task never leaves a spent counter half sent.
                     await asyncio.shield(self._socket.send_text(message))

@@ -3,7 +3,7 @@
 After the handshake each side holds a :class:`~authmesh.core.shell.ShellCipher`. A
 session object takes what happens — a relay message, local input or output, a tick with the
 time ``now`` — and returns what to do about it as actions; the relay messages it wants sent
-wait, in counter order, in :meth:`messages_to_send`. It never reads a clock, a socket or a
+wait, in counter order, from :meth:`next_message`. It never reads a clock, a socket or a
 terminal, so every rule below is tested with a fake clock (``tests/core/test_shell_session.py``).
 
 Rules both sides share: relay messages are dispatched by type (W8): ``data`` is opened with
@@ -168,11 +168,11 @@ class _Session:
         template = _RELAY_END_REASONS.get(code, "relay: {code}")
         return template.format(peer=self._peer, code=code[:40])
 
-    def messages_to_send(self) -> list[str]:
-        """Relay messages to send, in order; each is returned once."""
-        messages = list(self._outbox)
-        self._outbox.clear()
-        return messages
+    def next_message(self) -> str | None:
+        """The next relay message to send, in counter order, or None when none is queued.
+        One at a time, so a driver cancelled between two sends leaves the rest queued: a
+        frame whose counter is spent is never dropped."""
+        return self._outbox.popleft() if self._outbox else None
 
     def _send(self, frame: bytes) -> None:
         self._outbox.append(data_message(self._cipher.encrypt(frame)))
