@@ -11,10 +11,10 @@ from typing import Any, cast
 
 import pytest
 
-from authmesh.core.shell.cipher import Role, ShellCipher
-from authmesh.core.shell.frames import DATA_CHUNK_SIZE
-from authmesh.core.shell.session import AgentSession
-from authmesh.shell.agent_session import _DRAIN_LIMIT, ShellSession
+from authmesh.core.shell._cipher import Role, ShellCipher
+from authmesh.core.shell._frames import DATA_CHUNK_SIZE
+from authmesh.core.shell._session import AgentSession
+from authmesh.shell._agent_session import _DRAIN_LIMIT, ShellSession
 
 
 def _driver(channel: object) -> tuple[ShellSession, AgentSession]:
