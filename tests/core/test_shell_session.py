@@ -184,6 +184,16 @@ def test_controller_gone_is_lost_and_nothing_more_is_sent() -> None:
     assert _messages(agent) == []
 
 
+def test_a_relay_error_code_cannot_drive_the_operators_terminal() -> None:
+    """The code ends up in the controller's closing message; a hostile relay used to be able
+    to put escape sequences there."""
+    c_cipher, _ = _ciphers()
+    controller = _controller(c_cipher)
+    [close] = controller.receive({"type": "error", "code": "\x1b]0;owned\x07\x1b[2J"}, now=1)
+    assert isinstance(close, Close) and close.outcome is Outcome.LOST
+    assert close.reason.isprintable() and "?]0;owned??[2J" in close.reason
+
+
 def test_command_after_the_start_is_ignored() -> None:
     c_cipher, a_cipher = _ciphers()
     agent = _agent(a_cipher)

@@ -39,7 +39,6 @@ from authmesh.cli._output import (
     json_mode,
     out,
     print_warning,
-    printable,
 )
 from authmesh.cli._pair import run_exchange
 from authmesh.cli._session import (
@@ -52,6 +51,7 @@ from authmesh.cli._session import (
 from authmesh.core import BootstrapTokenError
 from authmesh.core._allowlist import format_timestamp
 from authmesh.core._bootstrap_token import parse_ttl
+from authmesh.core._text import printable
 from authmesh.pairing import BootstrapResult, bootstrap, check_token, issue_token, provision
 from authmesh.store import AmeshHome
 

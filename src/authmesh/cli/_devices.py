@@ -20,11 +20,12 @@ from typing import Any
 import click
 
 from authmesh.cli._options import json_option, required_argument
-from authmesh.cli._output import CliError, emit, out, printable, prompt_line
+from authmesh.cli._output import CliError, emit, out, prompt_line
 from authmesh.cli._rotate import format_age
 from authmesh.cli._session import backend_label, open_context
 from authmesh.core import Device
 from authmesh.core._rotation import KEY_SEQ_FIELD, MAX_AGE_FIELD, key_age_seconds, key_expired
+from authmesh.core._text import printable
 from authmesh.store._context import is_software_backend
 
 __all__ = ["list_command", "render_device_list", "revoke_command"]

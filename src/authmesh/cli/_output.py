@@ -32,7 +32,6 @@ __all__ = [
     "out",
     "print_error",
     "print_warning",
-    "printable",
     "prompt_line",
     "wrap_like_oclif",
 ]
@@ -171,12 +170,6 @@ def print_warning(message: str) -> None:
     sys.stdout.flush()
     sys.stderr.write(format_warning(message, _error_columns()) + "\n")
     sys.stderr.flush()
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters shown as ``?``: names come from peers and files, and
-    must not drive the terminal (escape sequences, carriage returns)."""
-    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
 
 
 def out(text: str = "") -> None:

@@ -26,10 +26,11 @@ import click
 
 from authmesh.cli._interaction import Spinner, ask
 from authmesh.cli._options import json_option, relay_option, resolve_relay_url
-from authmesh.cli._output import CliError, emit, out, print_warning, printable
+from authmesh.cli._output import CliError, emit, out, print_warning
 from authmesh.cli._session import DeviceView, open_context
 from authmesh.core import ROLE_CONTROLLER
 from authmesh.core._otc import is_valid_otc
+from authmesh.core._text import printable
 from authmesh.pairing import (
     InviteOptions,
     ListenOptions,

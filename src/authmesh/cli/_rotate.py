@@ -18,11 +18,12 @@ from typing import TypeVar
 import click
 
 from authmesh.cli._options import json_option, relay_option, required_argument, resolve_relay_url
-from authmesh.cli._output import CliError, emit, out, printable
+from authmesh.cli._output import CliError, emit, out
 from authmesh.cli._session import open_context, store_errors
 from authmesh.core import Device, RotationError, RotationStatement
 from authmesh.core._jsoncanon import JsonError, parse, pretty_stringify
 from authmesh.core._rotation import chain_document, chain_from_document, key_seq
+from authmesh.core._text import printable
 from authmesh.pairing import PairingError
 from authmesh.pairing._rotation import NotifyError, offer_rotation, receive_rotation
 from authmesh.store import Identity

@@ -30,8 +30,9 @@ from authmesh.cli._options import (
 from authmesh.cli._output import CliError, emit, out
 from authmesh.cli._session import by_id_or_unique_name, open_context, store_errors
 from authmesh.core import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
+from authmesh.core._text import printable
 from authmesh.shell import Agent, AgentConfig, ShellRequest, run_shell
-from authmesh.shell._agent import AgentIdentity, printable
+from authmesh.shell._agent import AgentIdentity
 from authmesh.shell._handshake import HANDSHAKE_TIMEOUT
 from authmesh.shell._recording import prepare_directory
 

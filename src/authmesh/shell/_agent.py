@@ -41,6 +41,7 @@ from typing import Any
 
 from authmesh.core import AllowList, Device, Signer, device_id
 from authmesh.core._b64 import b64encode
+from authmesh.core._text import printable
 from authmesh.core.shell._admission import (
     DEFAULT_MAX_PENDING,
     DEFAULT_PENDING_TIMEOUT,
@@ -53,13 +54,12 @@ from authmesh.pairing._relay_client import RelayClosed, RelayConnection
 from authmesh.shell._agent_session import ShellSession
 from authmesh.shell._channel import SessionPipe, connect
 from authmesh.shell._handshake import HANDSHAKE_TIMEOUT
-from authmesh.shell._log_limit import LimitedLog, printable
+from authmesh.shell._log_limit import LimitedLog
 
 __all__ = [
     "PROTOCOL_VERSION",
     "Agent",
     "AgentConfig",
-    "printable",
 ]
 
 PROTOCOL_VERSION = 2

@@ -19,6 +19,7 @@ import pwd
 from typing import TYPE_CHECKING
 
 from authmesh.core import Device
+from authmesh.core._text import printable
 from authmesh.core.shell import AgentSession, Established, Outcome, ShellHandshakeError
 from authmesh.core.shell._frames import DATA_CHUNK_SIZE
 from authmesh.core.shell._session import (
@@ -37,7 +38,6 @@ from authmesh.pairing._relay_client import RelayClosed
 from authmesh.shell._channel import Channel
 from authmesh.shell._errors import SessionEnded, leaves
 from authmesh.shell._handshake import run_target_handshake
-from authmesh.shell._log_limit import printable
 from authmesh.shell._pty_process import PtyProcess, login_environment
 from authmesh.shell._recording import SessionRecorder
 from authmesh.store import StoreError

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from authmesh.core import AllowList, Device, Signer, device_id
+from authmesh.core._text import printable
 from authmesh.core.shell import ControllerSession, Outcome, ShellCipher, ShellHandshakeError
 from authmesh.core.shell._frames import DATA_CHUNK_SIZE
 from authmesh.core.shell._session import Close, ControllerAction
@@ -179,7 +180,7 @@ async def run_shell(
         try:
             first = await socket.receive(request.handshake_timeout)
             if first.get("type") == "error":
-                raise _relay_refusal(str(first.get("code")))
+                raise _relay_refusal(printable(str(first.get("code")), 40))
             established = await run_controller_handshake(
                 socket,
                 signer=signer,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LimitedLog", "printable"]
+__all__ = ["LimitedLog"]
 
 
 @dataclass(slots=True)
@@ -63,9 +63,3 @@ class LimitedLog:
             self._log.log(level, message, *args)
         else:
             window.suppressed += 1
-
-
-def printable(text: str, limit: int = 64) -> str:
-    """``text`` made safe for a log line: printable characters only, at most ``limit`` (S8)."""
-    cleaned = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return cleaned + ("…" if len(text) > limit else "")

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from authmesh.core import PrivateKey
 from authmesh.core._allowlist import derive_allow_list_key
 from authmesh.store._allowlist_store import AllowListStore, now_timestamp
 from authmesh.store._errors import StoreError
@@ -40,6 +39,7 @@ from authmesh.store._keystore import (
     Signer,
     UnavailableKeyStore,
     backend_label,
+    create_key,
     detect_backend,
 )
 from authmesh.store._passphrase import (
@@ -160,16 +160,8 @@ def _release_hardware_key(home: AmeshHome, old: Identity, environ: Mapping[str, 
 
 def _new_key(keystore: KeyStore) -> tuple[str, Signer]:
     """A new identity key in ``keystore``: its alias and signer."""
-    if isinstance(keystore, EncryptedFileKeyStore):
-        key = PrivateKey.generate()
-        alias = key.device_id
-        keystore.store(alias, key)
-        public_key = key.public_key
-    else:
-        alias = _HARDWARE_INIT_ALIAS
-        public_key = keystore.generate_and_store(alias)
+    alias = create_key(keystore, _HARDWARE_INIT_ALIAS)
     signer = keystore.signer(alias)
-    assert signer.public_key == public_key
     keystore.hmac_material(alias)  # hardware backends: create keys/<alias>.hmac now
     return alias, signer
 

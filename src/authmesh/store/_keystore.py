@@ -37,6 +37,7 @@ __all__ = [
     "Signer",
     "UnavailableKeyStore",
     "backend_label",
+    "create_key",
     "detect_backend",
     "progress_line",
     "read_or_create_hmac_file",
@@ -233,6 +234,17 @@ class UnavailableKeyStore:
 
     def delete(self, alias: str) -> None:
         raise self._unavailable()
+
+
+def create_key(keystore: KeyStore, hardware_alias: str) -> str:
+    """A new P-256 key in ``keystore``; returns its alias. An encrypted-file key is named by
+    its device id; a hardware backend's by ``hardware_alias``."""
+    if isinstance(keystore, EncryptedFileKeyStore):
+        key = PrivateKey.generate()
+        keystore.store(key.device_id, key)
+        return key.device_id
+    keystore.generate_and_store(hardware_alias)
+    return hardware_alias
 
 
 def progress_line(name: str, status: str) -> str:

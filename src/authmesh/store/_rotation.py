@@ -30,7 +30,6 @@ from authmesh.core import (
     AllowList,
     AllowListError,
     Device,
-    PrivateKey,
     RotationError,
     RotationStatement,
 )
@@ -42,7 +41,7 @@ from authmesh.store._errors import StoreError
 from authmesh.store._files import atomic_write, exclusive_lock, read_text, remove_file
 from authmesh.store._home import AmeshHome
 from authmesh.store._identity import Identity, load_identity, save_identity
-from authmesh.store._keystore import EncryptedFileKeyStore, KeyStore
+from authmesh.store._keystore import KeyStore, create_key
 from authmesh.store._tpm import persistent_handle
 
 __all__ = [
@@ -261,20 +260,14 @@ def prune_retired_keys(
     return due
 
 
-def _new_key(keystore: KeyStore) -> str:
-    """Create the successor key in the same backend; return its alias."""
-    if isinstance(keystore, EncryptedFileKeyStore):
-        key = PrivateKey.generate()
-        keystore.store(key.device_id, key)
-        return key.device_id
+def _successor_alias() -> str:
+    """A fresh alias for the successor key in a hardware backend."""
     while True:
         alias = "am_r" + secrets.token_hex(6)
         # The handle is derived from the alias (0x81 + 24 bits); only 0x81000000-0x817FFFFF
         # belong to the owner hierarchy, the upper half is refused by the TPM.
         if int(persistent_handle(alias), 16) < _OWNER_PERSISTENT_END:
-            break
-    keystore.generate_and_store(alias)
-    return alias
+            return alias
 
 
 def rotate_identity(
@@ -294,7 +287,7 @@ def rotate_identity(
             raise StoreError(
                 "key_mismatch", "The private key does not match identity.json; restore it."
             )
-        new_alias = _new_key(keystore)
+        new_alias = create_key(keystore, _successor_alias())
         now = int(clock())
         statement = create_statement(
             old_signer, keystore.signer(new_alias), load_state(home).seq + 1, now

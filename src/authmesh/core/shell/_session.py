@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from authmesh.core._text import printable
 from authmesh.core.shell._cipher import ShellCipher, ShellCipherError
 from authmesh.core.shell._frames import (
     Frame,
@@ -166,7 +167,7 @@ class _Session:
 
     def _end_reason(self, code: str) -> str:
         template = _RELAY_END_REASONS.get(code, "relay: {code}")
-        return template.format(peer=self._peer, code=code[:40])
+        return template.format(peer=self._peer, code=printable(code, 40))
 
     def next_message(self) -> str | None:
         """The next relay message to send, in counter order, or None when none is queued.
