@@ -1059,7 +1059,8 @@ def read(message: str | bytes) -> Inbound:
         text = message.decode("utf-8", "replace")
     else:
         text = message
-        size = len(text.encode("utf-8", "surrogatepass"))
+        # isascii() is a flag of the string: no encoding for the usual frame.
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     try:
         value = loads(text)
     except JsonWireError:
