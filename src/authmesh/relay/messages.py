@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, Self
 
 from authmesh.core.b64 import B64Error, b64decode
 
@@ -28,6 +28,7 @@ __all__ = [
     "AgentChallengeResponse",
     "AgentSession",
     "BootstrapAck",
+    "BootstrapAnswer",
     "BootstrapInit",
     "BootstrapReject",
     "BootstrapWatch",
@@ -35,6 +36,8 @@ __all__ = [
     "Data",
     "Done",
     "Listen",
+    "Message",
+    "PairingMessage",
     "Ping",
     "Refusal",
     "Shell",
@@ -50,6 +53,15 @@ _PROTOCOLS = (1.0, 2.0)
 
 # A field that was not in the frame (``data`` forwards an absent payload as absent).
 ABSENT: Any = object()
+
+
+class Message(Protocol):
+    """What every message class has: its wire ``TYPE`` and its ``decode``."""
+
+    TYPE: ClassVar[str]
+
+    @classmethod
+    def decode(cls, fields: dict[str, Any], size: int) -> Self | Refusal | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +92,6 @@ def _jti(value: Any) -> str | None:
     return None
 
 
-def _pairing_fields(fields: dict[str, Any]) -> tuple[str, int] | Refusal:
-    """The code and protocol of ``listen``/``connect``."""
-    otc = fields.get("otc")
-    # W11: only a string of exactly six ASCII digits is a code.
-    if not isinstance(otc, str) or not _OTC.fullmatch(otc):
-        return Refusal("invalid_otc")
-    # The contract's ``protocol`` field: absent means 1.
-    protocol = fields.get("protocol", 1.0)
-    if type(protocol) is not float or protocol not in _PROTOCOLS:
-        return Refusal("invalid_message")
-    return otc, int(protocol)
-
-
 def _device_fields(
     fields: dict[str, Any], id_name: str, key_name: str
 ) -> tuple[str, str] | Refusal:
@@ -109,31 +108,36 @@ def _device_fields(
 
 
 @dataclass(frozen=True, slots=True)
-class Listen:
-    """The target opens a pairing code."""
+class PairingMessage:
+    """``listen`` or ``connect``: a pairing code and the contract's ``protocol`` (1 or 2)."""
 
-    TYPE: ClassVar[str] = "listen"
     otc: str
     protocol: int
 
     @classmethod
-    def decode(cls, fields: dict[str, Any], size: int) -> Listen | Refusal:
-        checked = _pairing_fields(fields)
-        return checked if isinstance(checked, Refusal) else cls(*checked)
+    def decode(cls, fields: dict[str, Any], size: int) -> Self | Refusal:
+        otc = fields.get("otc")
+        # W11: only a string of exactly six ASCII digits is a code.
+        if not isinstance(otc, str) or not _OTC.fullmatch(otc):
+            return Refusal("invalid_otc")
+        protocol = fields.get("protocol", 1.0)  # absent means 1
+        if type(protocol) is not float or protocol not in _PROTOCOLS:
+            return Refusal("invalid_message")
+        return cls(otc, int(protocol))
 
 
 @dataclass(frozen=True, slots=True)
-class Connect:
+class Listen(PairingMessage):
+    """The target opens a pairing code."""
+
+    TYPE: ClassVar[str] = "listen"
+
+
+@dataclass(frozen=True, slots=True)
+class Connect(PairingMessage):
     """The controller joins the code a target opened."""
 
     TYPE: ClassVar[str] = "connect"
-    otc: str
-    protocol: int
-
-    @classmethod
-    def decode(cls, fields: dict[str, Any], size: int) -> Connect | Refusal:
-        checked = _pairing_fields(fields)
-        return checked if isinstance(checked, Refusal) else cls(*checked)
 
 
 @dataclass(slots=True)
@@ -238,59 +242,52 @@ def _positive_int32(value: Any) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapAck:
-    """The watching controller accepts the target of ``jti``. ``malformed``: a key or
-    signature that is not a short string, answered ``invalid_message`` once the socket is
-    known to watch ``jti`` (W3 comes first)."""
+class BootstrapAnswer:
+    """The watching controller's answer for the target of ``jti``: its key and signature
+    (W4), and for a reject its ``error`` reason. ``malformed``: a field that is not a short
+    string, answered ``invalid_message`` once the socket is known to watch ``jti`` (W3
+    comes first)."""
 
-    TYPE: ClassVar[str] = "bootstrap_ack"
+    TYPE: ClassVar[str]
+    _HAS_ERROR: ClassVar[bool] = False
     jti: str
     controller_pub_key: str | None
     controller_sig: str | None
+    error: str | None
     malformed: bool
 
     @classmethod
-    def decode(cls, fields: dict[str, Any], size: int) -> BootstrapAck | Refusal | None:
-        answer = _answer_fields(fields)
-        return answer if answer is None or isinstance(answer, Refusal) else cls(*answer)
+    def decode(cls, fields: dict[str, Any], size: int) -> Self | Refusal | None:
+        jti = fields.get("jti")
+        if not _truthy(jti):
+            return None
+        if not isinstance(jti, str):
+            return Refusal("not_watcher")  # W3: nobody watches a token id that is not a string
+        key = fields.get("controllerPubKey", fields.get("publicKey"))
+        signature = fields.get("controllerSig")
+        error = fields.get("error") if cls._HAS_ERROR else None
+        if (
+            _optional_text(key, _MAX_KEY_CHARS)
+            and _optional_text(signature, _MAX_SIG_CHARS)
+            and _optional_text(error, _MAX_ERROR_CHARS)
+        ):
+            return cls(jti, key, signature, error, malformed=False)
+        return cls(jti, None, None, None, malformed=True)
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapReject:
-    """The watching controller refuses the target of ``jti``, with an ``error`` reason."""
+class BootstrapAck(BootstrapAnswer):
+    """The controller accepts the target."""
+
+    TYPE: ClassVar[str] = "bootstrap_ack"
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapReject(BootstrapAnswer):
+    """The controller refuses the target, with an ``error`` reason."""
 
     TYPE: ClassVar[str] = "bootstrap_reject"
-    jti: str
-    controller_pub_key: str | None
-    controller_sig: str | None
-    malformed: bool
-    error: str | None
-
-    @classmethod
-    def decode(cls, fields: dict[str, Any], size: int) -> BootstrapReject | Refusal | None:
-        answer = _answer_fields(fields)
-        if answer is None or isinstance(answer, Refusal):
-            return answer
-        jti, key, signature, malformed = answer
-        error = fields.get("error")
-        malformed = malformed or not _optional_text(error, _MAX_ERROR_CHARS)
-        return cls(jti, key, signature, malformed, error)
-
-
-def _answer_fields(
-    fields: dict[str, Any],
-) -> tuple[str, str | None, str | None, bool] | Refusal | None:
-    """(jti, key, signature, malformed) of a bootstrap answer; None (dropped) without a jti."""
-    jti = fields.get("jti")
-    if not _truthy(jti):
-        return None
-    if not isinstance(jti, str):
-        return Refusal("not_watcher")  # W3: nobody watches a token id that is not a string
-    key = fields.get("controllerPubKey", fields.get("publicKey"))
-    signature = fields.get("controllerSig")
-    if _optional_text(key, _MAX_KEY_CHARS) and _optional_text(signature, _MAX_SIG_CHARS):
-        return jti, key, signature, False
-    return jti, None, None, True
+    _HAS_ERROR: ClassVar[bool] = True
 
 
 # ---------------------------------------------------------------------- agents and shell

@@ -40,6 +40,7 @@ from authmesh.relay.messages import (
     AgentChallengeResponse,
     AgentSession,
     BootstrapAck,
+    BootstrapAnswer,
     BootstrapInit,
     BootstrapReject,
     BootstrapWatch,
@@ -47,6 +48,7 @@ from authmesh.relay.messages import (
     Data,
     Done,
     Listen,
+    Message,
     Ping,
     Refusal,
     Shell,
@@ -789,9 +791,7 @@ class RelayCore:
         )
         self._send(watch.conn, init)
 
-    def _bootstrap_answer(
-        self, conn: _Conn, message: BootstrapAck | BootstrapReject, now: float
-    ) -> None:
+    def _bootstrap_answer(self, conn: _Conn, message: BootstrapAnswer, now: float) -> None:
         jti = message.jti
         watch = self._watchers.get(jti)
         # W3: only the socket that watches this jti may answer for it.
@@ -809,7 +809,7 @@ class RelayCore:
             jti=jti,
             controllerPubKey=message.controller_pub_key,
             controllerSig=message.controller_sig,
-            error=message.error if isinstance(message, BootstrapReject) else None,
+            error=message.error,
         )
         target = self._targets.pop(jti, None)
         if target is not None:
@@ -1021,30 +1021,36 @@ class Route:
     claims: bool
 
 
-M = TypeVar("M")
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
 class MessageType(Generic[M]):
     """Everything the relay knows about one message type, in one place.
 
-    ``decode`` turns the parsed frame into the typed message (``messages.py``); ``handler``
-    is the core's rule for it; ``limiters`` are the failure limiters it consults (counts
-    shared by relay instances) and ``reads`` the other shared facts it needs known before
-    it is handled; ``route`` is how a cluster finds the instance owning its subject;
-    ``needs_redis``: it is refused while a cluster has lost Redis (it creates state other
-    instances must find); ``refusal`` is the frame a refused message gets (a bootstrap
+    ``message`` is its typed message (``messages.py``), whose ``decode`` reads the parsed
+    frame; ``handler`` is the core's rule for it; ``limiters`` are the failure limiters it
+    consults (counts shared by relay instances) and ``reads`` the other shared facts it needs
+    known before it is handled; ``route`` is how a cluster finds the instance owning its
+    subject; ``needs_redis``: it is refused while a cluster has lost Redis (it creates state
+    other instances must find); ``refusal`` is the frame a refused message gets (a bootstrap
     target understands only ``bootstrap_reject``).
     """
 
-    name: str
-    decode: Callable[[dict[str, Any], int], M | Refusal | None]
+    message: type[M]
     handler: Callable[[RelayCore, _Conn, M, float], None]
     limiters: tuple[str, ...] = ()
     reads: Callable[[M], list[SharedFact]] | None = None
     route: Route | None = None
     needs_redis: bool = False
     refusal: Callable[[str], str] = field(default=lambda code: _frame(type="error", code=code))
+    name: str = field(init=False)
+    decode: Callable[[dict[str, Any], int], M | Refusal | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Read once: ``decode`` is called for every frame.
+        object.__setattr__(self, "name", self.message.TYPE)
+        object.__setattr__(self, "decode", self.message.decode)
 
 
 # A frame read at the boundary: its declared type (None when unknown or not a JSON object)
@@ -1084,37 +1090,34 @@ def _bootstrap_refusal(code: str) -> str:
     return _frame(type="bootstrap_reject", error=code)
 
 
-_DECLARED: tuple[MessageType[Any], ...] = (
+# Not annotated, so that mypy checks each handler against its declaration's message class.
+_DECLARED = (
     MessageType(
-        Listen.TYPE,
-        Listen.decode,
+        Listen,
         RelayCore._listen,
         ("listen",),
         route=Route("otc", "otc", claims=True),
         needs_redis=True,
     ),
     MessageType(
-        Connect.TYPE,
-        Connect.decode,
+        Connect,
         RelayCore._connect,
         ("pairing",),
         reads=_failed_connects,
         route=Route("otc", "otc", claims=False),
         needs_redis=True,
     ),
-    MessageType(Data.TYPE, Data.decode, RelayCore._data),
-    MessageType(Done.TYPE, Done.decode, RelayCore._done),
+    MessageType(Data, RelayCore._data),
+    MessageType(Done, RelayCore._done),
     MessageType(
-        BootstrapWatch.TYPE,
-        BootstrapWatch.decode,
+        BootstrapWatch,
         RelayCore._bootstrap_watch,
         ("watch",),
         route=Route("watch", "jti", claims=True),
         needs_redis=True,
     ),
     MessageType(
-        BootstrapInit.TYPE,
-        BootstrapInit.decode,
+        BootstrapInit,
         RelayCore._bootstrap_init,
         ("bootstrap",),
         reads=_consumed_jti,
@@ -1122,31 +1125,28 @@ _DECLARED: tuple[MessageType[Any], ...] = (
         needs_redis=True,
         refusal=_bootstrap_refusal,
     ),
-    MessageType(BootstrapAck.TYPE, BootstrapAck.decode, RelayCore._bootstrap_answer),
-    MessageType(BootstrapReject.TYPE, BootstrapReject.decode, RelayCore._bootstrap_answer),
-    MessageType(Agent.TYPE, Agent.decode, RelayCore._agent, ("agent",), needs_redis=True),
+    MessageType(BootstrapAck, RelayCore._bootstrap_answer),
+    MessageType(BootstrapReject, RelayCore._bootstrap_answer),
+    MessageType(Agent, RelayCore._agent, ("agent",), needs_redis=True),
     MessageType(
-        AgentChallengeResponse.TYPE,
-        AgentChallengeResponse.decode,
+        AgentChallengeResponse,
         RelayCore._agent_challenge_response,
         ("agent",),
     ),
     MessageType(
-        Shell.TYPE,
-        Shell.decode,
+        Shell,
         RelayCore._shell,
         ("shell", "shell_request"),
         route=Route("agent", "device_id", claims=False),
         needs_redis=True,
     ),
     MessageType(
-        AgentSession.TYPE,
-        AgentSession.decode,
+        AgentSession,
         RelayCore._agent_session,
         ("agent",),
         route=Route("pending", "token", claims=False),
         needs_redis=True,
     ),
-    MessageType(Ping.TYPE, Ping.decode, RelayCore._ping),
+    MessageType(Ping, RelayCore._ping),
 )
 MESSAGE_TYPES: dict[str, MessageType[Any]] = {declared.name: declared for declared in _DECLARED}
