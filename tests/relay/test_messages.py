@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.b64 import b64encode
+from authmesh.core._b64 import b64encode
 from authmesh.relay import messages
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.messages import (

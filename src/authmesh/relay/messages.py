@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self
 
-from authmesh.core.b64 import B64Error, b64decode
+from authmesh.core._b64 import B64Error, b64decode
 
 __all__ = [
     "ABSENT",
