@@ -17,7 +17,7 @@ from authmesh.relay.cluster import RedisCluster
 from authmesh.relay.config import ClusterUnavailable, ConfigError, RelayConfig, redacted_url
 from authmesh.relay.envelopes import Frame
 from authmesh.relay.limits import FailureLimiter
-from authmesh.relay.protocol import RelayCore, Send
+from authmesh.relay.protocol import RelayCore, Send, SharedFact, read
 
 
 def _frames(actions: list[object], conn: int) -> list[dict[str, object]]:
@@ -107,9 +107,10 @@ def test_global_budget_used_up_elsewhere_slows_down_failed_prefixes_here() -> No
     _send(core, 1, type="listen", otc="123456")
     core.adopt_global_failures(10, resets_at=60.0)
     core.open(2, "10.0.0.2", 0.0)
-    assert core.counters_of(2, "connect") == [
-        ("pairing", "10.0.0.2"),
-        ("pairing_prefix", "10.0.0.0/24"),
+    assert core.shared_reads(2, read('{"type":"connect","otc":"654321"}')) == [
+        SharedFact("fail", "pairing", "10.0.0.2"),
+        SharedFact("fail", "pairing_prefix", "10.0.0.0/24"),
+        SharedFact("fail", "global"),
     ]
     core.adopt_failures("pairing_prefix", "10.0.0.0/24", 1, resets_at=60.0)
     assert _send(core, 2, type="connect", otc="654321") == [

@@ -58,15 +58,17 @@ from authmesh.relay.envelopes import (
     encode,
     unbundle,
 )
-from authmesh.relay.jsonwire import JsonWireError, dumps, loads
+from authmesh.relay.jsonwire import dumps
+from authmesh.relay.messages import Refusal
 from authmesh.relay.protocol import (
-    MESSAGE_TYPES,
     Action,
     Close,
+    Inbound,
     RelayCore,
     Route,
     Send,
     SharedFact,
+    read,
 )
 from authmesh.relay.redislink import RedisLink
 from authmesh.relay.tasks import cancel_and_wait
@@ -86,7 +88,6 @@ _PUBLISH_BATCH = 256
 _AGENT_ROUTE_TTL = 24 * 3600.0
 _MAX_NAME_CHARS = 256
 _UNAVAILABLE = dumps({"type": "error", "code": "relay_unavailable"})
-_BOOTSTRAP_UNAVAILABLE = dumps({"type": "bootstrap_reject", "error": "relay_unavailable"})
 _PEER_GONE = dumps({"type": "error", "code": "peer_disconnected"})
 
 # Scripts run in pipelines are sent with EVAL (Redis caches them by digest), which saves the
@@ -154,7 +155,9 @@ def _failures_key(limiter: str, client: str) -> str:
     return f"{_PREFIX}fail:{limiter}:{client}"
 
 
-_GLOBAL_FAILURES_KEY = _failures_key("global", "")  # failed connects from every client
+def _fact_key(fact: SharedFact) -> str:
+    """Where Redis keeps a failure count (``fail``) or a consumed token id (``jti``)."""
+    return _jti_key(fact.name) if fact.kind == "jti" else _failures_key(fact.name, fact.client)
 
 
 def _channel(instance: str) -> str:
@@ -274,23 +277,21 @@ class RedisCluster:
         if home is not None:
             await self._outbox.put((home, encode(Message(self._origin(conn_id), text))))
             return []
-        parsed = _parse(text)
-        kind = parsed.get("type") if parsed is not None else None
-        declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
-        route = declared.route if declared is not None else None
+        inbound = read(text)
+        declared = inbound[0]
         if self.degraded is not None and declared is not None and declared.needs_redis:
-            reply = _BOOTSTRAP_UNAVAILABLE if kind == "bootstrap_init" else _UNAVAILABLE
-            return self._deliver([Send(conn_id, reply)])  # type: ignore[no-any-return]
+            refusal = declared.refusal("relay_unavailable")
+            return self._deliver([Send(conn_id, refusal)])  # type: ignore[no-any-return]
         facts: list[Any] | None = None
-        if route is not None and parsed is not None and self.core.is_movable(conn_id):
-            name = parsed.get(route.field)
-            if isinstance(name, str) and _routable(route, name):
-                keys = self._fact_keys(conn_id, parsed)
-                owner, facts = await self._route_owner(route, name, keys)
-                if owner and owner != self.instance:
-                    await self._hand_over(conn_id, owner, text, facts)
-                    return []
-        actions = await self._handle(conn_id, text, parsed, facts)
+        subject = _subject(inbound)
+        if subject is not None and self.core.is_movable(conn_id):
+            route, name = subject
+            keys = [_fact_key(fact) for fact in self.core.shared_reads(conn_id, inbound)]
+            owner, facts = await self._route_owner(route, name, keys)
+            if owner and owner != self.instance:
+                await self._hand_over(conn_id, owner, text, facts)
+                return []
+        actions = await self._handle(conn_id, text, inbound, facts)
         return self._deliver(actions)  # type: ignore[no-any-return]
 
     def receive_at_once(self, conn_id: int, message: str | bytes) -> list[Any] | None:
@@ -307,15 +308,11 @@ class RedisCluster:
             return []
         if self.degraded is not None:
             return None
-        parsed = _parse(text)
-        if parsed is not None:
-            kind = parsed.get("type")
-            declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
-            routed = declared is not None and declared.route is not None
-            movable = routed and self.core.is_movable(conn_id)
-            if movable or self._fact_keys(conn_id, parsed):
-                return None
-        actions = self.core.receive(conn_id, text, time.monotonic(), parsed)
+        inbound = read(text)
+        movable = _subject(inbound) is not None and self.core.is_movable(conn_id)
+        if movable or self.core.shared_reads(conn_id, inbound):
+            return None
+        actions = self.core.receive(conn_id, text, time.monotonic(), inbound)
         journal, self.core.journal = self.core.journal, []
         if journal:  # not expected: only messages with shared facts record any
             self._spawn(self._write_shared(journal))
@@ -384,42 +381,21 @@ class RedisCluster:
     # ------------------------------------------------------------------ handling a message here
 
     async def _handle(
-        self,
-        conn_id: int,
-        text: str,
-        parsed: dict[str, Any] | None,
-        facts: list[Any] | None = None,
+        self, conn_id: int, text: str, inbound: Inbound, facts: list[Any] | None = None
     ) -> list[Action]:
         """Run the core on one message with the shared facts it needs read before (``facts``
         when the caller has read them already) and written after."""
-        actions: list[Action] = []
-        if self.degraded is None and parsed is not None:
-            if facts is None:
-                keys = self._fact_keys(conn_id, parsed)
-                facts = await self._read_facts(keys) if keys else None
-            if facts:
-                self._adopt(conn_id, parsed, facts)
-        actions += self.core.receive(conn_id, text, time.monotonic(), parsed)
+        if self.degraded is None:
+            reads = self.core.shared_reads(conn_id, inbound)
+            if reads and facts is None:
+                facts = await self._read_facts([_fact_key(fact) for fact in reads])
+            if reads and facts:
+                self._adopt(reads, facts)
+        actions = self.core.receive(conn_id, text, time.monotonic(), inbound)
         journal, self.core.journal = self.core.journal, []
         if journal and self.degraded is None:
             await self._write_shared(journal)
         return actions
-
-    def _fact_keys(self, conn_id: int, parsed: dict[str, Any]) -> list[str]:
-        """What the core must know from Redis before handling ``parsed``: the counts of the
-        client's address and network prefix, for ``connect`` the global one, for
-        ``bootstrap_init`` whether the jti is used."""
-        kind = parsed.get("type")
-        counters = self.core.counters_of(conn_id, kind) if isinstance(kind, str) else []
-        if not counters:
-            return []
-        keys = [_failures_key(limiter, client) for limiter, client in counters]
-        if kind == "connect":
-            keys.append(_GLOBAL_FAILURES_KEY)
-        jti = parsed.get("jti")
-        if kind == "bootstrap_init" and isinstance(jti, str):
-            keys.append(_jti_key(jti))
-        return keys
 
     async def _read_facts(self, keys: list[str]) -> list[Any] | None:
         try:
@@ -432,32 +408,30 @@ class RedisCluster:
             self._lose(exc)
             return None
 
-    def _adopt(self, conn_id: int, parsed: dict[str, Any], facts: list[Any]) -> None:
-        """Hand the facts read for :meth:`_fact_keys` to the core (same order)."""
-        kind = parsed["type"]
-        counters = self.core.counters_of(conn_id, kind)
+    def _adopt(self, reads: list[SharedFact], facts: list[Any]) -> None:
+        """Hand the core the value and PTTL read for each of ``reads`` (``facts``, in turn)."""
         now = time.monotonic()
-        pairs = [(facts[i], facts[i + 1]) for i in range(0, len(facts), 2)]
-        for limiter, client in counters:
-            count, ttl_ms = pairs.pop(0)
-            self.core.adopt_failures(limiter, client, _count(count), now + _ms_left(ttl_ms))
-        if kind == "connect":
-            count, ttl_ms = pairs.pop(0)
-            self.core.adopt_global_failures(_count(count), now + _ms_left(ttl_ms))
-        if kind == "bootstrap_init" and pairs and pairs[0][0]:
-            self.core.adopt_consumed(parsed["jti"], now)
+        for fact, value, ttl_ms in zip(reads, facts[0::2], facts[1::2], strict=False):
+            resets_at = now + _ms_left(ttl_ms)
+            if fact.kind == "jti":
+                if value:
+                    self.core.adopt_consumed(fact.name, now)
+            elif fact.name == "global":
+                self.core.adopt_global_failures(_count(value), resets_at)
+            else:
+                self.core.adopt_failures(fact.name, fact.client, _count(value), resets_at)
 
     async def _write_shared(self, journal: list[SharedFact]) -> None:
         window_ms = self._ms(self.config.rate_window)
         jti_ms = self._ms(self.config.jti_ttl)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for kind, name, client in journal:
+                for fact in journal:
+                    kind, name, _ = fact
                     if kind == "fail":
-                        key = _failures_key(name, client)
-                        pipe.eval(_FAIL, 1, key, window_ms)
+                        pipe.eval(_FAIL, 1, _fact_key(fact), window_ms)
                     elif kind == "jti":
-                        pipe.set(_jti_key(name), self.instance, nx=True, px=jti_ms)
+                        pipe.set(_fact_key(fact), self.instance, nx=True, px=jti_ms)
                     else:  # "watch" / "agent" / "pending": later requests for it come here
                         key = _route_key(kind, name)
                         pipe.eval(_TAKE, 1, key, self.instance, self._route_ms[kind])
@@ -548,7 +522,7 @@ class RedisCluster:
         guest = self._guests.get(origin)
         if guest is not None:
             facts = self._handed_facts.pop(guest, None)
-            self._deliver(await self._handle(guest, message, _parse(message), facts))
+            self._deliver(await self._handle(guest, message, read(message), facts))
 
     def _drop_guest(self, origin: str) -> None:
         conn_id = self._guests.pop(origin, None)
@@ -683,16 +657,14 @@ def _ms_left(pttl: Any) -> float:
     return max(0, int(pttl)) / 1000
 
 
-def _routable(route: Route, name: str) -> bool:
-    """Names worth a route: anything else gets the core's own error wherever it lands."""
-    if route.kind == "otc":
-        return len(name) == 6 and name.isascii() and name.isdigit()
-    return 0 < len(name) <= _MAX_NAME_CHARS
-
-
-def _parse(text: str) -> dict[str, Any] | None:
-    try:
-        value = loads(text)
-    except JsonWireError:
+def _subject(inbound: Inbound) -> tuple[Route, str] | None:
+    """The route of a message and the name it routes on; None for a message without a route
+    or a refused one (the core's answer is the same wherever it lands)."""
+    declared, message = inbound
+    route = declared.route if declared is not None else None
+    if route is None or message is None or isinstance(message, Refusal):
         return None
-    return value if isinstance(value, dict) else None
+    name = getattr(message, route.subject)
+    if isinstance(name, str) and 0 < len(name) <= _MAX_NAME_CHARS:
+        return route, name
+    return None

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from authmesh.core import InvalidKeyError, device_id
 from authmesh.core._b64 import B64Error, b64decode
@@ -29,30 +28,43 @@ from authmesh.relay.clientip import prefix_key, rate_key
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
 from authmesh.relay.limits import FailureLimiter
+from authmesh.relay.messages import (
+    ABSENT,
+    Agent,
+    AgentChallengeResponse,
+    AgentSession,
+    BootstrapAck,
+    BootstrapAnswer,
+    BootstrapInit,
+    BootstrapReject,
+    BootstrapWatch,
+    Connect,
+    Data,
+    Done,
+    Listen,
+    Message,
+    Ping,
+    Refusal,
+    Shell,
+)
 
 __all__ = [
-    "LIMITERS_OF",
     "MESSAGE_TYPES",
     "Action",
     "Close",
+    "Inbound",
     "MessageType",
     "RelayCore",
     "RelayStats",
     "Route",
     "Send",
     "SharedFact",
+    "read",
 ]
 
 log = logging.getLogger("authmesh.relay")
 
-_OTC = re.compile(r"[0-9]{6}")
-_MAX_JTI_UNITS = 128
-_MAX_SIG_CHARS = 256
-_MAX_KEY_CHARS = 256
-_MAX_ERROR_CHARS = 64
-_MAX_FRAME_CHARS = 65_536  # the message size limit already bounds these
 _SIGNATURE_BYTES = 64
-_PROTOCOLS = (1.0, 2.0)
 PAIRING = "pairing"
 SHELL = "shell"
 
@@ -197,21 +209,8 @@ _DONE = _frame(type="done")
 _PONG = _frame(type="pong")
 _DATA_WITHOUT_PAYLOAD = _frame(type="data")
 _DATA_PREFIX = '{"type":"data","payload":'
-_ABSENT = object()
-
-
-def _truthy(value: Any) -> bool:
-    """JavaScript truthiness of a parsed JSON value."""
-    return value not in (None, False, "", 0.0)
-
-
-def _optional_text(value: Any, limit: int) -> bool:
-    """Absent (None) or a string of at most ``limit`` characters."""
-    return value is None or (isinstance(value, str) and len(value) <= limit)
-
-
-def _utf16_units(text: str) -> int:
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+_INVALID_MESSAGE = Refusal("invalid_message")
+_UNKNOWN_TYPE = Refusal("unknown_type")
 
 
 def _decode_public_key(text: str) -> bytes:
@@ -272,18 +271,25 @@ class RelayCore:
         conn = self._conns.get(conn_id)
         return None if conn is None else conn.key
 
-    def counters_of(self, conn_id: int, kind: str) -> list[tuple[str, str]]:
-        """The (limiter, key) counters a message of type ``kind`` from ``conn_id`` consults:
-        per address and per network prefix, for every limiter of the type."""
+    def shared_reads(self, conn_id: int, inbound: Inbound) -> list[SharedFact]:
+        """The shared facts (other relay instances change them) the core consults handling
+        ``inbound`` from ``conn_id``: the failure counts of the client's address and network
+        prefix for every limiter of the message type, then what its declaration adds
+        (``MessageType.reads``). Empty for a refused message or an unknown socket."""
+        declared, message = inbound
         conn = self._conns.get(conn_id)
-        if conn is None:
+        if conn is None or declared is None or not declared.limiters:
             return []
-        counters = []
-        for limiter in LIMITERS_OF.get(kind, ()):
-            counters.append((limiter, conn.key))
+        if message is None or isinstance(message, Refusal):
+            return []
+        facts = []
+        for limiter in declared.limiters:
+            facts.append(SharedFact("fail", limiter, conn.key))
             if conn.prefix is not None:
-                counters.append((limiter + _PREFIX, conn.prefix))
-        return counters
+                facts.append(SharedFact("fail", limiter + _PREFIX, conn.prefix))
+        if declared.reads is not None:
+            facts += declared.reads(message)
+        return facts
 
     def is_movable(self, conn_id: int) -> bool:
         """Whether an open connection has no state here yet (no session, watch, agent...),
@@ -355,38 +361,21 @@ class RelayCore:
         conn_id: int,
         message: str | bytes,
         now: float,
-        parsed: dict[str, Any] | None = None,
+        inbound: Inbound | None = None,
     ) -> list[Action]:
-        """One complete WebSocket message (text or binary) from ``conn_id``; ``parsed`` is
-        the message already parsed as a JSON object, when the caller had to read it."""
+        """One complete WebSocket message (text or binary) from ``conn_id``; ``inbound`` is
+        the message already read by :func:`read`, when the caller had to read it."""
         conn = self._conns.get(conn_id)
         if conn is None or conn.closing:
             return []
         conn.last_message = now
         # W1: nothing a client sends may escape this method; every failure is a frame.
         try:
-            if isinstance(message, bytes):
-                size = len(message)
-                text = message.decode("utf-8", "replace")
-            else:
-                text = message
-                size = len(text.encode("utf-8", "surrogatepass"))
-            value: Any = parsed
-            if value is None:
-                try:
-                    value = loads(text)
-                except JsonWireError:
-                    self._error(conn, "invalid_message")
-                    return self._take()
-            kind = value.get("type") if isinstance(value, dict) else None
-            if kind == "data":
-                self._data(conn, value, now, size)
-                return self._take()
-            declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
-            if declared is None:
-                self._error(conn, "unknown_type")
-                return self._take()
-            declared.handler(self, conn, value, now)
+            declared, decoded = read(message) if inbound is None else inbound
+            if type(decoded) is Refusal:
+                self._error(conn, decoded.code)
+            elif decoded is not None and declared is not None:
+                declared.handler(self, conn, decoded, now)
         except Exception:
             log.exception("message handler failed", extra={"event": "handler_error"})
             self._error(conn, "invalid_message")
@@ -592,13 +581,6 @@ class RelayCore:
             and self._global_failures >= self.config.global_failure_budget
         )
 
-    def _protocol(self, message: dict[str, Any]) -> int | None:
-        """The contract ``protocol`` field: absent means 1; None when malformed."""
-        value = message.get("protocol", 1.0)
-        if type(value) is float and value in _PROTOCOLS:
-            return int(value)
-        return None
-
     def _capacity(self, now: float) -> bool:
         if len(self._sessions) < self.config.max_sessions:
             return True
@@ -608,38 +590,22 @@ class RelayCore:
 
     # ------------------------------------------------------------------ pairing
 
-    def _otc_or_error(self, conn: _Conn, message: dict[str, Any]) -> str | None:
-        otc = message.get("otc")
-        # W11: only a string of exactly six ASCII digits is a code.
-        if not isinstance(otc, str) or not _OTC.fullmatch(otc):
-            self._error(conn, "invalid_otc")
-            return None
-        return otc
-
-    def _pairing_preamble(self, conn: _Conn, message: dict[str, Any]) -> tuple[str, int] | None:
-        otc = self._otc_or_error(conn, message)
-        if otc is None:
-            return None
-        protocol = self._protocol(message)
-        if protocol is None:
-            self._error(conn, "invalid_message")
-            return None
-        # W2: one session per socket; covers listening twice and connecting to itself.
+    def _in_session(self, conn: _Conn) -> bool:
+        """W2: one session per socket; covers listening twice and connecting to itself."""
         if conn.session is not None:
             self._error(conn, "already_in_session")
-            return None
-        return otc, protocol
+            return True
+        return False
 
     def _code_failure(self, session: _Session) -> None:
         session.failures += 1
         if session.failures >= self.config.otc_failure_budget:
             self._burn(session)
 
-    def _listen(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
-        checked = self._pairing_preamble(conn, message)
-        if checked is None:
+    def _listen(self, conn: _Conn, message: Listen, now: float) -> None:
+        if self._in_session(conn):
             return
-        otc, protocol = checked
+        otc, protocol = message.otc, message.protocol
         # H2: every code opened counts, so probing for live codes (listen, then done
         # or close) costs the prober as much as a hit does. Failed connects from the same
         # address do not stop it from opening codes (H4: a NAT shares one address).
@@ -671,11 +637,10 @@ class RelayCore:
         conn.session = session
         self._send(conn, _ACK_SESSION_OPEN)
 
-    def _connect(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
-        checked = self._pairing_preamble(conn, message)
-        if checked is None:
+    def _connect(self, conn: _Conn, message: Connect, now: float) -> None:
+        if self._in_session(conn):
             return
-        otc, protocol = checked
+        otc, protocol = message.otc, message.protocol
         if self._limited("pairing", conn, now):
             self._error(conn, "rate_limited")
             return
@@ -709,7 +674,7 @@ class RelayCore:
         self._send(session.target, found)
         self._send(conn, found)
 
-    def _data(self, conn: _Conn, message: dict[str, Any], now: float, size: int) -> None:
+    def _data(self, conn: _Conn, message: Data, now: float) -> None:
         session = conn.session
         # W13: data outside a paired session is dropped silently, as the reference does.
         if session is None or not self._live(session, now):
@@ -717,6 +682,7 @@ class RelayCore:
         peer = session.peer_of(conn)
         if peer is None:
             return
+        size = message.size
         session.bytes += size
         if session.bytes > session.byte_cap:
             # W10: per-session volume cap (pairing small, shell larger; both configurable).
@@ -730,8 +696,8 @@ class RelayCore:
             session.expires_at = now + self.config.shell_idle_timeout
         self.stats.bytes_forwarded += size
         # Only type and payload are forwarded; an absent payload stays absent, null stays null.
-        payload = message.get("payload", _ABSENT)
-        if payload is _ABSENT:
+        payload = message.payload
+        if payload is ABSENT:
             forwarded = _DATA_WITHOUT_PAYLOAD
         elif type(payload) is str:  # the usual case: no generic serialiser needed
             forwarded = _DATA_PREFIX + dump_string(payload) + "}"
@@ -739,7 +705,7 @@ class RelayCore:
             forwarded = dumps({"type": "data", "payload": payload})
         self._send(peer, forwarded)
 
-    def _done(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+    def _done(self, conn: _Conn, message: Done, now: float) -> None:
         session = conn.session
         if session is None or not self._live(session, now):
             return
@@ -750,14 +716,8 @@ class RelayCore:
 
     # ------------------------------------------------------------------ bootstrap
 
-    def _bootstrap_watch(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
-        jti = message.get("jti")
-        if not _truthy(jti):
-            self._error(conn, "missing_jti")
-            return
-        if not isinstance(jti, str) or _utf16_units(jti) > _MAX_JTI_UNITS:
-            self._error(conn, "invalid_jti")
-            return
+    def _bootstrap_watch(self, conn: _Conn, message: BootstrapWatch, now: float) -> None:
+        jti = message.jti
         if self._limited("watch", conn, now):
             self._error(conn, "rate_limited")
             return
@@ -785,23 +745,16 @@ class RelayCore:
         self.stats.rejections[error] += 1
         self._send(conn, _frame(type="bootstrap_reject", error=error))
 
-    def _bootstrap_init(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
-        jti = message.get("jti")
-        if not _truthy(jti):
-            self._error(conn, "missing_jti")
-            return
+    def _bootstrap_init(self, conn: _Conn, message: BootstrapInit, now: float) -> None:
         # W3: bootstrap_init is rate limited too, answered in the SDK's own vocabulary.
         if self._limited("bootstrap", conn, now):
             self.stats.rejections["rate_limited"] += 1
             self._send(conn, _frame(type="bootstrap_reject", error="rate_limited"))
             return
-        if not isinstance(jti, str) or _utf16_units(jti) > _MAX_JTI_UNITS:
-            self._bootstrap_reject_to(conn, "no_watcher", now)  # nobody can watch it
+        if message.refusal is not None:  # no_watcher: nobody can watch such a jti
+            self._bootstrap_reject_to(conn, message.refusal, now)
             return
-        forwarded = self._init_fields(message)
-        if forwarded is None:
-            self._bootstrap_reject_to(conn, "invalid_message", now)
-            return
+        jti = message.jti
         expires = self._consumed.get(jti)
         if expires is not None and expires > now:
             self._bootstrap_reject_to(conn, "token_already_used", now)
@@ -822,53 +775,35 @@ class RelayCore:
         conn.bootstrap_jti = jti
         self._targets[jti] = conn
         self.stats.bootstrap_forwarded += 1
-        self._send(watch.conn, _frame(type="bootstrap_init", jti=jti, **forwarded))
+        init = _frame(
+            type="bootstrap_init",
+            jti=jti,
+            token=message.token,
+            targetPubKey=message.target_pub_key,
+            targetSig=message.target_sig,
+            protocol=message.protocol,
+        )
+        self._send(watch.conn, init)
 
-    @staticmethod
-    def _init_fields(message: dict[str, Any]) -> dict[str, Any] | None:
-        """Fields forwarded with bootstrap_init (contract §2), type-checked; None if malformed."""
-        fields = {name: message.get(name) for name in ("token", "targetPubKey", "targetSig")}
-        if not (
-            _optional_text(fields["token"], _MAX_FRAME_CHARS)
-            and _optional_text(fields["targetPubKey"], _MAX_FRAME_CHARS)
-            and _optional_text(fields["targetSig"], _MAX_SIG_CHARS)
-        ):
-            return None
-        if "protocol" in message:
-            protocol = message["protocol"]
-            if type(protocol) is not float or not protocol.is_integer() or not 0 < protocol < 2**31:
-                return None
-            fields["protocol"] = protocol
-        return fields
-
-    def _bootstrap_answer(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
-        jti = message.get("jti")
-        if not _truthy(jti):
-            return
-        watch = self._watchers.get(jti) if isinstance(jti, str) else None
+    def _bootstrap_answer(self, conn: _Conn, message: BootstrapAnswer, now: float) -> None:
+        jti = message.jti
+        watch = self._watchers.get(jti)
         # W3: only the socket that watches this jti may answer for it.
-        if not isinstance(jti, str) or watch is None or watch.conn is not conn:
+        if watch is None or watch.conn is not conn:
             self._error(conn, "not_watcher")
             return
-        key = message.get("controllerPubKey", message.get("publicKey"))
-        signature = message.get("controllerSig")
-        error = message.get("error") if message["type"] == "bootstrap_reject" else None
-        if not (
-            _optional_text(key, _MAX_KEY_CHARS)
-            and _optional_text(signature, _MAX_SIG_CHARS)
-            and _optional_text(error, _MAX_ERROR_CHARS)
-        ):
+        if message.malformed:
             self._error(conn, "invalid_message")
             return
         del self._watchers[jti]
         conn.unwatch(jti)
         # W4: controllerSig (and the reject reason) reach the target.
         frame = _frame(
-            type=message["type"],
+            type=message.TYPE,
             jti=jti,
-            controllerPubKey=key,
-            controllerSig=signature,
-            error=error,
+            controllerPubKey=message.controller_pub_key,
+            controllerSig=message.controller_sig,
+            error=message.error,
         )
         target = self._targets.pop(jti, None)
         if target is not None:
@@ -877,29 +812,11 @@ class RelayCore:
 
     # ------------------------------------------------------------------ agents and shell
 
-    def _device_fields(
-        self, conn: _Conn, message: dict[str, Any], id_key: str, key_key: str
-    ) -> tuple[str, str] | None:
-        """The (device id, public key) strings of ``agent``/``shell``, or the reference's error."""
-        device, public_key = message.get(id_key), message.get(key_key)
-        if not _truthy(device) or not _truthy(public_key):
-            self._error(conn, "missing_fields")
-            return None
-        if not isinstance(device, str) or not isinstance(public_key, str):
-            self._error(conn, "invalid_message")
-            return None
-        return device, public_key
-
-    def _agent(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
-        fields = self._device_fields(conn, message, "deviceId", "publicKey")
-        if fields is None:
-            return
-        agent_id, public_key = fields
+    def _agent(self, conn: _Conn, message: Agent, now: float) -> None:
+        agent_id, public_key, protocol = message.device_id, message.public_key, message.protocol
         if self._limited("agent", conn, now):
             self._error(conn, "rate_limited")
             return
-        # Protocol 2 (contract-shell.md): the agent signs a domain-prefixed challenge (S1).
-        protocol = 2 if message.get("protocol") == 2 else 1
         challenge = self._new_id()
         conn.challenge = _Challenge(agent_id, public_key, challenge, protocol)
         found = _frame(
@@ -907,19 +824,20 @@ class RelayCore:
         )
         self._send(conn, found)
 
-    def _agent_challenge_response(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+    def _agent_challenge_response(
+        self, conn: _Conn, message: AgentChallengeResponse, now: float
+    ) -> None:
         pending, conn.challenge = conn.challenge, None
         if pending is None:
             self._error(conn, "no_pending_challenge")
             return
-        signature_text = message.get("sig")
-        if not _truthy(signature_text):
+        if not message.given:
             self._error(conn, "missing_signature")
             return
+        signature = message.signature
         try:
-            if not isinstance(signature_text, str):
-                raise InvalidKeyError("signature must be a string")
-            signature = b64decode(signature_text)
+            if signature is None:
+                raise InvalidKeyError("the signature is not base64")
             public_key = _decode_public_key(pending.public_key)
         except (B64Error, InvalidKeyError):
             self._fail("agent", conn, now)
@@ -958,7 +876,7 @@ class RelayCore:
         agent.conn.agent_id = None
         self._close(agent.conn, 1000, "replaced")
 
-    def _ping(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+    def _ping(self, conn: _Conn, message: Ping, now: float) -> None:
         if conn.agent_id is not None:
             agent = self._agents.get(conn.agent_id)
             if agent is not None and agent.conn is conn:
@@ -977,11 +895,8 @@ class RelayCore:
         # W5: keys are compared decoded, so another encoding of the same key matches.
         return agent if hmac.compare_digest(requested, agent.public_key) else None
 
-    def _shell(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
-        fields = self._device_fields(conn, message, "targetDeviceId", "targetPublicKey")
-        if fields is None:
-            return
-        agent_id, public_key = fields
+    def _shell(self, conn: _Conn, message: Shell, now: float) -> None:
+        agent_id, public_key = message.device_id, message.public_key
         if conn.session is not None or conn.pending_shell is not None:
             self._error(conn, "already_in_session")
             return
@@ -1044,16 +959,16 @@ class RelayCore:
             agent.pending -= 1
         return pending
 
-    def _agent_session(self, conn: _Conn, message: dict[str, Any], now: float) -> None:
+    def _agent_session(self, conn: _Conn, message: AgentSession, now: float) -> None:
         """Protocol 2: an agent's dedicated socket claims the session announced by token."""
-        token = message.get("session")
+        token = message.token
         if conn.session is not None or conn.agent_id is not None:
             self._error(conn, "already_in_session")
             return
         if self._limited("agent", conn, now):
             self._error(conn, "rate_limited")
             return
-        pending = self._drop_pending(token) if isinstance(token, str) else None
+        pending = self._drop_pending(token) if token is not None else None
         controller = pending.controller if pending is not None else None
         if (
             pending is None
@@ -1093,56 +1008,140 @@ class RelayCore:
 @dataclass(frozen=True)
 class Route:
     """How relay instances find the one owning a message's subject (``cluster.py``): the
-    route kind, the field naming the subject, and whether the message claims it."""
+    route kind, the attribute of the typed message naming the subject, and whether the
+    message claims it."""
 
     kind: str
-    field: str
+    subject: str
     claims: bool
 
 
-Handler = Callable[[RelayCore, _Conn, dict[str, Any], float], None]
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
-class MessageType:
-    """Everything the relay knows about one message type, in one place: the core's handler,
-    the failure limiters it consults (counts shared by relay instances), its cluster route,
-    and whether it is refused while a cluster has lost Redis (it creates state other
-    instances must find). ``data`` is the one type outside this table: its handler also
-    takes the frame's size, and it is the hot path."""
+class MessageType(Generic[M]):
+    """Everything the relay knows about one message type, in one place.
 
-    handler: Handler
+    ``message`` is its typed message (``messages.py``), whose ``decode`` reads the parsed
+    frame; ``handler`` is the core's rule for it; ``limiters`` are the failure limiters it
+    consults (counts shared by relay instances) and ``reads`` the other shared facts it needs
+    known before it is handled; ``route`` is how a cluster finds the instance owning its
+    subject; ``needs_redis``: it is refused while a cluster has lost Redis (it creates state
+    other instances must find); ``refusal`` is the frame a refused message gets (a bootstrap
+    target understands only ``bootstrap_reject``).
+    """
+
+    message: type[M]
+    handler: Callable[[RelayCore, _Conn, M, float], None]
     limiters: tuple[str, ...] = ()
+    reads: Callable[[M], list[SharedFact]] | None = None
     route: Route | None = None
     needs_redis: bool = False
+    refusal: Callable[[str], str] = field(default=lambda code: _frame(type="error", code=code))
+    name: str = field(init=False)
+    decode: Callable[[dict[str, Any], int], M | Refusal | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Read once: ``decode`` is called for every frame.
+        object.__setattr__(self, "name", self.message.TYPE)
+        object.__setattr__(self, "decode", self.message.decode)
 
 
-MESSAGE_TYPES: dict[str, MessageType] = {
-    "listen": MessageType(RelayCore._listen, ("listen",), Route("otc", "otc", True), True),
-    "connect": MessageType(RelayCore._connect, ("pairing",), Route("otc", "otc", False), True),
-    "done": MessageType(RelayCore._done),
-    "bootstrap_watch": MessageType(
-        RelayCore._bootstrap_watch, ("watch",), Route("watch", "jti", True), True
+# A frame read at the boundary: its declared type (None when unknown or not a JSON object)
+# and its typed message, the refusal it gets, or None when it is dropped unanswered.
+Inbound = tuple[MessageType[Any] | None, Any]
+
+
+def read(message: str | bytes) -> Inbound:
+    """Read one WebSocket message (a binary one is decoded with replacement characters)."""
+    if isinstance(message, bytes):
+        size = len(message)
+        text = message.decode("utf-8", "replace")
+    else:
+        text = message
+        # isascii() is a flag of the string: no encoding for the usual frame.
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    try:
+        value = loads(text)
+    except JsonWireError:
+        return None, _INVALID_MESSAGE
+    kind = value.get("type") if isinstance(value, dict) else None
+    declared = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if declared is None:
+        return None, _UNKNOWN_TYPE
+    return declared, declared.decode(value, size)
+
+
+def _failed_connects(message: Connect) -> list[SharedFact]:
+    return [SharedFact("fail", "global")]  # W6's global budget (H1)
+
+
+def _consumed_jti(message: BootstrapInit) -> list[SharedFact]:
+    return [SharedFact("jti", message.jti)] if message.refusal is None else []
+
+
+def _bootstrap_refusal(code: str) -> str:
+    return _frame(type="bootstrap_reject", error=code)
+
+
+# Not annotated, so that mypy checks each handler against its declaration's message class.
+_DECLARED = (
+    MessageType(
+        Listen,
+        RelayCore._listen,
+        ("listen",),
+        route=Route("otc", "otc", claims=True),
+        needs_redis=True,
     ),
-    "bootstrap_init": MessageType(
-        RelayCore._bootstrap_init, ("bootstrap",), Route("watch", "jti", False), True
+    MessageType(
+        Connect,
+        RelayCore._connect,
+        ("pairing",),
+        reads=_failed_connects,
+        route=Route("otc", "otc", claims=False),
+        needs_redis=True,
     ),
-    "bootstrap_ack": MessageType(RelayCore._bootstrap_answer),
-    "bootstrap_reject": MessageType(RelayCore._bootstrap_answer),
-    "agent": MessageType(RelayCore._agent, ("agent",), needs_redis=True),
-    "agent_challenge_response": MessageType(RelayCore._agent_challenge_response, ("agent",)),
-    "shell": MessageType(
+    MessageType(Data, RelayCore._data),
+    MessageType(Done, RelayCore._done),
+    MessageType(
+        BootstrapWatch,
+        RelayCore._bootstrap_watch,
+        ("watch",),
+        route=Route("watch", "jti", claims=True),
+        needs_redis=True,
+    ),
+    MessageType(
+        BootstrapInit,
+        RelayCore._bootstrap_init,
+        ("bootstrap",),
+        reads=_consumed_jti,
+        route=Route("watch", "jti", claims=False),
+        needs_redis=True,
+        refusal=_bootstrap_refusal,
+    ),
+    MessageType(BootstrapAck, RelayCore._bootstrap_answer),
+    MessageType(BootstrapReject, RelayCore._bootstrap_answer),
+    MessageType(Agent, RelayCore._agent, ("agent",), needs_redis=True),
+    MessageType(
+        AgentChallengeResponse,
+        RelayCore._agent_challenge_response,
+        ("agent",),
+    ),
+    MessageType(
+        Shell,
         RelayCore._shell,
         ("shell", "shell_request"),
-        Route("agent", "targetDeviceId", False),
-        True,
+        route=Route("agent", "device_id", claims=False),
+        needs_redis=True,
     ),
-    "agent_session": MessageType(
-        RelayCore._agent_session, ("agent",), Route("pending", "session", False), True
+    MessageType(
+        AgentSession,
+        RelayCore._agent_session,
+        ("agent",),
+        route=Route("pending", "token", claims=False),
+        needs_redis=True,
     ),
-    "ping": MessageType(RelayCore._ping),
-}
-# The failure limiters each message type consults (relay instances share these counts).
-LIMITERS_OF: dict[str, tuple[str, ...]] = {
-    name: declared.limiters for name, declared in MESSAGE_TYPES.items() if declared.limiters
-}
+    MessageType(Ping, RelayCore._ping),
+)
+MESSAGE_TYPES: dict[str, MessageType[Any]] = {declared.name: declared for declared in _DECLARED}
