@@ -11,10 +11,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PairingCode
-from authmesh.pairing.v2 import V2Controller, V2Target
-from authmesh.pairing.v3 import V3Controller, V3Target
+from authmesh.pairing._v2 import V2Controller, V2Target
+from authmesh.pairing._v3 import V3Controller, V3Target
 
 CONTROLLER_KEY, TARGET_KEY = PrivateKey.generate(), PrivateKey.generate()
 

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from authmesh.core.allowlist import AllowList, Device
-from authmesh.core.canonical import EMPTY_BODY_SHA256
-from authmesh.core.keys import PrivateKey
-from authmesh.core.rotation import (
+from authmesh.core._allowlist import AllowList, Device
+from authmesh.core._canonical import EMPTY_BODY_SHA256
+from authmesh.core._keys import PrivateKey
+from authmesh.core._rotation import (
     RotationError,
     RotationStatement,
     apply_chain,

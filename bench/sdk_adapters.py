@@ -36,8 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from authmesh.core.canonical import body_sha256
-from authmesh.core.keys import PrivateKey
+from authmesh.core._canonical import body_sha256
+from authmesh.core._keys import PrivateKey
 from authmesh.sdk.signing import RequestSigner
 from sdk_verify import WRK_RESULT, make_home, wrk_result
 

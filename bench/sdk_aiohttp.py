@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import make_mocked_request
 
-from authmesh.core.canonical import body_sha256
-from authmesh.core.keys import PrivateKey
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._canonical import body_sha256
+from authmesh.core._keys import PrivateKey
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier

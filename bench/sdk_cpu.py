@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from authmesh.core.canonical import EMPTY_BODY_SHA256
-from authmesh.core.keys import PrivateKey
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._canonical import EMPTY_BODY_SHA256
+from authmesh.core._keys import PrivateKey
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier

@@ -33,8 +33,8 @@ import grpc
 import grpc.aio
 
 import route_cpu
-from authmesh.core.keys import PrivateKey
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._keys import PrivateKey
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk._grpc_call import MessageDigest
 from authmesh.sdk.grpc import AuthMeshServerInterceptor, CallSigner
 from authmesh.sdk.verifier import Verifier

@@ -27,8 +27,8 @@ from typing import Any
 
 import uvloop
 
-from authmesh.core.canonical import body_sha256
-from authmesh.core.keys import PrivateKey
+from authmesh.core._canonical import body_sha256
+from authmesh.core._keys import PrivateKey
 from authmesh.sdk.signing import RequestSigner
 from sdk_cpu import drive, ecdsa_microseconds
 from sdk_verify import make_home

@@ -16,8 +16,8 @@ import time
 
 import httpx
 
-from authmesh.core.canonical import EMPTY_BODY_SHA256
-from authmesh.core.keys import PrivateKey
+from authmesh.core._canonical import EMPTY_BODY_SHA256
+from authmesh.core._keys import PrivateKey
 from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.signing import RequestSigner
 

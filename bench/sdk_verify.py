@@ -37,10 +37,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from authmesh.core.allowlist import AllowList, Device
-from authmesh.core.canonical import EMPTY_BODY_SHA256
-from authmesh.core.keys import PrivateKey
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._allowlist import AllowList, Device
+from authmesh.core._canonical import EMPTY_BODY_SHA256
+from authmesh.core._keys import PrivateKey
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome

@@ -34,16 +34,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, Device
-from authmesh.core.shell.frames import (
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET, Device
+from authmesh.core.shell._frames import (
     FrameType,
     decode_frame,
     encode_command,
     encode_data,
 )
-from authmesh.core.shell.wire import data_message
-from authmesh.shell.channel import connect, receive_data
-from authmesh.shell.handshake import run_controller_handshake
+from authmesh.core.shell._wire import data_message
+from authmesh.shell._channel import connect, receive_data
+from authmesh.shell._handshake import run_controller_handshake
 from authmesh.store import AmeshHome, create_identity, load_context, now_timestamp
 
 FILE_BYTES = 4 * 1024 * 1024

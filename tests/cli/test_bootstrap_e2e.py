@@ -16,9 +16,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.core.bootstrap_token import BootstrapTokenError
-from authmesh.pairing.errors import MESSAGES
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.core._bootstrap_token import BootstrapTokenError
+from authmesh.pairing._errors import MESSAGES
 from tests.support.cli import AmeshRunner, Device, unwrapped
 from tests.support.relayproc import RelayProcess
 

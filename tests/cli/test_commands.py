@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pexpect
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.cli.output import format_error, wrap_like_oclif
-from authmesh.pairing.errors import MESSAGES
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.cli._output import format_error, wrap_like_oclif
+from authmesh.pairing._errors import MESSAGES
 from tests.support.cli import AmeshRunner, Device, unwrapped, write_state
 from tests.support.relayproc import RelayProcess, free_port
 from tests.support.vectorfiles import section
@@ -133,8 +133,8 @@ def test_oclif_wrapping_matches_wrap_ansi() -> None:
 
 def test_key_unlock_wall_time(make_device: Callable[[str], Device]) -> None:
     """The encrypted-file key is unlocked (Argon2id, 64 MiB) once per process (W8)."""
-    from authmesh.store.context import load_context
-    from authmesh.store.home import AmeshHome
+    from authmesh.store._context import load_context
+    from authmesh.store._home import AmeshHome
 
     device = make_device("Laptop")
     environ = {"AUTH_MESH_DIR": str(device.home)}

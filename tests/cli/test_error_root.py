@@ -9,12 +9,12 @@ import pytest
 
 import authmesh
 from authmesh import sdk
-from authmesh.cli.exit_codes import ExitCode, exit_code_for
+from authmesh.cli._exit_codes import ExitCode, exit_code_for
 from authmesh.errors import AuthMeshError, MissingExtraError
-from authmesh.pairing.errors import MESSAGES, PairingError
-from authmesh.pairing.relay_client import relay_error
-from authmesh.shell.errors import ShellError
-from authmesh.store.errors import StoreError
+from authmesh.pairing._errors import MESSAGES, PairingError
+from authmesh.pairing._relay_client import relay_error
+from authmesh.shell._errors import ShellError
+from authmesh.store._errors import StoreError
 
 
 def test_every_family_sits_under_the_root_and_the_sdk_exports_them() -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.pairing.errors import MESSAGES
-from authmesh.pairing.interactive import SAS_ATTEMPTS
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.pairing._errors import MESSAGES
+from authmesh.pairing._interactive import SAS_ATTEMPTS
 from tests.support.cli import AmeshRunner, Device, fails_with, unwrapped
 from tests.support.relayproc import RelayFactory, RelayProcess, free_port
 

@@ -17,10 +17,10 @@ import pexpect
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.core.keys import PrivateKey
-from authmesh.pairing.errors import MESSAGES
-from authmesh.pairing.v2 import V2Target
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.core._keys import PrivateKey
+from authmesh.pairing._errors import MESSAGES
+from authmesh.pairing._v2 import V2Target
 from tests.cli.test_pairing_e2e import PAIRING_CODE as SHORT_CODE
 from tests.cli.test_pairing_e2e import SAS_LINE, finish
 from tests.pairing.relays import (

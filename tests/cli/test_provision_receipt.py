@@ -17,8 +17,8 @@ import pexpect
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.core.keys import PrivateKey
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PairingError, bootstrap, issue_token
 from tests.support.cli import CLI, STEP_TIMEOUT, AmeshRunner, Device
 from tests.support.pairing import start_watching

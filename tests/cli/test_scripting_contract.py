@@ -14,14 +14,14 @@ from typing import IO, Any
 
 import pytest
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.core.allowlist import Device as Entry
-from authmesh.core.keys import PrivateKey
-from authmesh.pairing.bootstrap import issue_token
-from authmesh.pairing.identity import MAX_FRIENDLY_NAME_CHARS
-from authmesh.store.allowlist_store import now_timestamp
-from authmesh.store.context import load_context
-from authmesh.store.home import AmeshHome
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.core._allowlist import Device as Entry
+from authmesh.core._keys import PrivateKey
+from authmesh.pairing._bootstrap import issue_token
+from authmesh.pairing._identity import MAX_FRIENDLY_NAME_CHARS
+from authmesh.store._allowlist_store import now_timestamp
+from authmesh.store._context import load_context
+from authmesh.store._home import AmeshHome
 from tests.support.cli import CLI, STEP_TIMEOUT, AmeshRunner, Device, unwrapped
 from tests.support.relayproc import RelayProcess, free_port
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.core.keys import device_id, public_key_from_b64
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.core._keys import device_id, public_key_from_b64
 from tests.conformance.ledger import record
 from tests.support.cli import AmeshRunner, read_state, write_state
 from tests.support.vectorfiles import section

@@ -17,7 +17,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from authmesh.cli.exit_codes import ExitCode
+from authmesh.cli._exit_codes import ExitCode
 from tests.cli.test_bootstrap_e2e import provision
 from tests.support.cli import Device, unwrapped
 from tests.support.relayproc import RelayProcess

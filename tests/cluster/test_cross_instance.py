@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.challenge import ChallengeScheme
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._challenge import ChallengeScheme
 from authmesh.relay import create_relay_server
 from tests.relay.test_agent_protocol2 import register_v2, shell_request
 from tests.relay.test_weaknesses import register_agent

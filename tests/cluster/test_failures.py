@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.relay.config import redacted_url
 from tests.support.cluster import CLUSTER_ENV, Cluster, ClusterFactory, Connect, health_of
 from tests.support.redisproc import RedisServer

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from authmesh.core import allowlist, jsoncanon
-from authmesh.core.keyfile import KeyFile, KeyFileError, derive_file_key, encrypt_scalar
-from authmesh.core.keys import PrivateKey, device_id
+from authmesh.core import _allowlist as allowlist
+from authmesh.core import _jsoncanon as jsoncanon
+from authmesh.core._keyfile import KeyFile, KeyFileError, derive_file_key, encrypt_scalar
+from authmesh.core._keys import PrivateKey, device_id
 from tests.conformance.ledger import record
 from tests.support.vectorfiles import section
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from authmesh.core.b64 import b64decode, b64encode
-from authmesh.core.bootstrap_token import (
+from authmesh.core._b64 import b64decode, b64encode
+from authmesh.core._bootstrap_token import (
     BootstrapTokenError,
     ack_message,
     decode_token,
@@ -26,7 +26,7 @@ from authmesh.core.bootstrap_token import (
     validate_token,
     verify_ack,
 )
-from authmesh.core.keys import (
+from authmesh.core._keys import (
     InvalidKeyError,
     PrivateKey,
     device_id,
@@ -34,10 +34,10 @@ from authmesh.core.keys import (
     normalize_low_s,
     verify,
 )
-from authmesh.core.otc import is_valid_otc, otc_from_random_bytes
-from authmesh.core.sas import compute_sas, sas_matches
-from authmesh.core.selfsig import selfsig_message, sign_selfsig, verify_selfsig
-from authmesh.core.tunnel import (
+from authmesh.core._otc import is_valid_otc, otc_from_random_bytes
+from authmesh.core._sas import compute_sas, sas_matches
+from authmesh.core._selfsig import selfsig_message, sign_selfsig, verify_selfsig
+from authmesh.core._tunnel import (
     TunnelError,
     hkdf_sha256,
     open_b64,
@@ -45,7 +45,7 @@ from authmesh.core.tunnel import (
     seal_blob,
     session_key,
 )
-from authmesh.pairing.v1 import identity_plaintext
+from authmesh.pairing._v1 import identity_plaintext
 from tests.conformance.ledger import record
 from tests.support.vectorfiles import section
 

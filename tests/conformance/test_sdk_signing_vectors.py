@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from authmesh.core import keys
-from authmesh.core.b64 import B64Error, b64decode, b64url_encode
-from authmesh.core.canonical import (
+from authmesh.core import _keys as keys
+from authmesh.core._b64 import B64Error, b64decode, b64url_encode
+from authmesh.core._canonical import (
     CanonicalError,
     body_sha256,
     canonical_string,
@@ -23,7 +23,7 @@ from authmesh.core.canonical import (
     sort_query,
     split_url,
 )
-from authmesh.core.header import AuthHeader, HeaderError, parse_header
+from authmesh.core._header import AuthHeader, HeaderError, parse_header
 from tests.conformance.ledger import record
 from tests.support.vectorfiles import section
 

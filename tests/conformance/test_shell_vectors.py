@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.allowlist import AllowList
-from authmesh.core.b64 import b64decode, b64encode
-from authmesh.core.keys import PrivateKey, device_id, public_key_from_b64, verify
-from authmesh.core.selfsig import verify_selfsig
-from authmesh.core.shell.challenge import challenge_message, sign_challenge, verify_challenge
-from authmesh.core.shell.cipher import (
+from authmesh.core._allowlist import AllowList
+from authmesh.core._b64 import b64decode, b64encode
+from authmesh.core._keys import PrivateKey, device_id, public_key_from_b64, verify
+from authmesh.core._selfsig import verify_selfsig
+from authmesh.core._tunnel import session_key as pairing_session_key
+from authmesh.core.shell._challenge import challenge_message, sign_challenge, verify_challenge
+from authmesh.core.shell._cipher import (
     COUNTER_LIMIT,
     CipherErrorCode,
     Role,
@@ -35,7 +36,7 @@ from authmesh.core.shell.cipher import (
     open_message,
     seal_message,
 )
-from authmesh.core.shell.frames import (
+from authmesh.core.shell._frames import (
     FrameError,
     FrameType,
     decode_frame,
@@ -46,7 +47,7 @@ from authmesh.core.shell.frames import (
     encode_pong,
     encode_resize,
 )
-from authmesh.core.shell.handshake import (
+from authmesh.core.shell._handshake import (
     SELFSIG_DOMAIN,
     SHELL_HKDF_SALT,
     TEMP_KEY_INFO,
@@ -68,13 +69,12 @@ from authmesh.core.shell.handshake import (
     transcript_hash,
     verify_identity,
 )
-from authmesh.core.shell.wire import (
+from authmesh.core.shell._wire import (
     agent_message,
     challenge_response_message,
     data_message,
     data_payload,
 )
-from authmesh.core.tunnel import session_key as pairing_session_key
 from tests.conformance.ledger import record
 from tests.shell import handshake_vectors as vectors
 from tests.support.vectorfiles import section

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.allowlist import derive_allow_list_key
-from authmesh.core.jsoncanon import legacy_stringify
-from authmesh.core.keys import PrivateKey
+from authmesh.core._allowlist import derive_allow_list_key
+from authmesh.core._jsoncanon import legacy_stringify
+from authmesh.core._keys import PrivateKey
 from authmesh.store import AmeshHome, StoreError, load_context
-from authmesh.store.tpm import parse_tpmt_signature, pem_to_compressed, persistent_handle
+from authmesh.store._tpm import parse_tpmt_signature, pem_to_compressed, persistent_handle
 from tests.conformance.ledger import record
 from tests.store.homes import isolated_env, write_home
 from tests.support.vectorfiles import section

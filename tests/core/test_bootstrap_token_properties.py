@@ -8,15 +8,15 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.bootstrap_token import (
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._bootstrap_token import (
     MAX_TTL_SECONDS,
     TOKEN_PREFIX,
     BootstrapTokenError,
     mint_token,
     validate_token,
 )
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 
 NOW = 1_775_476_800
 SIGNER = PrivateKey.from_scalar(

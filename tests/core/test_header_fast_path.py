@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authmesh.core.header import FIELD_CAPS, AuthHeader, HeaderError, parse_header
+from authmesh.core._header import FIELD_CAPS, AuthHeader, HeaderError, parse_header
 
 ASCII_NO_QUOTE = st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"')
 

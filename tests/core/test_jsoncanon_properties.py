@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authmesh.core import jsoncanon
+from authmesh.core import _jsoncanon as jsoncanon
 
 SAFE_INTEGER = 2**53
 # Keys JavaScript does not reorder (array-index keys move to the front).

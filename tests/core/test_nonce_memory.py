@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore, as_async
+from authmesh.core._nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore, as_async
 
 
 class FakeClock:

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from authmesh.core.allowlist import AllowList, Device
-from authmesh.core.keys import PrivateKey
-from authmesh.core.rotation import (
+from authmesh.core._allowlist import AllowList, Device
+from authmesh.core._keys import PrivateKey
+from authmesh.core._rotation import (
     MAX_CHAIN,
     RotationError,
     RotationStatement,

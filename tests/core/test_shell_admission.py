@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authmesh.core.shell.admission import SessionSlots
+from authmesh.core.shell._admission import SessionSlots
 
 
 def test_pending_handshakes_do_not_count_against_max_sessions() -> None:

@@ -7,15 +7,15 @@ import uuid
 
 import pytest
 
-from authmesh.core.b64 import b64encode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.challenge import (
+from authmesh.core._b64 import b64encode
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._challenge import (
     ChallengeError,
     challenge_message,
     sign_challenge,
     verify_challenge,
 )
-from authmesh.core.shell.wire import (
+from authmesh.core.shell._wire import (
     WireError,
     agent_message,
     challenge_response_message,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.shell.cipher import (
+from authmesh.core.shell._cipher import (
     MIN_MESSAGE_LENGTH,
     CipherErrorCode,
     Role,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authmesh.core.shell.frames import (
+from authmesh.core.shell._frames import (
     DATA_CHUNK_SIZE,
     MAX_DATA_PAYLOAD,
     MAX_FRAME_LENGTH,
@@ -20,7 +20,7 @@ from authmesh.core.shell.frames import (
     encode_frame,
     encode_resize,
 )
-from authmesh.core.shell.wire import MAX_RELAY_MESSAGE, WireError, data_message
+from authmesh.core.shell._wire import MAX_RELAY_MESSAGE, WireError, data_message
 
 
 @given(st.binary(max_size=2048))

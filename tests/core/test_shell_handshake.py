@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from authmesh.core.allowlist import Device
-from authmesh.core.b64 import b64encode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.cipher import Role, ShellCipher
-from authmesh.core.shell.frames import decode_frame, encode_data
-from authmesh.core.shell.handshake import (
+from authmesh.core._allowlist import Device
+from authmesh.core._b64 import b64encode
+from authmesh.core._keys import PrivateKey
+from authmesh.core._tunnel import seal_blob
+from authmesh.core.shell._cipher import Role, ShellCipher
+from authmesh.core.shell._frames import decode_frame, encode_data
+from authmesh.core.shell._handshake import (
     MAX_ENVELOPE_LENGTH,
     HandshakeErrorCode,
     ShellHandshakeError,
@@ -30,7 +31,6 @@ from authmesh.core.shell.handshake import (
     shared_secret,
     verify_identity,
 )
-from authmesh.core.tunnel import seal_blob
 
 NOW = datetime(2026, 4, 5, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The shell handshake's steps on a fake clock: :mod:`authmesh.core.shell.handshake_machine`.
+"""The shell handshake's steps on a fake clock: :mod:`authmesh.core.shell._handshake_machine`.
 
 The two sides talk to each other directly (what one queues, the other receives), so each rule
 — the order of the steps, the per-step deadline, who reveals what when, how a refusal or the
@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.handshake import HandshakeErrorCode, ShellHandshakeError
-from authmesh.core.shell.handshake_machine import (
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._handshake import HandshakeErrorCode, ShellHandshakeError
+from authmesh.core.shell._handshake_machine import (
     AuthorizePeer,
     ControllerHandshake,
     Ended,

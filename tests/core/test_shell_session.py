@@ -1,4 +1,4 @@
-"""The shell session rules on a fake clock: both sides of :mod:`authmesh.core.shell.session`.
+"""The shell session rules on a fake clock: both sides of :mod:`authmesh.core.shell._session`.
 
 The two objects talk to each other directly (what one queues, the other receives), so each
 rule — start-up, keepalive, idle and grant deadlines, why a session ended — is checked without
@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.b64 import b64decode, b64encode
-from authmesh.core.shell.cipher import Role, ShellCipher
-from authmesh.core.shell.frames import (
+from authmesh.core._b64 import b64decode, b64encode
+from authmesh.core.shell._cipher import Role, ShellCipher
+from authmesh.core.shell._frames import (
     DATA_CHUNK_SIZE,
     FrameType,
     decode_frame,
@@ -27,7 +27,7 @@ from authmesh.core.shell.frames import (
     encode_ping,
     encode_resize,
 )
-from authmesh.core.shell.session import (
+from authmesh.core.shell._session import (
     AgentSession,
     CheckGrant,
     Close,
@@ -40,7 +40,7 @@ from authmesh.core.shell.session import (
     Stop,
     WritePty,
 )
-from authmesh.core.shell.wire import data_message
+from authmesh.core.shell._wire import data_message
 
 KEEPALIVE = 30.0
 
@@ -68,7 +68,7 @@ def _agent(cipher: ShellCipher, idle: float = 60.0) -> AgentSession:
 
 
 def _messages(side: ControllerSession | AgentSession) -> list[dict[str, Any]]:
-    return [json.loads(text) for text in side.messages_to_send()]
+    return [json.loads(text) for text in iter(side.next_message, None)]
 
 
 def _frames(side: ControllerSession | AgentSession, peer: ShellCipher) -> list[bytes]:
@@ -182,6 +182,16 @@ def test_controller_gone_is_lost_and_nothing_more_is_sent() -> None:
     assert stop == [Stop(Outcome.LOST, "the controller disconnected")]
     assert agent.finish(0).outcome is Outcome.LOST
     assert _messages(agent) == []
+
+
+def test_a_relay_error_code_cannot_drive_the_operators_terminal() -> None:
+    """The code ends up in the controller's closing message; a hostile relay used to be able
+    to put escape sequences there."""
+    c_cipher, _ = _ciphers()
+    controller = _controller(c_cipher)
+    [close] = controller.receive({"type": "error", "code": "\x1b]0;owned\x07\x1b[2J"}, now=1)
+    assert isinstance(close, Close) and close.outcome is Outcome.LOST
+    assert close.reason.isprintable() and "?]0;owned??[2J" in close.reason
 
 
 def test_command_after_the_start_is_ignored() -> None:

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.b64 import B64Error, b64decode, b64encode, b64url_encode
-from authmesh.core.canonical import (
+from authmesh.core._b64 import B64Error, b64decode, b64encode, b64url_encode
+from authmesh.core._canonical import (
     CanonicalError,
     body_sha256,
     canonical_string,
     request_target_path,
     sort_query,
 )
-from authmesh.core.header import FIELD_CAPS, AuthHeader, HeaderError, parse_header
+from authmesh.core._header import FIELD_CAPS, AuthHeader, HeaderError, parse_header
 
 # Any character but the double quote (which ends a value); includes astral ones,
 # which count twice against the caps.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.store.context import create_identity
-from authmesh.store.home import AmeshHome
+from authmesh.store._context import create_identity
+from authmesh.store._home import AmeshHome
 from tests.docs.codeblocks import ROOT
 from tests.support.docs import DocsWorld, answers, clean_environ, pair
 from tests.support.relayproc import free_port, start_relay, wait_until

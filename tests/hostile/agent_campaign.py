@@ -27,20 +27,20 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from authmesh.core.b64 import b64decode, b64encode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.selfsig import Signer
-from authmesh.core.shell.cipher import ShellCipher
-from authmesh.core.shell.handshake import (
+from authmesh.core._b64 import b64decode, b64encode
+from authmesh.core._keys import PrivateKey
+from authmesh.core._selfsig import Signer
+from authmesh.core._tunnel import seal_blob
+from authmesh.core.shell._cipher import ShellCipher
+from authmesh.core.shell._handshake import (
     ShellIdentity,
     create_identity,
     derive_temp_key,
     shared_secret,
 )
-from authmesh.core.shell.wire import data_message
-from authmesh.core.tunnel import seal_blob
-from authmesh.shell.channel import connect as relay_connect
-from authmesh.shell.handshake import run_controller_handshake
+from authmesh.core.shell._wire import data_message
+from authmesh.shell._channel import connect as relay_connect
+from authmesh.shell._handshake import run_controller_handshake
 from authmesh.store import Context
 from tests.hostile.tally import Tally
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET
 from authmesh.store import AmeshHome, load_context
 from tests.hostile.agent_campaign import AgentTarget
 from tests.support.relayproc import RelayProcess, start_relay

@@ -14,9 +14,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.header import AuthHeader
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._header import AuthHeader
+from authmesh.core._keys import PrivateKey
 from authmesh.sdk.signing import RequestSigner
 
 __all__ = [

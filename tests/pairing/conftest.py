@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 
 
 @pytest.fixture

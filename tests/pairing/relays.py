@@ -28,10 +28,10 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PairingCode, PairingError
-from authmesh.pairing.code import PASSWORD_DIGITS
-from authmesh.pairing.v3 import V3Controller, V3Target
+from authmesh.pairing._code import PASSWORD_DIGITS
+from authmesh.pairing._v3 import V3Controller, V3Target
 
 STEP = 15.0
 Attack = Callable[[ServerConnection, ServerConnection, str], Awaitable[None]]

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.b64 import b64encode, b64url_encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64encode, b64url_encode
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PairingError, bootstrap, check_token, issue_token
-from authmesh.pairing.bootstrap import _check_init, init_statement
+from authmesh.pairing._bootstrap import _check_init, init_statement
 
 NOW = 1_775_476_800
 CONTROLLER = PrivateKey.generate()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import (
     BootstrapResult,
     PairingError,
@@ -17,7 +17,7 @@ from authmesh.pairing import (
     issue_token,
     provision,
 )
-from authmesh.pairing.relay_client import RelayConnection
+from authmesh.pairing._relay_client import RelayConnection
 from tests.support.pairing import start_watching
 from tests.support.relayproc import RelayFactory, RelayProcess
 

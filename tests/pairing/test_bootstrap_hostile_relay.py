@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from authmesh.core.b64 import b64encode
-from authmesh.core.bootstrap_token import sign_ack
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64encode
+from authmesh.core._bootstrap_token import sign_ack
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import BootstrapResult, PairingError, bootstrap, issue_token
-from authmesh.pairing.bootstrap import init_statement
+from authmesh.pairing._bootstrap import init_statement
 from tests.support.pairing import start_watching
 
 STEP = 10.0

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from authmesh.core.b64 import b64decode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.sas import compute_sas
-from authmesh.core.tunnel import open_b64, session_key
+from authmesh.core._b64 import b64decode
+from authmesh.core._keys import PrivateKey
+from authmesh.core._sas import compute_sas
+from authmesh.core._tunnel import open_b64, session_key
 from authmesh.pairing import (
     InviteOptions,
     ListenOptions,
@@ -38,8 +38,8 @@ from authmesh.pairing import (
     invite,
     listen,
 )
-from authmesh.pairing.v1 import V1Controller, V1Target
-from authmesh.pairing.v2 import V2Controller, V2Target
+from authmesh.pairing._v1 import V1Controller, V1Target
+from authmesh.pairing._v2 import V2Controller, V2Target
 from tests.pairing.relays import STEP, Attack, hostile_relay, receive, send
 from tests.support.vectorfiles import section
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import (
     MAX_FRIENDLY_NAME_CHARS,
     InviteOptions,
@@ -18,7 +18,7 @@ from authmesh.pairing import (
     invite,
     listen,
 )
-from authmesh.pairing.interactive import SAS_ATTEMPTS
+from authmesh.pairing._interactive import SAS_ATTEMPTS
 from tests.support.relayproc import RelayProcess
 
 STEP = 10.0

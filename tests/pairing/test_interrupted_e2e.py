@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import (
     InviteOptions,
     ListenOptions,
@@ -28,7 +28,7 @@ PROTOCOLS = {"legacy": 1, "v2": 2, "v3": 3}
 PEER_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from authmesh.core.keys import PrivateKey
+    from authmesh.core._keys import PrivateKey
     from authmesh.pairing import InviteOptions, ListenOptions, invite, listen
 
     role, url, protocol = sys.argv[1], sys.argv[2], {"legacy": 1, "v2": 2, "v3": 3}[sys.argv[3]]

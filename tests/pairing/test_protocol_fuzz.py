@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PairingError, check_token
-from authmesh.pairing.v1 import V1Controller, V1Target
-from authmesh.pairing.v2 import V2Controller, V2Target
+from authmesh.pairing._v1 import V1Controller, V1Target
+from authmesh.pairing._v2 import V2Controller, V2Target
 
 NOW = 1_775_476_800.0
 CODE = "123456"

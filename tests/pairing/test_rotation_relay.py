@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from authmesh.core.allowlist import AllowList, Device
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.rotation import (
+from authmesh.core._allowlist import AllowList, Device
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._keys import PrivateKey
+from authmesh.core._rotation import (
     ACK_TYPE,
     RotationStatement,
     ack_message,
@@ -22,7 +22,7 @@ from authmesh.core.rotation import (
     chain_document,
     create_statement,
 )
-from authmesh.pairing.rotation import NotifyError, offer_rotation, receive_rotation
+from authmesh.pairing._rotation import NotifyError, offer_rotation, receive_rotation
 
 STEP = 15.0
 Script = Callable[[ServerConnection], Awaitable[None]]

@@ -12,10 +12,10 @@ import json
 
 from websockets.asyncio.client import connect
 
-from authmesh.core.bootstrap_token import decode_token
-from authmesh.core.keys import PrivateKey
+from authmesh.core._bootstrap_token import decode_token
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import provision
-from authmesh.pairing.bootstrap import IssuedToken
+from authmesh.pairing._bootstrap import IssuedToken
 from tests.support.relayproc import RelayProcess
 from tests.support.vectorfiles import section
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PairingError
-from authmesh.pairing.relay_client import encode_frame
-from authmesh.pairing.v1 import V1Controller, V1Target
+from authmesh.pairing._relay_client import encode_frame
+from authmesh.pairing._v1 import V1Controller, V1Target
 from tests.support.vectorfiles import section
 
 TRANSCRIPT = section("pairing.json", "handshake_transcript")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from authmesh.core.b64 import b64encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64encode
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PeerIdentity
-from authmesh.pairing.v2 import (
+from authmesh.pairing._v2 import (
     MAX_CLOCK_SKEW_SECONDS,
     V2Controller,
     V2Target,

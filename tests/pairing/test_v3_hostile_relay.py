@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from authmesh.core.b64 import b64encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64encode
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import (
     InviteOptions,
     ListenOptions,
@@ -27,7 +27,7 @@ from authmesh.pairing import (
     invite,
     listen,
 )
-from authmesh.pairing.code import PASSWORD_DIGITS
+from authmesh.pairing._code import PASSWORD_DIGITS
 from tests.pairing.relays import (
     STEP,
     Attack,

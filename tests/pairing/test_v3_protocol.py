@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.b64 import b64decode, b64encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64decode, b64encode
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import MAX_FRIENDLY_NAME_CHARS, PairingCode, PairingError
-from authmesh.pairing.code import PASSWORD_DIGITS, ROUTING_DIGITS
-from authmesh.pairing.v3 import PAKE_MESSAGE_BYTES, V3Controller, V3Target
+from authmesh.pairing._code import PASSWORD_DIGITS, ROUTING_DIGITS
+from authmesh.pairing._identity import friendly_name
+from authmesh.pairing._v3 import PAKE_MESSAGE_BYTES, V3Controller, V3Target
 from tests.pairing.frames import Frame, body, raises, with_body
 
 NOW = 1_775_476_800.0
@@ -278,3 +279,9 @@ def test_a_peer_name_over_the_limit_is_named_as_such() -> None:
     )
     _, target_identity = _identities(controller, target)
     raises("peer_name_too_long", controller.receive, target_identity)
+
+
+def test_a_peer_name_with_a_lone_surrogate_is_a_protocol_violation() -> None:
+    """JSON can carry "\\ud800"; it used to end in an internal error while signing."""
+    raises("protocol_violation", friendly_name, "\ud800")
+    assert friendly_name("café") == "café"

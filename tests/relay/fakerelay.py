@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._challenge import ChallengeScheme, challenge_message
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.protocol import Close, RelayCore, Send
 

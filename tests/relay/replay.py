@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from authmesh.core.b64 import B64Error, b64decode, b64encode, b64url_encode
-from authmesh.core.keys import (
+from authmesh.core._b64 import B64Error, b64decode, b64encode, b64url_encode
+from authmesh.core._keys import (
     CURVE_ORDER,
     InvalidKeyError,
     PrivateKey,

@@ -5,11 +5,14 @@ relay still pairs a legitimate pair and its state and memory are back near the b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
+from authmesh.relay.server import _Front
 from tests.support.relay_clients import Client, open_client, pair, wait_for
 from tests.support.relayproc import RelayProcess
 
@@ -208,3 +211,59 @@ async def test_a_peer_that_stops_reading_is_dropped(relay_factory: Any) -> None:
     await controller.close()
     target.ws.transport.abort()
     await recovered(relay, baseline)
+
+
+def _upgraded_socket(relay: RelayProcess) -> socket.socket:
+    """A raw TCP socket through the WebSocket upgrade (frames are written by hand)."""
+    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+    sock.sendall(_UPGRADE + b"\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def _masked_ping(payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x89, 0x80 | len(payload)]) + mask + body
+
+
+async def test_a_ping_flood_that_never_reads_its_pongs_is_not_buffered(
+    relay_factory: Any,
+) -> None:
+    """Pongs go out without the relay's frame handler; a client that sends pings and reads
+    nothing used to have every pong queued in the relay for the whole send timeout."""
+    relay = relay_factory({"AMESH_SEND_TIMEOUT": "5"})
+    baseline = rss_kb(relay)
+    sock = _upgraded_socket(relay)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    burst = _masked_ping(b"p" * 125) * 4096  # 540 KiB of pings, 512 KiB of pongs
+    sock.settimeout(2)  # the relay stops reading this socket: sendall then blocks
+    with contextlib.suppress(TimeoutError):
+        for _ in range(120):  # up to 64 MiB of pongs
+            await asyncio.to_thread(sock.sendall, burst)
+    assert rss_kb(relay) - baseline < 16 * 1024
+    sock.close()
+    await recovered(relay, baseline)
+
+
+def test_a_large_head_in_one_read_is_refused_unparsed() -> None:
+    """A head over the limit is refused even when it arrives whole in one read (it used to be
+    parsed, its X-Forwarded-For split into as many entries as it held)."""
+    calls: list[str] = []
+    relay = SimpleNamespace(
+        _answer=lambda front, status, body, kind: calls.append(f"{status} {body}"),
+        _request=lambda front, head, rest: calls.append("parsed"),
+    )
+    front = _Front(cast(Any, relay))
+    forwarded = b"X-Forwarded-For: " + b",".join([b"10.0.0.1"] * 20_000) + b"\r\n"
+    front.data_received(_UPGRADE + forwarded + b"\r\n")
+    assert calls == ["400 Request head too large"]

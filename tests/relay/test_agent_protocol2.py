@@ -11,9 +11,9 @@ import asyncio
 import uuid
 from typing import Any
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._challenge import ChallengeScheme, challenge_message
 from tests.relay.test_weaknesses import PEER_FOUND, err
 
 

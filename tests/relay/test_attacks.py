@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.challenge import ChallengeScheme
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._challenge import ChallengeScheme
 from tests.relay.test_agent_protocol2 import register_v2
 from tests.support.relay_clients import Client, open_client
 from tests.support.relayproc import RelayProcess

@@ -7,12 +7,15 @@ The cluster itself (real redis-server, several relay processes, nginx) is tested
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from authmesh.relay import create_relay_server
+from authmesh.relay.cluster import RedisCluster
 from authmesh.relay.config import ClusterUnavailable, ConfigError, RelayConfig, redacted_url
+from authmesh.relay.envelopes import Frame
 from authmesh.relay.limits import FailureLimiter
 from authmesh.relay.protocol import RelayCore, Send
 
@@ -144,3 +147,22 @@ async def test_a_bad_redis_url_given_in_code_is_one_sentence() -> None:
     with pytest.raises(ClusterUnavailable, match="is not a Redis URL") as refused:
         await relay.start()
     assert "s3cret" not in str(refused.value)
+
+
+async def test_an_overflowing_outbox_drops_an_instance_once() -> None:
+    """Each overflowing envelope used to schedule its own drop: a log line and a scan of
+    every crossing socket per lost frame."""
+    config = RelayConfig(redis_url="redis://127.0.0.1:1/0")
+    cluster = RedisCluster(config, RelayCore(config), lambda actions: None, lambda: 0)
+    lost: list[str] = []
+    cluster._instance_gone = lost.append  # type: ignore[method-assign]
+    while not cluster._outbox.full():
+        cluster._outbox.put_nowait(("elsewhere", "x"))
+    for socket in range(1_000):
+        cluster._post("slow", Frame(socket, "{}"))
+    await asyncio.sleep(0)  # the scheduled drop runs
+    assert lost == ["slow"]
+    cluster._post("slow", Frame(0, "{}"))  # still overflowing later: dropped again
+    await asyncio.sleep(0)
+    assert lost == ["slow", "slow"]
+    await cluster._redis.aclose()

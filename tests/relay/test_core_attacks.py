@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.relay.config import RelayConfig
 from tests.relay.fakerelay import ACK, PEER_FOUND, FakeRelay, error
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.b64 import b64encode, b64url_encode
-from authmesh.core.keys import CURVE_ORDER, PrivateKey, load_public_key
+from authmesh.core._b64 import b64encode, b64url_encode
+from authmesh.core._keys import CURVE_ORDER, PrivateKey, load_public_key
 from authmesh.relay.config import RelayConfig
 from tests.relay.fakerelay import ACK, PEER_FOUND, FakeRelay, error
 
@@ -200,6 +200,14 @@ def test_w5_failed_registrations_are_rate_limited() -> None:
         assert answer == [error("invalid_signature")]
     again = relay.send(client, type="agent", deviceId=key.device_id, publicKey=key.public_key_b64)
     assert again == [error("rate_limited")]
+
+
+def test_w5_a_non_ascii_device_id_is_refused_as_such() -> None:
+    """It used to raise inside the handler: a traceback in the log per message, no failure
+    counted."""
+    relay = FakeRelay()
+    _, answer = relay.register_agent(PrivateKey.generate(), deviceId="é" * 43)
+    assert answer == error("invalid_device_id")
 
 
 def test_w20_high_s_challenge_signature_is_accepted() -> None:

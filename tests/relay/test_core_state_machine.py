@@ -24,8 +24,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._keys import PrivateKey
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.protocol import Close, RelayCore, Send
 

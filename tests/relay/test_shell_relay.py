@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from tests.conformance.ledger import record
 from tests.relay.replay import Replay, Step, custom, error, replace, send, silent, time_passes, to
 from tests.support.relay_clients import wait_for, wait_idle

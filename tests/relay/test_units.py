@@ -198,6 +198,39 @@ def test_failure_limiter_window_and_bound() -> None:
     assert len(limiter) == 3  # bounded: oldest forgotten first
 
 
+class _CountingWindows(dict[str, Any]):
+    """The limiter's map, counting how many entries were looked at."""
+
+    reads = 0
+
+    def __getitem__(self, key: str) -> Any:
+        self.reads += 1
+        return super().__getitem__(key)
+
+    def items(self) -> Any:
+        self.reads += len(self)
+        return super().items()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_a_flood_of_fresh_keys_never_scans_the_full_map() -> None:
+    """Every failure from a new key on a full map used to scan all of it for ended windows."""
+    limiter = FailureLimiter(limit=2, window=60, max_keys=10_000)
+    counting = limiter._windows = _CountingWindows()
+    for n in range(10_000):
+        limiter.fail(f"k{n}", float(n) / 1000)
+    counting.reads = 0
+    for n in range(1_000):
+        limiter.fail(f"fresh{n}", 20.0)
+    assert len(limiter) == 10_000
+    assert counting.reads < 5 * 1_000  # a few entries per failure, not the whole map
+    limiter.purge(62.0)  # k1000..k2000 have ended; the scan stops at the first live window
+    assert len(limiter) == 10_000 - 1_001 and counting.reads < 5 * 1_000 + 2_000
+
+
 def _listen(core: RelayCore, conn: int, otc: str, now: float = 0.0) -> str:
     core.open(conn, f"10.0.{conn}.1", now)
     actions = core.receive(conn, json.dumps({"type": "listen", "otc": otc}), now)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._keys import PrivateKey
 from tests.support.relay_clients import Client, http_request, open_client, pair, wait_idle
 from tests.support.relayproc import RelayProcess
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from authmesh.core.canonical import body_sha256
+from authmesh.core._canonical import body_sha256
 from authmesh.sdk.aiohttp import (
     AUTHMESH_DEVICE,
     AuthMeshAiohttpMiddleware,

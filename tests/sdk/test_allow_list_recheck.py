@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.canonical import EMPTY_BODY_SHA256
-from authmesh.core.keys import PrivateKey
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._canonical import EMPTY_BODY_SHA256
+from authmesh.core._keys import PrivateKey
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.trusted_keys import TrustedKeys
 from authmesh.sdk.verifier import Rejection, Verifier

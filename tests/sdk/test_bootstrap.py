@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from authmesh.core.allowlist import ROLE_TARGET, Device
+from authmesh.core._allowlist import ROLE_TARGET, Device
 from authmesh.pairing import BootstrapResult, PairingError, issue_token, provision
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import PairingError, bootstrap
 from tests.conformance.ledger import record
 from tests.support.vectorfiles import section

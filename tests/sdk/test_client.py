@@ -21,8 +21,8 @@ import httpx
 import pytest
 import requests
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.keys import PrivateKey
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._keys import PrivateKey
 from authmesh.sdk.asgi import AuthMeshMiddleware, request_target
 from authmesh.sdk.client import AuthMeshAuth, SigningError
 from authmesh.sdk.signing import RequestSigner

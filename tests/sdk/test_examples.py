@@ -18,7 +18,7 @@ from types import ModuleType
 import httpx
 import pytest
 
-from authmesh.core.allowlist import Device
+from authmesh.core._allowlist import Device
 from authmesh.store import AmeshHome, create_identity, load_context, now_timestamp
 from tests.sdk.harness import DEADLINE_SECONDS, uvicorn_server, wsgi_server
 

@@ -19,7 +19,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.sdk._grpc_call import CallSigner, MessageDigest
 from authmesh.sdk.client import SigningError
 from authmesh.sdk.grpc import (

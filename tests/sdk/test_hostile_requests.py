@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.canonical import EMPTY_BODY_SHA256
+from authmesh.core._canonical import EMPTY_BODY_SHA256
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
 from tests.sdk.harness import build_request, send_raw

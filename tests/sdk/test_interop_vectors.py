@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.b64 import b64url_encode
-from authmesh.core.canonical import body_sha256
-from authmesh.core.header import AuthHeader
-from authmesh.core.keys import PrivateKey
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._b64 import b64url_encode
+from authmesh.core._canonical import body_sha256
+from authmesh.core._header import AuthHeader
+from authmesh.core._keys import PrivateKey
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
 from tests.support.sdk import trusted_store

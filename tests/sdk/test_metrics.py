@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from authmesh.core.canonical import EMPTY_BODY_SHA256
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._canonical import EMPTY_BODY_SHA256
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk.metrics import Outcome, VerificationMetrics
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier

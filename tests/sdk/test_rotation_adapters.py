@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from authmesh.core.keys import PrivateKey
-from authmesh.core.rotation import create_statement, encode_chain, key_seq
+from authmesh.core._keys import PrivateKey
+from authmesh.core._rotation import create_statement, encode_chain, key_seq
 from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER
 from authmesh.sdk.signing import RequestSigner

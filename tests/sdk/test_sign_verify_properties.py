@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authmesh.core.canonical import body_sha256, request_target_path
-from authmesh.core.header import parse_header
-from authmesh.core.nonce import InMemoryNonceStore
+from authmesh.core._canonical import body_sha256, request_target_path
+from authmesh.core._header import parse_header
+from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
 from authmesh.store import AllowListStore

@@ -24,7 +24,7 @@ import pytest
 from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.verifier import Verifier
 from authmesh.store import Context, load_context
-from authmesh.store.home import AmeshHome
+from authmesh.store._home import AmeshHome
 from tests.conformance.ledger import record
 from tests.sdk.apps import AsgiDispatcher
 from tests.sdk.harness import build_request, send_raw, uvicorn_server

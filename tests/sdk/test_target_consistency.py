@@ -34,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from authmesh.core.canonical import EMPTY_BODY_SHA256, request_target_path, sort_query
+from authmesh.core._canonical import EMPTY_BODY_SHA256, request_target_path, sort_query
 from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.fastapi import AuthMeshDependency

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET
 from tests.support.relayproc import RelayProcess, start_relay, wait_until
 from tests.support.shell import (
     RELAY_ENV,

@@ -7,9 +7,9 @@ controller against the recorded peers.
 
 from __future__ import annotations
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.handshake import HandshakeErrorCode
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET, AllowList, Device
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._handshake import HandshakeErrorCode
 from tests.support.vectorfiles import section
 
 __all__ = [

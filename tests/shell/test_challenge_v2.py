@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from authmesh.core.b64 import b64decode
-from authmesh.core.keys import PrivateKey, verify
-from authmesh.core.shell.challenge import (
+from authmesh.core._b64 import b64decode
+from authmesh.core._keys import PrivateKey, verify
+from authmesh.core.shell._challenge import (
     V2_CHALLENGE_DOMAIN,
     ChallengeError,
     ChallengeScheme,

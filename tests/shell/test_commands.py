@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.cli.exit_codes import ExitCode
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
-from authmesh.core.keys import PrivateKey
+from authmesh.cli._exit_codes import ExitCode
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET
+from authmesh.core._keys import PrivateKey
 from authmesh.store import AmeshHome, create_identity
 from tests.support.shell import home_context, pair_device, run_cli
 

@@ -10,7 +10,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from authmesh.cli.exit_codes import ExitCode
+from authmesh.cli._exit_codes import ExitCode
 from tests.support.relayproc import start_relay
 from tests.support.shell import Homes, run_cli
 

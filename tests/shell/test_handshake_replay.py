@@ -6,7 +6,7 @@ recorded messages (through a channel that replays them): with the same ephemeral
 clock it must send exactly the recorded JSON texts and derive the recorded session key, or
 refuse for the recorded reason. The primitives are checked on the same vectors in
 tests/conformance/test_shell_vectors.py; this checks the order and content of what
-:mod:`authmesh.shell.handshake` puts on the wire.
+:mod:`authmesh.shell._handshake` puts on the wire.
 
 The re-encrypting relay transcript is left to that test: what each side *received* there is
 not in the recording (only what was sent), so it cannot be replayed at this level.
@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET
-from authmesh.core.b64 import b64decode
-from authmesh.core.keys import PrivateKey
-from authmesh.core.shell.handshake import ShellHandshakeError, parse_timestamp
-from authmesh.shell.channel import receive_data
-from authmesh.shell.handshake import run_controller_handshake, run_target_handshake
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET
+from authmesh.core._b64 import b64decode
+from authmesh.core._keys import PrivateKey
+from authmesh.core.shell._handshake import ShellHandshakeError, parse_timestamp
+from authmesh.shell._channel import receive_data
+from authmesh.shell._handshake import run_controller_handshake, run_target_handshake
 from tests.conformance.ledger import record
 from tests.shell import handshake_vectors as vectors
 from tests.shell.handshake_vectors import parties

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from authmesh.shell.log_limit import LimitedLog
+from authmesh.shell._log_limit import LimitedLog
 
 
 def test_repeated_lines_are_limited_per_window_and_counted(

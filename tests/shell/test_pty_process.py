@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 
-from authmesh.shell.pty_process import PtyProcess
+from authmesh.shell._pty_process import PtyProcess
 
 BYTES = 40 * 20000
 

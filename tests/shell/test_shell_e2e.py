@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pexpect
 
-from authmesh.cli.exit_codes import ExitCode
+from authmesh.cli._exit_codes import ExitCode
 from tests.support.relayproc import RelayProcess, wait_until
 from tests.support.shell import (
     CLI,

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from authmesh.core.b64 import b64decode, b64encode
+from authmesh.core._b64 import b64decode, b64encode
 from tests.support.relayproc import RelayProcess, wait_until
 from tests.support.shell import (
     MARKER,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authmesh.core import allowlist
-from authmesh.core.jsoncanon import parse, pretty_stringify
+from authmesh.core import _allowlist as allowlist
+from authmesh.core._jsoncanon import parse, pretty_stringify
 
 KEY = allowlist.derive_allow_list_key(b"\xab" * 32, "am_mydevice123")
 NOW = "2026-04-10T12:00:00.000Z"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.allowlist import (
+from authmesh.core._allowlist import (
     PROTOCOL_V2,
     ROLE_CONTROLLER,
     ROLE_TARGET,
     Device,
     derive_allow_list_key,
 )
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.store import AllowListStore, AmeshHome, StoreError, load_context, now_timestamp
 from tests.store.homes import isolated_env, mode_of, write_home
 from tests.support.vectorfiles import section
@@ -178,8 +178,8 @@ def test_missing_roles_are_migrated_on_read(store: AllowListStore, reference_hom
 _WRITER = textwrap.dedent(
     """
     import sys
-    from authmesh.core.allowlist import Device
-    from authmesh.core.keys import PrivateKey
+    from authmesh.core._allowlist import Device
+    from authmesh.core._keys import PrivateKey
     from authmesh.store import load_context, now_timestamp
 
     context = load_context()

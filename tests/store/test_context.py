@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.keyfile import KeyFile
-from authmesh.core.keys import verify
+from authmesh.core._keyfile import KeyFile
+from authmesh.core._keys import verify
 from authmesh.store import AmeshHome, StoreError, create_identity, load_context
-from authmesh.store.keystore import ENCRYPTED_FILE, KEYCHAIN, SECURE_ENCLAVE
-from authmesh.store.passphrase import MIGRATION_NOTICE, js_trim
+from authmesh.store._keystore import ENCRYPTED_FILE, KEYCHAIN, SECURE_ENCLAVE
+from authmesh.store._passphrase import MIGRATION_NOTICE, js_trim
 from tests.store.homes import isolated_env, mode_of, write_home
 from tests.support.vectorfiles import section
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from authmesh.store import StoreError
-from authmesh.store.files import atomic_write, ensure_private_dir, exclusive_lock, read_text
+from authmesh.store._files import atomic_write, ensure_private_dir, exclusive_lock, read_text
 from tests.store.homes import mode_of
 
 _HOLDER = textwrap.dedent(

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, Device
-from authmesh.core.keys import PrivateKey, verify
+from authmesh.core._allowlist import ROLE_CONTROLLER, Device
+from authmesh.core._keys import PrivateKey, verify
 from authmesh.store import StoreError, create_identity, load_context, now_timestamp
-from authmesh.store import rotation as store_rotation
-from authmesh.store.home import AmeshHome
-from authmesh.store.keystore import ENCRYPTED_FILE, TPM2
-from authmesh.store.rotation import load_state, prune_retired_keys, rotate_identity
-from authmesh.store.tpm import TpmTools, persistent_handle
+from authmesh.store import _rotation as store_rotation
+from authmesh.store._home import AmeshHome
+from authmesh.store._keystore import ENCRYPTED_FILE, TPM2
+from authmesh.store._rotation import load_state, prune_retired_keys, rotate_identity
+from authmesh.store._tpm import TpmTools, persistent_handle
 
 DAY = 86_400
 

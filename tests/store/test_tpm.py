@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, Device
-from authmesh.core.keys import CURVE_ORDER, PrivateKey, verify
+from authmesh.core._allowlist import ROLE_CONTROLLER, Device
+from authmesh.core._keys import CURVE_ORDER, PrivateKey, verify
 from authmesh.store import StoreError, create_identity, load_context, now_timestamp
-from authmesh.store.home import AmeshHome
-from authmesh.store.keystore import TPM2
-from authmesh.store.tpm import TpmKeyStore, TpmTools, persistent_handle, signature_to_raw
+from authmesh.store._home import AmeshHome
+from authmesh.store._keystore import TPM2
+from authmesh.store._tpm import TpmKeyStore, TpmTools, persistent_handle, signature_to_raw
 from tests.store.homes import mode_of
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pexpect
 
-from authmesh.cli.exit_codes import exit_code_for
-from authmesh.pairing.errors import MESSAGES
+from authmesh.cli._exit_codes import exit_code_for
+from authmesh.pairing._errors import MESSAGES
 from tests.support.relayproc import RelayProcess
 
 # The reference transcripts were recorded with an amesh dir whose path is 27..30 characters

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from authmesh.core.allowlist import Device
-from authmesh.store.allowlist_store import now_timestamp
-from authmesh.store.context import load_context
-from authmesh.store.home import AmeshHome
+from authmesh.core._allowlist import Device
+from authmesh.store._allowlist_store import now_timestamp
+from authmesh.store._context import load_context
+from authmesh.store._home import AmeshHome
 from tests.support.relayproc import RelayProcess
 
 

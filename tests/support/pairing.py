@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from authmesh.core.keys import PrivateKey
+from authmesh.core._keys import PrivateKey
 from authmesh.pairing import BootstrapResult, provision
-from authmesh.pairing.bootstrap import IssuedToken
+from authmesh.pairing._bootstrap import IssuedToken
 
 WATCH_DEADLINE = 10.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from authmesh.core.allowlist import AllowList, Device
-from authmesh.core.keys import PrivateKey
+from authmesh.core._allowlist import AllowList, Device
+from authmesh.core._keys import PrivateKey
 from authmesh.store import AllowListStore, AmeshHome
 from tests.support.vectorfiles import load
 

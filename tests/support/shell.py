@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pexpect
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, ROLE_TARGET, Device
+from authmesh.core._allowlist import ROLE_CONTROLLER, ROLE_TARGET, Device
 from authmesh.store import AmeshHome, Context, create_identity, load_context, now_timestamp
 from tests.support.cli import CLI
 from tests.support.relayproc import RelayProcess, wait_until

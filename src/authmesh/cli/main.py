@@ -1,7 +1,7 @@
 """The ``amesh`` command: click group, global options and the no-traceback entry point.
 
 Every failure ends in one oclif-style sentence on stderr and the exit status of its error code
-(:mod:`authmesh.cli.exit_codes`, the table in docs/cli.md): 2 for a wrong command line, 1 for a
+(:mod:`authmesh.cli._exit_codes`, the table in docs/cli.md): 2 for a wrong command line, 1 for a
 failed operation, 3 refused, 4 timed out, 5 relay trouble, 130 interrupted. With ``--json`` the
 failure is also one ``{"event": "error", ...}`` line on stdout. ``AMESH_DEBUG=1`` shows the
 traceback of an unexpected internal error instead of hiding it.
@@ -19,9 +19,9 @@ from typing import Any
 import click
 
 from authmesh import __version__
-from authmesh.cli.exit_codes import ExitCode, exit_code_for
-from authmesh.cli.options import HelpedArgument, OclifChoice, relay_option
-from authmesh.cli.output import emit, print_error
+from authmesh.cli._exit_codes import ExitCode, exit_code_for
+from authmesh.cli._options import HelpedArgument, OclifChoice, relay_option
+from authmesh.cli._output import emit, print_error
 from authmesh.errors import AuthMeshError
 
 __all__ = ["cli", "main"]
@@ -33,20 +33,20 @@ _MORE_HELP = "See more help with --help"
 # `amesh list` does not pay for the pairing or shell stacks (websockets, asyncio, rich) at
 # start-up. New commands: add one line here (the module must define the click command).
 _COMMANDS = {
-    "init": "authmesh.cli.init:init_command",
-    "list": "authmesh.cli.devices:list_command",
-    "revoke": "authmesh.cli.devices:revoke_command",
-    "listen": "authmesh.cli.pair:listen_command",
-    "invite": "authmesh.cli.pair:invite_command",
-    "provision": "authmesh.cli.bootstrap:provision_command",
-    "bootstrap": "authmesh.cli.bootstrap:bootstrap_command",
-    "grant": "authmesh.cli.shell_commands:grant_command",
-    "shell": "authmesh.cli.shell_commands:shell_command",
-    "agent": "authmesh.cli.shell_commands:agent_group",
-    "rotate": "authmesh.cli.rotate:rotate_command",
-    "accept-rotation": "authmesh.cli.rotate:accept_rotation_command",
-    "trust": "authmesh.cli.rotate:trust_command",
-    "completion": "authmesh.cli.completion:completion_command",
+    "init": "authmesh.cli._init:init_command",
+    "list": "authmesh.cli._devices:list_command",
+    "revoke": "authmesh.cli._devices:revoke_command",
+    "listen": "authmesh.cli._pair:listen_command",
+    "invite": "authmesh.cli._pair:invite_command",
+    "provision": "authmesh.cli._bootstrap:provision_command",
+    "bootstrap": "authmesh.cli._bootstrap:bootstrap_command",
+    "grant": "authmesh.cli._shell_commands:grant_command",
+    "shell": "authmesh.cli._shell_commands:shell_command",
+    "agent": "authmesh.cli._shell_commands:agent_group",
+    "rotate": "authmesh.cli._rotate:rotate_command",
+    "accept-rotation": "authmesh.cli._rotate:accept_rotation_command",
+    "trust": "authmesh.cli._rotate:trust_command",
+    "completion": "authmesh.cli._completion:completion_command",
 }
 
 

@@ -8,11 +8,13 @@
 
 Every failure is a :class:`PairingError` with a stable ``code`` and a one-sentence message.
 Nothing here touches the allow list or identity files: callers record the results.
+Meant to be used: the names in ``__all__``. The modules named ``_*.py`` are internal: their
+names may change without notice.
 """
 
 from __future__ import annotations
 
-from authmesh.pairing.bootstrap import (
+from authmesh.pairing._bootstrap import (
     BootstrapResult,
     IssuedToken,
     bootstrap,
@@ -20,10 +22,10 @@ from authmesh.pairing.bootstrap import (
     issue_token,
     provision,
 )
-from authmesh.pairing.code import PairingCode
-from authmesh.pairing.errors import MAX_FRIENDLY_NAME_CHARS, PairingError
-from authmesh.pairing.identity import PairingResult, PeerIdentity
-from authmesh.pairing.interactive import InviteOptions, ListenOptions, invite, listen
+from authmesh.pairing._code import PairingCode
+from authmesh.pairing._errors import MAX_FRIENDLY_NAME_CHARS, PairingError
+from authmesh.pairing._identity import PairingResult, PeerIdentity
+from authmesh.pairing._interactive import InviteOptions, ListenOptions, invite, listen
 
 __all__ = [
     "MAX_FRIENDLY_NAME_CHARS",

@@ -69,6 +69,7 @@ from authmesh.relay.protocol import (
     SharedFact,
 )
 from authmesh.relay.redislink import RedisLink
+from authmesh.relay.tasks import cancel_and_wait
 
 __all__ = ["DEGRADED_REASON", "RedisCluster"]
 
@@ -205,6 +206,7 @@ class RedisCluster:
         # Facts read by the instance that handed a socket over, for its first message here.
         self._handed_facts: dict[int, list[Any]] = {}
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(_OUTBOX_LIMIT)
+        self._overflowed: set[str] = set()  # instances whose envelopes overflowed the outbox
         self._tasks: set[asyncio.Task[None]] = set()
         self._link: RedisLink | None = None
         self._recovery: asyncio.Task[None] | None = None
@@ -236,9 +238,7 @@ class RedisCluster:
             async with asyncio.timeout(_REDIS_TIMEOUT):
                 await self._outbox.join()  # the last closes reach the other instances
                 await self._redis.zrem(_INSTANCES, self.instance)
-        for task in [*self._tasks, self._recovery]:
-            if task is not None:
-                task.cancel()
+        await cancel_and_wait([*self._tasks, self._recovery])
         await self._close_link()
         await self._redis.aclose()
 
@@ -494,9 +494,16 @@ class RedisCluster:
         try:
             self._outbox.put_nowait((instance, encode(envelope)))
         except asyncio.QueueFull:
-            # The publisher is far behind (Redis slow): the frame is lost, so is the socket.
-            log.warning("cluster outbox full", extra={"event": "cluster_overflow"})
-            asyncio.get_running_loop().call_soon(self._instance_gone, instance)
+            # The publisher is far behind (Redis slow): the frame is lost, so are the sockets
+            # crossing to that instance; dropped once however many envelopes overflow.
+            if instance not in self._overflowed:
+                self._overflowed.add(instance)
+                log.warning("cluster outbox full", extra={"event": "cluster_overflow"})
+                asyncio.get_running_loop().call_soon(self._overflow_gone, instance)
+
+    def _overflow_gone(self, instance: str) -> None:
+        self._overflowed.discard(instance)
+        self._instance_gone(instance)
 
     async def _on_bundle(self, bundle: str) -> None:
         for envelope in unbundle(bundle):

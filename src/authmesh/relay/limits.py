@@ -68,6 +68,13 @@ class FailureLimiter:
             entry.count, entry.resets_at = count, resets_at
 
     def purge(self, now: float) -> None:
-        """Forget windows that have ended."""
-        for key in [k for k, w in self._windows.items() if now >= w.resets_at]:
-            del self._windows[key]
+        """Forget windows that have ended, oldest first, stopping at the first live one: the
+        map is in the order windows opened, so a flood of fresh keys never pays for a scan
+        of the whole map. (A count adopted from another instance may end out of order; it
+        is forgotten when its turn comes, and counts nothing meanwhile.)"""
+        windows = self._windows
+        while windows:
+            oldest = next(iter(windows))
+            if now < windows[oldest].resets_at:
+                return
+            del windows[oldest]

@@ -21,16 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from authmesh.core.b64 import B64Error, b64decode
-from authmesh.core.keys import (
-    InvalidKeyError,
-    compress,
-    device_id,
-    load_public_key,
-    normalize_low_s,
-    verify,
-)
-from authmesh.core.shell.challenge import ChallengeScheme, challenge_message
+from authmesh.core import InvalidKeyError, device_id
+from authmesh.core._b64 import B64Error, b64decode
+from authmesh.core._keys import compress, load_public_key, normalize_low_s, verify
+from authmesh.core.shell._challenge import ChallengeScheme, challenge_message
 from authmesh.relay.clientip import prefix_key, rate_key
 from authmesh.relay.config import RelayConfig
 from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
@@ -931,8 +925,9 @@ class RelayCore:
             self._fail("agent", conn, now)
             self._error(conn, "invalid_signature")
             return
-        # W5: the device id must be the one derived from the key being proven.
-        if not hmac.compare_digest(device_id(public_key), pending.device_id):
+        # W5: the device id must be the one derived from the key being proven. Both are
+        # public, so a plain comparison (compare_digest refuses non-ASCII text).
+        if device_id(public_key) != pending.device_id:
             self._fail("agent", conn, now)
             self._error(conn, "invalid_device_id")
             return

@@ -53,6 +53,7 @@ from authmesh.relay.http import (
 )
 from authmesh.relay.metrics import CONTENT_TYPE, RelayMetrics
 from authmesh.relay.protocol import Action, Close, RelayCore
+from authmesh.relay.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from authmesh.relay.cluster import RedisCluster
@@ -76,7 +77,6 @@ MAX_MESSAGE_BYTES = 65_536
 MAX_UNSENT_BYTES = 1024 * 1024
 # A clustered socket's messages waiting for Redis; past the high mark it stops being read.
 _INBOX_HIGH = 64
-_INBOX_LOW = 16
 _CLOSE_TIMEOUT = 2.0
 _LISTEN_BACKLOG = 1024
 # picows' read buffer starts at its minimum and grows only for large frames.
@@ -269,10 +269,11 @@ class _Front(asyncio.Protocol):
             # Not HTTP at all (a TLS handshake sent to the plain port, say): answered at once,
             # so the client fails now rather than after the handshake timeout.
             self.relay._answer(self, 400, "Invalid HTTP request", _TEXT)
+        elif end > MAX_HEAD_BYTES or (end < 0 and len(buffer) > MAX_HEAD_BYTES):
+            # Checked even when the whole head came in one read: a large head is never parsed.
+            self.relay._answer(self, 400, "Request head too large", _TEXT)
         elif end >= 0:
             self.relay._request(self, bytes(buffer[:end]), bytes(buffer[end + 4 :]))
-        elif len(buffer) > MAX_HEAD_BYTES:
-            self.relay._answer(self, 400, "Request head too large", _TEXT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay._departed(self)
@@ -384,8 +385,7 @@ class RelayServer:
             if front.transport is not None:
                 front.transport.abort()
         await self._close_sockets()
-        for task in list(self._drains):
-            task.cancel()
+        await cancel_and_wait([self._sweeper, *self._drains])
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await server.wait_closed()
@@ -613,10 +613,16 @@ class RelayServer:
             reader.pause_reading()
 
     def _stalled(self, sock: _Socket) -> None:
+        # A socket that does not read what it is sent is not read either: picows answers
+        # pings by itself, so a client flooding pings would otherwise queue pongs unbounded.
+        if not sock.stalled_at:
+            sock.pause_reading()
         sock.stalled_at = time.monotonic()
         self._stalled_sockets.add(sock)
 
     def _drained(self, sock: _Socket) -> None:
+        if sock.stalled_at:
+            sock.resume_reading()
         sock.stalled_at = 0.0
         self._stalled_sockets.discard(sock)
         self._release(sock)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from authmesh.errors import AuthMeshError, MissingExtraError
-    from authmesh.pairing.errors import PairingError
+    from authmesh.pairing import PairingError
     from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware, AuthMeshClientMiddleware
     from authmesh.sdk.asgi import AuthMeshMiddleware
     from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from authmesh.sdk.signing import RequestSigner
     from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
-    from authmesh.store.errors import StoreError
+    from authmesh.store import StoreError
 
 __all__ = [
     "AsyncClient",
@@ -73,8 +73,8 @@ __all__ = [
 _HOMES = {
     "AuthMeshError": "authmesh.errors",
     "MissingExtraError": "authmesh.errors",
-    "PairingError": "authmesh.pairing.errors",
-    "StoreError": "authmesh.store.errors",
+    "PairingError": "authmesh.pairing._errors",
+    "StoreError": "authmesh.store._errors",
     "AsyncClient": "authmesh.sdk.client",
     "AuthMeshAuth": "authmesh.sdk.client",
     "Client": "authmesh.sdk.client",

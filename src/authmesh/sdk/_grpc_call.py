@@ -27,11 +27,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from time import perf_counter
 
-from authmesh.core.b64 import B64Error, b64decode, b64encode, b64url_encode
-from authmesh.core.canonical import CanonicalError, normalize_authority
-from authmesh.core.header import AuthHeader
-from authmesh.core.keys import verify_with_key
-from authmesh.core.nonce import AsyncNonceStore, NonceStore
+from authmesh.core import AsyncNonceStore, AuthHeader, CanonicalError, NonceStore
+from authmesh.core._b64 import B64Error, b64decode, b64encode, b64url_encode
+from authmesh.core._canonical import normalize_authority
+from authmesh.core._keys import verify_with_key
 from authmesh.sdk.home import resolve_home
 from authmesh.sdk.metrics import Outcome
 from authmesh.sdk.signing import KeySigner, random_nonce

@@ -39,7 +39,8 @@ with requires_extra("aiohttp", "authmesh.sdk.aiohttp"):
     from aiohttp.abc import AbstractStreamWriter
     from aiohttp.payload import BytesPayload, Payload
 
-from authmesh.core.canonical import CanonicalError, body_sha256, normalize_authority
+from authmesh.core import CanonicalError, body_sha256
+from authmesh.core._canonical import normalize_authority
 from authmesh.sdk.asgi import BODY_TIMEOUT_SECONDS
 from authmesh.sdk.client import AuthMeshAuth, SigningError, _too_large, _wire_target
 from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER

@@ -22,11 +22,11 @@ import logging
 import os
 from collections.abc import Mapping
 
-from authmesh.core.allowlist import ROLE_CONTROLLER, Device
+from authmesh.core import ROLE_CONTROLLER, Device
 from authmesh.pairing import PairingError, bootstrap, check_token
 from authmesh.sdk.home import resolve_home
 from authmesh.store import StoreError, create_identity, load_context, now_timestamp
-from authmesh.store.files import remove_file
+from authmesh.store._files import remove_file
 
 __all__ = ["TOKEN_VARIABLE", "bootstrap_if_needed", "bootstrap_if_needed_async"]
 

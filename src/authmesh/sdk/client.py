@@ -26,14 +26,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from authmesh.core.allowlist import PROTOCOL_V2, ROLE_TARGET
-from authmesh.core.canonical import (
-    CanonicalError,
-    body_sha256,
-    normalize_authority,
-    request_target_path,
-    split_url,
-)
+from authmesh.core import ROLE_TARGET, CanonicalError, body_sha256
+from authmesh.core._allowlist import PROTOCOL_V2
+from authmesh.core._canonical import normalize_authority, request_target_path, split_url
 from authmesh.errors import AuthMeshError
 from authmesh.sdk.home import resolve_home
 from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER, RotationAnnouncer

@@ -2,7 +2,7 @@
 
 **Server** (:class:`InBandRotation`, called from :class:`~authmesh.sdk.verifier.Verifier`):
 a request whose key is not trusted but which carries ``X-AuthMesh-Rotation`` (a chain of
-statements, :mod:`authmesh.core.rotation`) ending at that key is verified against the
+statements, :mod:`authmesh.core._rotation`) ending at that key is verified against the
 entry the chain continues. Only after the request's own signature and nonce pass is the
 entry replaced, under the allow-list lock and re-checked against the file as it is
 then, so two racing requests, or a request racing ``amesh revoke``, cannot lose an
@@ -29,21 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from authmesh.core.allowlist import AllowList
-from authmesh.core.keys import load_public_key, public_key_from_b64
-from authmesh.core.rotation import (
-    MAX_CHAIN,
-    RotationError,
-    RotationStatement,
-    apply_chain,
-    decode_chain,
-    encode_chain,
-    key_seq,
-)
+from authmesh.core import AllowList, RotationError, RotationStatement, public_key_from_b64
+from authmesh.core._keys import load_public_key
+from authmesh.core._rotation import MAX_CHAIN, apply_chain, decode_chain, encode_chain, key_seq
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.trusted_keys import TrustedKey
 from authmesh.store import AllowListStore, AmeshHome, Context, StoreError, load_context
-from authmesh.store.rotation import load_state
+from authmesh.store._rotation import load_state
 
 __all__ = [
     "ACK_HEADER",

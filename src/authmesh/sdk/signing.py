@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from authmesh.core.b64 import b64encode, b64url_encode
-from authmesh.core.canonical import canonical_string, request_target_path
-from authmesh.core.header import AuthHeader
+from authmesh.core import AuthHeader, canonical_string
+from authmesh.core._b64 import b64encode, b64url_encode
+from authmesh.core._canonical import request_target_path
 
 __all__ = [
     "CLOCK_HINT_THRESHOLD_SECONDS",
@@ -36,7 +36,7 @@ _SERVER_TIME = re.compile(r"[0-9]{1,12}")  # ASCII only: "²".isdigit() is True,
 
 
 class KeySigner(Protocol):
-    """What the signer needs of a key: ``authmesh.core.keys.PrivateKey`` or a store signer."""
+    """What the signer needs of a key: ``authmesh.core._keys.PrivateKey`` or a store signer."""
 
     @property
     def public_key(self) -> bytes: ...

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authmesh.core.allowlist import AllowList, Device
-from authmesh.core.keys import InvalidKeyError, load_public_key, public_key_from_b64
+from authmesh.core import AllowList, Device, InvalidKeyError, public_key_from_b64
+from authmesh.core._keys import load_public_key
 from authmesh.store import AllowListStore
 
 __all__ = ["DEFAULT_RECHECK_SECONDS", "TrustedKey", "TrustedKeys"]

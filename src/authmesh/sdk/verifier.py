@@ -46,20 +46,22 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from authmesh.core.allowlist import PROTOCOL_V2
-from authmesh.core.b64 import B64Error, b64decode
-from authmesh.core.canonical import (
-    EMPTY_BODY_SHA256,
+from authmesh.core import (
+    AsyncNonceStore,
+    AuthHeader,
     CanonicalError,
+    HeaderError,
+    InMemoryNonceStore,
+    NonceStore,
     body_sha256,
     canonical_string,
-    normalize_authority,
-    request_target_path,
+    parse_header,
 )
-from authmesh.core.header import AuthHeader, HeaderError, parse_header
-from authmesh.core.keys import verify_with_key
-from authmesh.core.nonce import AsyncNonceStore, InMemoryNonceStore, NonceStore
-from authmesh.core.rotation import key_expired
+from authmesh.core._allowlist import PROTOCOL_V2
+from authmesh.core._b64 import B64Error, b64decode
+from authmesh.core._canonical import EMPTY_BODY_SHA256, normalize_authority, request_target_path
+from authmesh.core._keys import verify_with_key
+from authmesh.core._rotation import key_expired
 from authmesh.sdk.home import resolve_home
 from authmesh.sdk.metrics import Outcome, VerificationObserver
 from authmesh.sdk.rotation import InBandRotation, PendingRotation, acknowledgement
@@ -179,7 +181,7 @@ class Verifier:
     ``allow_list`` is the :class:`~authmesh.store.AllowListStore` of this server's
     identity (its HMAC key derived from the identity, spec §7.3); :meth:`from_home`
     loads it from an amesh directory.
-    ``nonce_store`` may be sync (:class:`~authmesh.core.nonce.NonceStore`) or
+    ``nonce_store`` may be sync (:class:`~authmesh.core.NonceStore`) or
     async; async stores work only through :meth:`finish_async` (ASGI).
     ``authorities``: the ``host[:port]`` values this server answers to; when set,
     a v2 request signed for any other authority is refused (W15).

@@ -1,20 +1,19 @@
-"""The remote shell (opt-in extra ``authmesh[shell]``): agent, controller and their plumbing.
+"""The remote shell (opt-in extra ``authmesh[shell]``): the asyncio agent and controller.
 
-* :mod:`~authmesh.shell.agent` — ``amesh agent start``: relay registration, session
-  admission, reliable teardown;
-* :mod:`~authmesh.shell.agent_session` — one controller's shell on the agent, a task group
-  driving :class:`~authmesh.core.shell.session.AgentSession`;
-* :mod:`~authmesh.shell.controller` — ``amesh shell``: the local terminal side, a task group
-  driving :class:`~authmesh.core.shell.session.ControllerSession`;
-* :mod:`~authmesh.shell.handshake` — the shell handshake over a relay channel, both roles;
-* :mod:`~authmesh.shell.channel` — session channels over the shared relay client;
-* :mod:`~authmesh.shell.pty_process` — the shell on a PTY, killed as a whole session;
-* :mod:`~authmesh.shell.recording` — asciicast v2 session recordings;
-* :mod:`~authmesh.shell.log_limit` — rate-limited log lines for what anyone can trigger;
-* :mod:`~authmesh.shell.errors` — the errors shared by the above.
+Meant to be used:
 
-The wire formats and cryptography live in :mod:`authmesh.core.shell`; see ``docs/shell.md``.
-Import from the submodules; this package only groups them.
+* :class:`Agent` with an :class:`AgentConfig` — ``amesh agent start``: relay registration,
+  session admission, reliable teardown;
+* :func:`run_shell` with a :class:`ShellRequest` — ``amesh shell``: the local terminal side;
+* :class:`ShellError` — what either side raises for a failure a user can fix.
+
+Both are thin ``asyncio.TaskGroup`` drivers around the sans-I/O session objects of
+:mod:`authmesh.core.shell`; see ``docs/shell.md``. The modules named ``_*.py`` are internal:
+their names may change without notice.
 """
 
-__all__: list[str] = []
+from authmesh.shell._agent import Agent, AgentConfig
+from authmesh.shell._controller import ShellRequest, run_shell
+from authmesh.shell._errors import ShellError
+
+__all__ = ["Agent", "AgentConfig", "ShellError", "ShellRequest", "run_shell"]

@@ -1,14 +1,38 @@
-"""Pure primitives of the remote shell, wire-compatible with the reference (spec shell.md).
+"""Pure core of the remote shell, wire-compatible with the reference (spec shell.md).
 
-* :mod:`~authmesh.core.shell.frames` — session frames (DATA, RESIZE, EXIT, PING, PONG, COMMAND);
-* :mod:`~authmesh.core.shell.cipher` — the direction-separated, counter-nonce session cipher;
-* :mod:`~authmesh.core.shell.handshake` — ephemeral key agreement, identity envelope,
-  transcript-bound selfSig and allow-list authorization;
-* :mod:`~authmesh.core.shell.handshake_machine` — the handshake's steps as one object per side;
-* :mod:`~authmesh.core.shell.challenge` — the agent's relay registration challenge;
-* :mod:`~authmesh.core.shell.wire` — the relay JSON messages that carry all of the above.
+Meant to be used — each side of a session as a sans-I/O object (event and ``now`` in,
+actions out), see ``docs/shell.md``:
 
-Import from the submodules; this package only groups them.
+* :class:`ControllerHandshake` / :class:`TargetHandshake` — the handshake's steps, ending in
+  an :class:`Established` session key (failures: :class:`ShellHandshakeError`);
+* :class:`ControllerSession` / :class:`AgentSession` — frame dispatch, keepalive and idle
+  deadlines, and the :class:`Outcome` that says why a session ended;
+* :class:`ShellCipher` — the direction-separated, counter-nonce session cipher;
+* :class:`Frame`, :class:`FrameType` and :func:`decode_frame` — the session frames.
+
+The modules named ``_*.py`` are internal: their names may change without notice.
 """
 
-__all__: list[str] = []
+from authmesh.core.shell._cipher import ShellCipher
+from authmesh.core.shell._frames import Frame, FrameType, decode_frame
+from authmesh.core.shell._handshake import ShellHandshakeError
+from authmesh.core.shell._handshake_machine import (
+    ControllerHandshake,
+    Established,
+    TargetHandshake,
+)
+from authmesh.core.shell._session import AgentSession, ControllerSession, Outcome
+
+__all__ = [
+    "AgentSession",
+    "ControllerHandshake",
+    "ControllerSession",
+    "Established",
+    "Frame",
+    "FrameType",
+    "Outcome",
+    "ShellCipher",
+    "ShellHandshakeError",
+    "TargetHandshake",
+    "decode_frame",
+]
