@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from authmesh.sdk.grpc import AuthMeshAioServerInterceptor, AuthMeshServerInterceptor
 from authmesh.sdk.verifier import Verifier
-from authmesh.core.keys import PrivateKey, verify_with_key
+from authmesh.core._keys import PrivateKey, verify_with_key
 from authmesh.store import AllowListStore, AmeshHome
 
 home, kind = sys.argv[1], sys.argv[2]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.core.canonical import EMPTY_BODY_SHA256
-from authmesh.core.keys import PrivateKey
+from authmesh.core._canonical import EMPTY_BODY_SHA256
+from authmesh.core._keys import PrivateKey
 from authmesh.sdk import verifier as verifier_module
 from authmesh.sdk.signing import RequestSigner
 from authmesh.sdk.verifier import Rejection, Verifier
