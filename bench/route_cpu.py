@@ -126,8 +126,11 @@ def print_floor(store: AllowListStore, key: PrivateKey, count: int = 3000) -> No
     print(f"in process: ECDSA P-256 verify {ecdsa:.1f} us, Verifier.verify {verify:.1f} us")
 
 
-def parse_arguments(description: str, rate: int) -> argparse.Namespace:
+def parse_arguments(description: str, rate: int, paced: str | None = None) -> argparse.Namespace:
+    """The common options; ``paced``: the help of a ``--paced`` option, if the script has one."""
     parser = argparse.ArgumentParser(description=description)
+    if paced is not None:
+        parser.add_argument("--paced", type=float, help=paced)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(

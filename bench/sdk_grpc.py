@@ -1,22 +1,31 @@
 """gRPC: server CPU per verified call beside the same server's unguarded method.
 
     .venv/bin/python bench/sdk_grpc.py [--seconds 4] [--rounds 3] [--concurrency 32]
+        [--paced CALLS_PER_SECOND]
 
 One grpcio server process (127.0.0.1, port chosen by the OS; the sync server with a
-thread pool, then grpc.aio) serves two identical unary methods over generic bytes
-handlers: ``/bench.Orders/Guarded`` behind the authmesh server interceptor and
-``/bench.Orders/Open`` exempted from it, so the difference is what authmesh adds. Load
-comes from this process: a grpc.aio channel with ``--concurrency`` calls in flight, each
-call carrying metadata signed beforehand with its own nonce (the unguarded method gets
-the same metadata and bytes). Only OK answers count; any refusal is a failure. Before
-that, in process and in the same run: one P-256 verification, ``Verifier.verify``, and a
-handler called directly and through the sync interceptor (no transport).
+thread pool, then grpc.aio) serves three unary methods over generic bytes handlers:
+``/bench.Orders/Guarded`` behind the authmesh server interceptor, and two exempted from
+it: ``/bench.Orders/Open`` (the same trivial handler) and ``/bench.Orders/Control``,
+whose handler does one P-256 verification of a fixed signature itself, the work no
+verifier can skip, without authmesh. Guarded minus Open is what authmesh adds; Guarded
+minus Control is what it adds beyond the signature check at the same call rate.
+
+Load comes from this process: a grpc.aio channel with ``--concurrency`` calls in flight,
+each call carrying metadata signed beforehand with its own nonce (the exempt methods get
+the same metadata and bytes). Without ``--paced`` every method runs as fast as it can,
+so a faster method also gets more calls per wakeup of the server's transport; with
+``--paced N`` every method is offered the same N calls per second, which takes that
+difference out. Only OK answers count; any refusal is a failure. Before that, in process
+and in the same run: one P-256 verification, ``Verifier.verify``, and a handler called
+directly and through the sync interceptor (no transport).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
 from typing import NamedTuple
 
@@ -33,32 +42,45 @@ from authmesh.store import AllowListStore
 
 BODY = b'{"item": "widget", "amount": 100, "currency": "EUR"}'
 AUTHORITY = "127.0.0.1"
-GUARDED, OPEN = "/bench.Orders/Guarded", "/bench.Orders/Open"
+GUARDED, OPEN, CONTROL = "/bench.Orders/Guarded", "/bench.Orders/Open", "/bench.Orders/Control"
 SERVER = """
 import asyncio, sys
 from concurrent.futures import ThreadPoolExecutor
 import grpc
 from authmesh.sdk.grpc import AuthMeshAioServerInterceptor, AuthMeshServerInterceptor
 from authmesh.sdk.verifier import Verifier
+from authmesh.core._keys import PrivateKey, verify_with_key
 from authmesh.store import AllowListStore, AmeshHome
 
 home, kind = sys.argv[1], sys.argv[2]
 store = AllowListStore(AmeshHome.from_env({"AUTH_MESH_DIR": home}), bytes(32))
 verifier = Verifier(store)
+EXEMPT = {"/bench.Orders/Open", "/bench.Orders/Control"}
+key = PrivateKey.generate()
+public_key, signed = key.key.public_key(), b"AMgrpc1" + bytes(200)
+signature = key.sign(signed)
 
 def order(request, context):
     return b'{"accepted": true}'
 
-async def aio_order(request, context):
+def control(request, context):
+    assert verify_with_key(public_key, signature, signed)
     return b'{"accepted": true}'
 
-def handlers(function):
-    methods = {name: grpc.unary_unary_rpc_method_handler(function) for name in ("Guarded", "Open")}
+async def aio_order(request, context):
+    return order(request, context)
+
+async def aio_control(request, context):
+    return control(request, context)
+
+def handlers(function, checking):
+    functions = {"Guarded": function, "Open": function, "Control": checking}
+    methods = {name: grpc.unary_unary_rpc_method_handler(f) for name, f in functions.items()}
     return [grpc.method_handlers_generic_handler("bench.Orders", methods)]
 
 async def serve_aio():
-    interceptor = AuthMeshAioServerInterceptor(verifier, exempt_methods={"/bench.Orders/Open"})
-    server = grpc.aio.server(handlers=handlers(aio_order), interceptors=[interceptor])
+    interceptor = AuthMeshAioServerInterceptor(verifier, exempt_methods=EXEMPT)
+    server = grpc.aio.server(handlers=handlers(aio_order, aio_control), interceptors=[interceptor])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(port, flush=True)
@@ -67,8 +89,8 @@ async def serve_aio():
 if kind == "aio":
     asyncio.run(serve_aio())
 else:
-    interceptor = AuthMeshServerInterceptor(verifier, exempt_methods={"/bench.Orders/Open"})
-    server = grpc.server(ThreadPoolExecutor(max_workers=16), handlers=handlers(order),
+    interceptor = AuthMeshServerInterceptor(verifier, exempt_methods=EXEMPT)
+    server = grpc.server(ThreadPoolExecutor(max_workers=16), handlers=handlers(order, control),
                          interceptors=[interceptor])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -79,11 +101,14 @@ else:
 
 async def load(
     port: int, method: str, metadata: list[tuple[tuple[str, str], ...]], seconds: float,
-    concurrency: int,
+    concurrency: int, paced: float | None = None,
 ) -> tuple[int, int]:  # fmt: skip
-    """(OK answers, refused calls) with ``concurrency`` calls in flight for ``seconds``."""
-    deadline = time.monotonic() + seconds
+    """(OK answers, refused calls) with ``concurrency`` calls in flight for ``seconds``,
+    started ``paced`` calls per second at most."""
+    started = time.monotonic()
+    deadline = started + seconds
     pending = iter(metadata)
+    slots = itertools.count()
     ok = failed = 0
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary(method)
@@ -91,6 +116,8 @@ async def load(
         async def caller() -> None:
             nonlocal ok, failed
             while time.monotonic() < deadline and (signed := next(pending, None)):
+                if paced is not None:
+                    await asyncio.sleep(started + next(slots) / paced - time.monotonic())
                 try:
                     await call(BODY, metadata=signed, timeout=10)
                     ok += 1
@@ -148,24 +175,34 @@ def print_in_process(store: AllowListStore, key: PrivateKey, count: int = 2000) 
 
 
 def measure(kind: str, home: str, signer: CallSigner, args: argparse.Namespace) -> None:
-    """Both methods of one server process of ``kind`` (sync or aio)."""
+    """The three methods of one server process of ``kind`` (sync or aio)."""
     digest = MessageDigest.of([BODY])
     with route_cpu.server_process(SERVER, home, kind) as (pid, port):
 
         def prepare(method: str, count: int) -> route_cpu.Run:
-            # Every call gets a fresh nonce; the exempt method ignores them.
+            # Every call gets a fresh nonce; the exempt methods ignore them.
             metadata = [signer.metadata(GUARDED, digest) for _ in range(count)]
-            if method == OPEN:
+            if method != GUARDED:
                 metadata *= round(args.seconds * args.rate * 4 / count) + 1
-            return lambda: asyncio.run(load(port, method, metadata, args.seconds, args.concurrency))
+            return lambda: asyncio.run(
+                load(port, method, metadata, args.seconds, args.concurrency, args.paced)
+            )
 
-        results = route_cpu.compare_routes(pid, prepare, (OPEN, GUARDED), args)
-    title = f"grpcio {kind} server, {args.concurrency} calls in flight"
+        prepare(OPEN, 100)()  # warm-up
+        pool = round(args.seconds * (args.paced or args.rate) * 1.1)
+        phases = {f"{OPEN} (exempt)": lambda: prepare(OPEN, 1000)}
+        phases[f"{CONTROL} (exempt)"] = lambda: prepare(CONTROL, 1000)
+        phases[GUARDED] = lambda: prepare(GUARDED, pool)
+        results = route_cpu.alternate(pid, phases, args.rounds)
+    pace = f"paced at {args.paced:.0f} calls/s" if args.paced else "unpaced"
+    title = f"grpcio {kind} server, {args.concurrency} calls in flight, {pace}"
     route_cpu.print_phases(title, results)
 
 
 def main() -> None:
-    args = route_cpu.parse_arguments(__doc__.splitlines()[0], rate=5000)
+    args = route_cpu.parse_arguments(
+        __doc__.splitlines()[0], rate=5000, paced="offer every method this many calls/s"
+    )
     key = PrivateKey.generate()
     signer = CallSigner(key, AUTHORITY)
     kinds = ("sync", "aio")

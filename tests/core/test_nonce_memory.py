@@ -80,7 +80,7 @@ def test_capacity_bounds_memory_under_replayed_expiry() -> None:
     for step in range(100):
         clock.now = 1000.0 + 2 * step
         assert store.check_and_store("same", 1)
-        assert len(store._queue) <= 5
+        assert len(store._queue_keys) <= 5
 
 
 def test_concurrent_threads_accept_a_nonce_once() -> None:
@@ -153,4 +153,4 @@ def test_a_bounded_store_never_accepts_a_replay(
         if accepted:
             assert not (key in live and live[key] >= now)
             live[key] = now + ttl
-        assert len(store._queue) <= capacity
+        assert len(store._queue_keys) <= capacity

@@ -116,7 +116,9 @@ def test_flask_mounted_under_a_prefix(tmp_path: Path) -> None:
     assert response.json() == {"device": K1.device_id, "body": "héllo"}
 
 
-def test_stalled_upload_gets_408(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sent", [b"xxxx", b""], ids=["part-of-the-body", "no-body-yet"])
+def test_stalled_upload_gets_408(tmp_path: Path, sent: bytes) -> None:
+    # With no body byte yet, the middleware's first receive() is the one that waits.
     async def never_called(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("the app must not run")
 
@@ -126,8 +128,8 @@ def test_stalled_upload_gets_408(tmp_path: Path) -> None:
     )
     head = (
         f"POST /up HTTP/1.1\r\nHost: h\r\nAuthorization: {request.headers['authorization']}\r\n"
-        "Content-Length: 10\r\nConnection: close\r\n\r\nxxxx"  # 4 of the 10 bytes, then silence
-    ).encode()
+        "Content-Length: 10\r\nConnection: close\r\n\r\n"
+    ).encode() + sent  # fewer than the 10 bytes announced, then silence
     with uvicorn_server(app) as port, socket.create_connection(("127.0.0.1", port), 10) as sock:
         sock.sendall(head)
         answer = b""

@@ -69,9 +69,13 @@ class InMemoryNonceStore:
         self._capacity = capacity
         self._clock = clock
         self._expiry: dict[str, int] = {}
-        # (expiry, key) in insertion order; an item whose expiry no longer matches
+        # Expiries and keys in insertion order, as two queues of ints and strings rather
+        # than one of (expiry, key) tuples: a tuple is a garbage-collector-tracked object,
+        # so one per request would make a busy server's collector run (and promote
+        # everything in flight) ever more often. An item whose expiry no longer matches
         # self._expiry[key] is stale and only dropped.
-        self._queue: deque[tuple[int, str]] = deque()
+        self._queue_expiries: deque[int] = deque()
+        self._queue_keys: deque[str] = deque()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -87,18 +91,19 @@ class InMemoryNonceStore:
             expiry = self._expiry.get(key)
             if expiry is not None and expiry >= now:
                 return False
-            if len(self._queue) >= self._capacity:
+            if len(self._queue_keys) >= self._capacity:
                 return False
             self._expiry[key] = now + ttl_seconds
-            self._queue.append((now + ttl_seconds, key))
+            self._queue_expiries.append(now + ttl_seconds)
+            self._queue_keys.append(key)
             return True
 
     def _sweep(self, now: int) -> None:
-        queue = self._queue
+        expiries, keys = self._queue_expiries, self._queue_keys
         for _ in range(_SWEEP_PER_CALL):
-            if not queue or queue[0][0] >= now:
+            if not expiries or expiries[0] >= now:
                 return
-            expiry, key = queue.popleft()
+            expiry, key = expiries.popleft(), keys.popleft()
             if self._expiry.get(key) == expiry:
                 del self._expiry[key]
 
@@ -106,7 +111,8 @@ class InMemoryNonceStore:
         """Forget every recorded key."""
         with self._lock:
             self._expiry.clear()
-            self._queue.clear()
+            self._queue_expiries.clear()
+            self._queue_keys.clear()
 
 
 class _AsyncAdapter:

@@ -19,7 +19,8 @@ whole message and ``receive`` cannot wait on the client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+import types
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
 from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER_ASGI
@@ -80,20 +81,69 @@ async def send_rejection(send: Send, rejection: Rejection) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive, verifier: Verifier) -> bytes:
+async def _read_body(receive: Receive, verifier: Verifier, first: Message | None = None) -> bytes:
+    """The whole body, from ``first`` (a message already received, if any) on."""
     chunks: list[bytes] = []
     total = 0
     while True:
-        message = await receive()
+        message = await receive() if first is None else first
+        first = None
         if message["type"] == "http.disconnect":
             raise _ClientDisconnected
         chunk: bytes = message.get("body", b"")
         total += len(chunk)
         if total > verifier.max_body_bytes:
             raise verifier.too_large()
-        chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return b"".join((*chunks, chunk)) if chunks else chunk
+        chunks.append(chunk)
+
+
+async def _read_body_within(receive: Receive, verifier: Verifier, seconds: float) -> bytes:
+    """:func:`_read_body` bounded to ``seconds``, the timer armed only if a ``receive`` waits.
+
+    Usually the whole body arrived with the headers, so the first ``receive()`` completes
+    without suspending: it is stepped once by hand and, if it is done, no timer is armed
+    (arming and disarming one cost more than the rest of the read). Otherwise the same
+    call is finished under the timeout exactly as ``await`` would have finished it.
+    """
+    steps = receive().__await__()
+    try:
+        awaited = steps.send(None)
+    except StopIteration as done:
+        first: Message | None = done.value
+        if first is not None and first["type"] == "http.request" and not first.get("more_body"):
+            return await _read_body(receive, verifier, first)
+    else:
+        first = None
+    try:
+        async with asyncio.timeout(seconds):
+            if first is None:
+                first = await _resumed(steps, awaited)
+            return await _read_body(receive, verifier, first)
+    except TimeoutError:
+        raise verifier.timed_out() from None
+
+
+@types.coroutine
+def _resumed(steps: Generator[Any, Any, Message], awaited: Any) -> Generator[Any, Any, Message]:
+    """Finish an awaitable already run up to its first suspension, as ``await`` does."""
+    while True:
+        try:
+            sent = yield awaited
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as error:  # cancellation and the like belong to the awaitable
+            try:
+                awaited = steps.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                awaited = steps.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 def _acknowledging(send: Send, device: VerifiedDevice) -> Send:
@@ -175,11 +225,7 @@ class AuthMeshMiddleware:
             and scope.get("http_version") in ("1.1", "1.0")
         ):
             return await _read_body(receive, verifier)
-        try:
-            async with asyncio.timeout(self.body_timeout_seconds):
-                return await _read_body(receive, verifier)
-        except TimeoutError:
-            raise verifier.timed_out() from None
+        return await _read_body_within(receive, verifier, self.body_timeout_seconds)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket handshake is a bodiless GET: verified the same way, or refused (403)."""

@@ -26,7 +26,8 @@ __all__ = ["AuthMeshDependency", "verified_device"]
 
 async def verified_device(request: Request) -> VerifiedDevice:
     """The device the middleware verified; 500 if the middleware is not installed."""
-    device = getattr(request.state, "authmesh", None)
+    # Read from the scope: ``request.state`` would build a State object per request.
+    device = request.scope.get("state", {}).get("authmesh")
     if not isinstance(device, VerifiedDevice):
         raise HTTPException(
             500, detail="AuthMeshMiddleware is not installed in front of this route."

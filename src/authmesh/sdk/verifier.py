@@ -93,6 +93,11 @@ _MAX_LENGTH_DIGITS = 18  # longer runs of digits are over any limit (and int() c
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 _ESCAPE_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _INTEGRITY_LOG = "[amesh] CRITICAL: allow list integrity check failed — possible tampering"
+# Request-targets already found well-formed, with their signed path: a server sees the same
+# few routes (and gRPC methods) over and over, and parsing one costs 1-5 us. Bounded in
+# entries and in length: any client, signed or not, chooses the targets a server sees.
+_KNOWN_TARGETS = 1024
+_KNOWN_TARGET_CHARS = 256
 
 
 class Rejection(Exception):
@@ -216,6 +221,7 @@ class Verifier:
         )
         self._clock = clock
         self.observer = observer
+        self._known_targets: dict[str, str] = {}
 
     @classmethod
     def from_home(cls, home: str | os.PathLike[str] | None = None, **options: Any) -> Verifier:
@@ -278,7 +284,7 @@ class Verifier:
         # Every refusal keeps its place in this order: clients and tests rely on
         # which problem is named when a request has several.
         header = _parsed_header(method, target, authorization)
-        path = _signed_path(target)
+        path = self._signed_path(target)
         now = self._now()
         trusted, pending_rotation = self._device(header, rotation, now)
         self._check_timing(header, trusted, now)
@@ -295,6 +301,17 @@ class Verifier:
             rotation=pending_rotation,
             rotation_ack=None if rotation is None else acknowledgement(trusted),
         )
+
+    def _signed_path(self, target: str) -> str:
+        """:func:`_signed_path`, remembered for the targets this server keeps seeing."""
+        path = self._known_targets.get(target)
+        if path is None:
+            path = _signed_path(target)
+            if len(target) <= _KNOWN_TARGET_CHARS:
+                if len(self._known_targets) >= _KNOWN_TARGETS:
+                    self._known_targets.clear()
+                self._known_targets[target] = path
+        return path
 
     def _device(
         self, header: AuthHeader, rotation: str | None, now: int
