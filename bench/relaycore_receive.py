@@ -20,8 +20,8 @@ import argparse
 import json
 import time
 
-from authmesh.relay.config import RelayConfig
-from authmesh.relay.protocol import RelayCore
+from authmesh.relay._config import RelayConfig
+from authmesh.relay._protocol import RelayCore
 from relay_harness import print_report
 
 MESSAGES = {

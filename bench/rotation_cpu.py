@@ -31,8 +31,8 @@ from authmesh.core._rotation import (
     create_statement,
     encode_chain,
 )
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome
 
 HMAC_KEY = bytes(32)

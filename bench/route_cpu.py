@@ -23,7 +23,7 @@ from pathlib import Path
 
 from authmesh.core._keys import PrivateKey
 from authmesh.core._nonce import InMemoryNonceStore
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._verifier import Verifier
 from authmesh.store import AllowListStore
 from relay_harness import cpu_seconds, machine
 from sdk_cpu import ecdsa_microseconds, verifier_microseconds

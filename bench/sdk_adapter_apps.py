@@ -26,9 +26,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from authmesh.sdk._verifier import VerifiedDevice, Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.fastapi import verified_device
-from authmesh.sdk.verifier import VerifiedDevice, Verifier
 from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
 from authmesh.store import AllowListStore, AmeshHome
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from authmesh.core._canonical import body_sha256
 from authmesh.core._keys import PrivateKey
-from authmesh.sdk.signing import RequestSigner
+from authmesh.sdk._signing import RequestSigner
 from sdk_verify import WRK_RESULT, make_home, wrk_result
 
 BENCH = Path(__file__).resolve().parent

@@ -26,9 +26,9 @@ from aiohttp.test_utils import make_mocked_request
 from authmesh.core._canonical import body_sha256
 from authmesh.core._keys import PrivateKey
 from authmesh.core._nonce import InMemoryNonceStore
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore
 from route_cpu import (
     Run,
@@ -46,7 +46,7 @@ SERVER = """
 import asyncio, sys
 from aiohttp import web
 from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome
 
 home, loop = sys.argv[1], sys.argv[2]

@@ -9,7 +9,7 @@ shared, so the minimum is the least disturbed run).
 * ``ecdsa verify``: ``cryptography``'s ``EllipticCurvePublicKey.verify`` on a DER
   signature — the irreducible cost;
 * ``Verifier.verify``: header parsing, allow-list lookup, canonical string, ECDSA,
-  nonce store; again with :class:`~authmesh.sdk.metrics.VerificationMetrics` as the
+  nonce store; again with :class:`~authmesh.sdk._metrics.VerificationMetrics` as the
   observer (Prometheus counters, histogram, events) when the code has it;
 * ``ASGI``: a trivial ASGI app called with a prepared scope, bare and behind
   ``AuthMeshMiddleware``; the difference is what the middleware adds per request.
@@ -34,13 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from authmesh.core._canonical import EMPTY_BODY_SHA256
 from authmesh.core._keys import PrivateKey
 from authmesh.core._nonce import InMemoryNonceStore
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
 from sdk_verify import make_home
 
 try:
-    from authmesh.sdk.metrics import VerificationMetrics
+    from authmesh.sdk._metrics import VerificationMetrics
 except ImportError:  # measuring a checkout from before the metrics hook
     VerificationMetrics = None  # type: ignore[assignment, misc]
 

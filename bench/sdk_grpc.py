@@ -36,8 +36,8 @@ import route_cpu
 from authmesh.core._keys import PrivateKey
 from authmesh.core._nonce import InMemoryNonceStore
 from authmesh.sdk._grpc_call import MessageDigest
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.grpc import AuthMeshServerInterceptor, CallSigner
-from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore
 
 BODY = b'{"item": "widget", "amount": 100, "currency": "EUR"}'
@@ -48,7 +48,7 @@ import asyncio, sys
 from concurrent.futures import ThreadPoolExecutor
 import grpc
 from authmesh.sdk.grpc import AuthMeshAioServerInterceptor, AuthMeshServerInterceptor
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._verifier import Verifier
 from authmesh.core._keys import PrivateKey, verify_with_key
 from authmesh.store import AllowListStore, AmeshHome
 

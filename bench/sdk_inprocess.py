@@ -29,7 +29,7 @@ import uvloop
 
 from authmesh.core._canonical import body_sha256
 from authmesh.core._keys import PrivateKey
-from authmesh.sdk.signing import RequestSigner
+from authmesh.sdk._signing import RequestSigner
 from sdk_cpu import drive, ecdsa_microseconds
 from sdk_verify import make_home
 

@@ -18,8 +18,8 @@ import httpx
 
 from authmesh.core._canonical import EMPTY_BODY_SHA256
 from authmesh.core._keys import PrivateKey
-from authmesh.sdk.client import AuthMeshAuth
-from authmesh.sdk.signing import RequestSigner
+from authmesh.sdk._client import AuthMeshAuth
+from authmesh.sdk._signing import RequestSigner
 
 
 def per_call_microseconds(action: object, count: int) -> float:

@@ -41,8 +41,8 @@ from authmesh.core._allowlist import AllowList, Device
 from authmesh.core._canonical import EMPTY_BODY_SHA256
 from authmesh.core._keys import PrivateKey
 from authmesh.core._nonce import InMemoryNonceStore
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome
 
 HMAC_KEY = bytes(32)
@@ -50,7 +50,7 @@ SERVER = """
 import asyncio, sys
 import uvicorn
 from authmesh.sdk.asgi import AuthMeshMiddleware
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome
 
 async def ok(scope, receive, send):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from authmesh.sdk.client import Client, SigningError
+from authmesh.sdk import Client, SigningError
 from authmesh.store import StoreError
 
 

@@ -20,10 +20,9 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from authmesh.sdk import VerificationMetrics, VerifiedDevice, Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.fastapi import verified_device
-from authmesh.sdk.metrics import VerificationMetrics
-from authmesh.sdk.verifier import VerifiedDevice, Verifier
 
 app = FastAPI(title="authmesh example")
 registry = CollectorRegistry()

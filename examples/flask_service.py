@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk import Verifier
 from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
 
 app = Flask(__name__)

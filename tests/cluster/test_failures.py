@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from authmesh.core._keys import PrivateKey
-from authmesh.relay.config import redacted_url
+from authmesh.relay._config import redacted_url
 from tests.support.cluster import CLUSTER_ENV, Cluster, ClusterFactory, Connect, health_of
 from tests.support.redisproc import RedisServer
 from tests.support.relay_clients import Client, wait_for

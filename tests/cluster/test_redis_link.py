@@ -1,4 +1,4 @@
-"""The cluster's raw Redis link (``relay/redislink.py``) against a real redis-server."""
+"""The cluster's raw Redis link (``relay/_redislink.py``) against a real redis-server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
-from authmesh.relay.redislink import RedisLink
+from authmesh.relay._redislink import RedisLink
 from tests.support.redisproc import RedisServer
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.relay.config import parse_trust_proxy
+from authmesh.relay._config import parse_trust_proxy
 from tests.relay.replay import Replay, Step, custom
 from tests.relay.test_transcripts import ADAPTED, SCENARIOS, SHARED_ENV, relay_env
 from tests.support.cluster import Cluster, cluster_behind_nginx

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.relay.config import SETTINGS, RelayConfig, Setting
+from authmesh.relay._config import SETTINGS, RelayConfig, Setting
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "self-hosting.md"
 ROW = re.compile(r"^\| `(?P<env>[A-Z_]+)` \| `?(?P<default>[^|`]*)`? \|", re.M)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from authmesh.sdk.client import Client
+from authmesh.sdk._client import Client
 from tests.docs.codeblocks import ROOT, extract
 from tests.sdk.harness import wsgi_server
 from tests.support.docs import DocsWorld, clean_environ

@@ -14,7 +14,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._verifier import Verifier
 from tests.hostile.servers import wsgiref_server
 from tests.hostile.tally import Tally
 from tests.hostile.verifier_requests import (

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from authmesh.core._b64 import b64url_encode
 from authmesh.core._header import AuthHeader
 from authmesh.core._keys import PrivateKey
-from authmesh.sdk.signing import RequestSigner
+from authmesh.sdk._signing import RequestSigner
 
 __all__ = [
     "NOT_ASCII_NUMBERS",

@@ -12,8 +12,8 @@ from typing import Any
 from authmesh.core._b64 import b64url_encode
 from authmesh.core._keys import PrivateKey
 from authmesh.core.shell._challenge import ChallengeScheme, challenge_message
-from authmesh.relay.config import RelayConfig
-from authmesh.relay.protocol import Close, RelayCore, Send
+from authmesh.relay._config import RelayConfig
+from authmesh.relay._protocol import Close, RelayCore, Send
 
 __all__ = ["ACK", "PEER_FOUND", "FakeRelay", "error"]
 

@@ -43,7 +43,7 @@ from authmesh.core._keys import (
     normalize_low_s,
     verify,
 )
-from authmesh.relay.jsonwire import dumps
+from authmesh.relay._jsonwire import dumps
 from tests.support.relay_clients import RECV_DEADLINE, Client, http_request
 from tests.support.relayproc import RelayProcess
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from authmesh.relay.server import _Front
+from authmesh.relay._server import _Front
 from tests.support.relay_clients import Client, open_client, pair, wait_for
 from tests.support.relayproc import RelayProcess
 

@@ -13,11 +13,11 @@ import json
 import pytest
 
 from authmesh.relay import create_relay_server
-from authmesh.relay.cluster import RedisCluster
-from authmesh.relay.config import ClusterUnavailable, ConfigError, RelayConfig, redacted_url
-from authmesh.relay.envelopes import Frame
-from authmesh.relay.limits import FailureLimiter
-from authmesh.relay.protocol import RelayCore, Send, SharedFact, read
+from authmesh.relay._cluster import RedisCluster
+from authmesh.relay._config import ClusterUnavailable, ConfigError, RelayConfig, redacted_url
+from authmesh.relay._envelopes import Frame
+from authmesh.relay._limits import FailureLimiter
+from authmesh.relay._protocol import RelayCore, Send, SharedFact, read
 
 
 def _frames(actions: list[object], conn: int) -> list[dict[str, object]]:

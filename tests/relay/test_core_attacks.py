@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from authmesh.core._keys import PrivateKey
-from authmesh.relay.config import RelayConfig
+from authmesh.relay._config import RelayConfig
 from tests.relay.fakerelay import ACK, PEER_FOUND, FakeRelay, error
 
 WAITING_CODE = "482916"

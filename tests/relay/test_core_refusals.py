@@ -3,7 +3,7 @@
 These are the reference relay's answers (``spec/relay.md`` §3, the contract's error codes),
 including the order in which it checks: some fields are judged only after a rate limit, or
 after the socket is known to watch a token or to have a challenge pending. The message
-decoders (``relay/messages.py``) must keep every answer and its order.
+decoders (``relay/_messages.py``) must keep every answer and its order.
 """
 
 from __future__ import annotations

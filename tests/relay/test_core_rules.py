@@ -14,7 +14,7 @@ import pytest
 
 from authmesh.core._b64 import b64encode, b64url_encode
 from authmesh.core._keys import CURVE_ORDER, PrivateKey, load_public_key
-from authmesh.relay.config import RelayConfig
+from authmesh.relay._config import RelayConfig
 from tests.relay.fakerelay import ACK, PEER_FOUND, FakeRelay, error
 
 REGISTERED = {"type": "agent_registered"}

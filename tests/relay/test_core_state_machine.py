@@ -26,8 +26,8 @@ from hypothesis.stateful import (
 
 from authmesh.core._b64 import b64url_encode
 from authmesh.core._keys import PrivateKey
-from authmesh.relay.config import RelayConfig
-from authmesh.relay.protocol import Close, RelayCore, Send
+from authmesh.relay._config import RelayConfig
+from authmesh.relay._protocol import Close, RelayCore, Send
 
 KEYS = [PrivateKey.generate() for _ in range(2)]
 OTCS = ["111111", "222222", "333333"]

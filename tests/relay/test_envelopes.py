@@ -1,10 +1,10 @@
-"""The codec of what relay instances send each other (``relay/envelopes.py``)."""
+"""The codec of what relay instances send each other (``relay/_envelopes.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from authmesh.relay.envelopes import (
+from authmesh.relay._envelopes import (
     AgentMoved,
     Closed,
     Envelope,

@@ -1,5 +1,5 @@
 """Message types read at the boundary: every declared type decodes to its typed message, and
-each declaration is complete (``relay/messages.py``, ``MESSAGE_TYPES`` in ``protocol.py``).
+each declaration is complete (``relay/_messages.py``, ``MESSAGE_TYPES`` in ``protocol.py``).
 
 The answers the core gives for malformed messages are pinned in ``test_core_refusals.py``.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from authmesh.core._b64 import b64encode
-from authmesh.relay import messages
-from authmesh.relay.config import RelayConfig
-from authmesh.relay.messages import (
+from authmesh.relay import _messages as messages
+from authmesh.relay._config import RelayConfig
+from authmesh.relay._messages import (
     ABSENT,
     Agent,
     AgentChallengeResponse,
@@ -33,7 +33,7 @@ from authmesh.relay.messages import (
     Refusal,
     Shell,
 )
-from authmesh.relay.protocol import MESSAGE_TYPES, RelayCore, Route, SharedFact, read
+from authmesh.relay._protocol import MESSAGE_TYPES, RelayCore, Route, SharedFact, read
 
 # One valid frame of every client→relay message type and what it decodes to.
 VALID: dict[str, tuple[dict[str, Any], object]] = {

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from authmesh.relay.clientip import client_ip, is_valid_ip, prefix_key, rate_key
-from authmesh.relay.config import (
+from authmesh.relay._clientip import client_ip, is_valid_ip, prefix_key, rate_key
+from authmesh.relay._config import (
     ConfigError,
     RelayConfig,
     parse_trust_proxy,
     unknown_variable_warnings,
 )
-from authmesh.relay.jsonwire import JsonWireError, dumps, format_number, loads
-from authmesh.relay.limits import FailureLimiter
-from authmesh.relay.protocol import RelayCore, Send
+from authmesh.relay._jsonwire import JsonWireError, dumps, format_number, loads
+from authmesh.relay._limits import FailureLimiter
+from authmesh.relay._protocol import RelayCore, Send
 from tests.support.relayproc import REPO, free_port, relay_env, start_relay
 
 

@@ -14,8 +14,8 @@ from django.urls import re_path
 from flask import Flask, jsonify, request
 from starlette.requests import Request
 
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
-from authmesh.sdk.verifier import Verifier
 from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"]

@@ -12,9 +12,9 @@ from typing import Any
 
 import uvicorn
 
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.redis_nonce import AsyncRedisNonceStore
-from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome
 
 

@@ -17,14 +17,14 @@ from aiohttp import web
 from yarl import URL
 
 from authmesh.core._canonical import body_sha256
+from authmesh.sdk._client import AuthMeshAuth, SigningError
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import SERVER_TIME_HEADER, Verifier
 from authmesh.sdk.aiohttp import (
     AUTHMESH_DEVICE,
     AuthMeshAiohttpMiddleware,
     AuthMeshClientMiddleware,
 )
-from authmesh.sdk.client import AuthMeshAuth, SigningError
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import SERVER_TIME_HEADER, Verifier
 from tests.support.sdk import trusted_store, vector_key
 
 K1, K2, K3 = vector_key("K1"), vector_key("K2"), vector_key("K3")

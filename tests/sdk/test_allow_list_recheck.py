@@ -14,9 +14,9 @@ import pytest
 from authmesh.core._canonical import EMPTY_BODY_SHA256
 from authmesh.core._keys import PrivateKey
 from authmesh.core._nonce import InMemoryNonceStore
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.trusted_keys import TrustedKeys
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._trusted_keys import TrustedKeys
+from authmesh.sdk._verifier import Rejection, Verifier
 from authmesh.store import StoreError
 from tests.support.sdk import trusted_store
 

@@ -10,10 +10,10 @@ import pytest
 
 from authmesh.core._allowlist import ROLE_TARGET, Device
 from authmesh.pairing import BootstrapResult, PairingError, issue_token, provision
+from authmesh.sdk._bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
+from authmesh.sdk._client import AuthMeshAuth
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
-from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
-from authmesh.sdk.client import AuthMeshAuth
-from authmesh.sdk.verifier import Verifier
 from authmesh.store import AmeshHome, StoreError, create_identity, load_context, now_timestamp
 from tests.sdk.harness import uvicorn_server
 from tests.support.relayproc import RelayProcess

@@ -23,10 +23,10 @@ import requests
 
 from authmesh.core._b64 import b64url_encode
 from authmesh.core._keys import PrivateKey
+from authmesh.sdk._client import AuthMeshAuth, SigningError
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware, request_target
-from authmesh.sdk.client import AuthMeshAuth, SigningError
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
 from tests.conformance.ledger import record
 from tests.sdk.harness import build_request, send_raw, uvicorn_server
 from tests.support.sdk import trusted_store, vector_key

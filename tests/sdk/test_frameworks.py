@@ -20,10 +20,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from authmesh.sdk._client import AuthMeshAuth
+from authmesh.sdk._verifier import VerifiedDevice, Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
-from authmesh.sdk.client import AuthMeshAuth
 from authmesh.sdk.fastapi import AuthMeshDependency, verified_device
-from authmesh.sdk.verifier import VerifiedDevice, Verifier
 from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
 from tests.sdk.harness import uvicorn_server, wsgi_server
 from tests.support.sdk import trusted_store, vector_key

@@ -20,8 +20,10 @@ import grpc.aio
 import pytest
 
 from authmesh.core._keys import PrivateKey
+from authmesh.sdk._client import SigningError
 from authmesh.sdk._grpc_call import CallSigner, MessageDigest
-from authmesh.sdk.client import SigningError
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.grpc import (
     AuthMeshAioServerInterceptor,
     AuthMeshClientInterceptor,
@@ -29,8 +31,6 @@ from authmesh.sdk.grpc import (
     aio_client_interceptors,
     verified_device,
 )
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
 from tests.support.sdk import trusted_store, vector_key
 
 K1, K2, K3 = vector_key("K1"), vector_key("K2"), vector_key("K3")

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from authmesh.core._canonical import EMPTY_BODY_SHA256
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Rejection, Verifier
 from tests.sdk.harness import build_request, send_raw
 from tests.support.sdk import trusted_store, vector_key
 

@@ -20,8 +20,8 @@ from authmesh.core._canonical import body_sha256
 from authmesh.core._header import AuthHeader
 from authmesh.core._keys import PrivateKey
 from authmesh.core._nonce import InMemoryNonceStore
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Rejection, Verifier
 from tests.support.sdk import trusted_store
 from tests.support.vectorfiles import section
 

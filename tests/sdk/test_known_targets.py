@@ -9,9 +9,9 @@ import pytest
 
 from authmesh.core._canonical import EMPTY_BODY_SHA256
 from authmesh.core._keys import PrivateKey
-from authmesh.sdk import verifier as verifier_module
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk import _verifier as verifier_module
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Rejection, Verifier
 from tests.support.sdk import trusted_store, vector_key
 
 K1, STRANGER = vector_key("K1"), vector_key("K2")

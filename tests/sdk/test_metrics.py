@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from authmesh.core._canonical import EMPTY_BODY_SHA256
 from authmesh.core._nonce import InMemoryNonceStore
-from authmesh.sdk.metrics import Outcome, VerificationMetrics
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk._metrics import Outcome, VerificationMetrics
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Rejection, Verifier
 from tests.sdk.harness import build_request, send_raw
 from tests.support.sdk import trusted_store, vector_key
 

@@ -22,7 +22,7 @@ import pytest
 from authmesh.core._allowlist import derive_allow_list_key
 from authmesh.core._header import HeaderError, parse_header
 from authmesh.core._nonce import DEFAULT_CAPACITY, InMemoryNonceStore
-from authmesh.sdk.verifier import SERVER_TIME_HEADER, Verifier
+from authmesh.sdk._verifier import SERVER_TIME_HEADER, Verifier
 from authmesh.store import AllowListStore, AmeshHome
 from tests.conformance.ledger import record
 from tests.sdk.harness import build_request, send_raw

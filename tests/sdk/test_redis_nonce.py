@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
-from authmesh.sdk.client import AuthMeshAuth
+from authmesh.sdk._client import AuthMeshAuth
+from authmesh.sdk._verifier import Rejection, Verifier
 from authmesh.sdk.redis_nonce import AsyncRedisNonceStore, NonceStoreUnavailable, RedisNonceStore
-from authmesh.sdk.verifier import Rejection, Verifier
 from tests.sdk.harness import DEADLINE_SECONDS, free_port
 from tests.support.sdk import TEST_HMAC_KEY, trusted_store, vector_key
 

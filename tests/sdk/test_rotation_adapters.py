@@ -10,10 +10,10 @@ import httpx
 
 from authmesh.core._keys import PrivateKey
 from authmesh.core._rotation import create_statement, encode_chain, key_seq
-from authmesh.sdk.client import AuthMeshAuth
-from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._client import AuthMeshAuth
+from authmesh.sdk._rotation import ACK_HEADER, ROTATION_HEADER
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from tests.support.sdk import trusted_store
 
 

@@ -28,11 +28,11 @@ from fastapi import FastAPI, Request
 from authmesh.core._allowlist import Device
 from authmesh.core._keys import PrivateKey
 from authmesh.core._rotation import create_statement, encode_chain
+from authmesh.sdk._client import AuthMeshAuth
+from authmesh.sdk._rotation import ACK_HEADER, ROTATION_HEADER, RotationAnnouncer
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.asgi import AuthMeshMiddleware
-from authmesh.sdk.client import AuthMeshAuth
-from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER, RotationAnnouncer
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
 from authmesh.store import AllowListStore, AmeshHome, create_identity, load_context
 from authmesh.store._identity import load_identity
 from authmesh.store._rotation import load_state

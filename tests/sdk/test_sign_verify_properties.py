@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from authmesh.core._canonical import body_sha256, request_target_path
 from authmesh.core._header import parse_header
 from authmesh.core._nonce import InMemoryNonceStore
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Rejection, Verifier
 from authmesh.store import AllowListStore
 from tests.support.sdk import trusted_store, vector_key
 

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from authmesh.sdk.client import AuthMeshAuth
-from authmesh.sdk.verifier import Verifier
+from authmesh.sdk._client import AuthMeshAuth
+from authmesh.sdk._verifier import Verifier
 from authmesh.store import Context, load_context
 from authmesh.store._home import AmeshHome
 from tests.conformance.ledger import record

@@ -35,11 +35,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from authmesh.core._canonical import EMPTY_BODY_SHA256, request_target_path, sort_query
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware
 from authmesh.sdk.asgi import AuthMeshMiddleware
 from authmesh.sdk.fastapi import AuthMeshDependency
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.verifier import Verifier
 from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
 from tests.sdk import apps
 from tests.sdk.harness import build_request, send_raw, uvicorn_server, wsgi_server

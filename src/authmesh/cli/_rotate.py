@@ -1,7 +1,7 @@
 """``amesh rotate``, ``amesh accept-rotation`` and ``amesh trust --max-age``.
 
 ``rotate`` replaces this device's key without pairing again (:mod:`authmesh.store._rotation`):
-servers called through the SDK switch on the next request (:mod:`authmesh.sdk.rotation`),
+servers called through the SDK switch on the next request (:mod:`authmesh.sdk._rotation`),
 other peers take the exported chain with ``accept-rotation``. TypeScript amesh peers know
 nothing of rotations; the command says how to re-pair them.
 """

@@ -9,9 +9,9 @@ Programmatic use::
 Command line: ``amesh-relay`` or ``python -m authmesh.relay`` (settings by env or flags).
 """
 
-from authmesh.relay.config import ConfigError, RelayConfig
-from authmesh.relay.protocol import Close, RelayCore, Send
-from authmesh.relay.server import RelayServer, create_relay_server, run
+from authmesh.relay._config import ConfigError, RelayConfig
+from authmesh.relay._protocol import Close, RelayCore, Send
+from authmesh.relay._server import RelayServer, create_relay_server, run
 
 __all__ = [
     "Close",

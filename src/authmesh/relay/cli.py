@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 
-from authmesh.relay.config import (
+from authmesh.relay._config import (
     SETTINGS,
     ClusterUnavailable,
     ConfigError,
@@ -23,9 +23,9 @@ from authmesh.relay.config import (
     parse_setting,
     unknown_variable_warnings,
 )
-from authmesh.relay.logs import configure_logging
-from authmesh.relay.server import RelayServer, run
-from authmesh.relay.workers import supervise
+from authmesh.relay._logs import configure_logging
+from authmesh.relay._server import RelayServer, run
+from authmesh.relay._workers import supervise
 
 __all__ = ["main"]
 

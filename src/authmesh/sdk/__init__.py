@@ -26,10 +26,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from authmesh.errors import AuthMeshError, MissingExtraError
     from authmesh.pairing import PairingError
+    from authmesh.sdk._bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
+    from authmesh.sdk._client import AsyncClient, AuthMeshAuth, Client, SigningError
+    from authmesh.sdk._metrics import VerificationMetrics
+    from authmesh.sdk._signing import RequestSigner
+    from authmesh.sdk._verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware, AuthMeshClientMiddleware
     from authmesh.sdk.asgi import AuthMeshMiddleware
-    from authmesh.sdk.bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
-    from authmesh.sdk.client import AsyncClient, AuthMeshAuth, Client, SigningError
     from authmesh.sdk.grpc import (
         AuthMeshAioServerInterceptor,
         AuthMeshClientInterceptor,
@@ -37,9 +40,6 @@ if TYPE_CHECKING:
         CallSigner,
         aio_client_interceptors,
     )
-    from authmesh.sdk.metrics import VerificationMetrics
-    from authmesh.sdk.signing import RequestSigner
-    from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.wsgi import AuthMeshWSGIMiddleware
     from authmesh.store import StoreError
 
@@ -75,10 +75,10 @@ _HOMES = {
     "MissingExtraError": "authmesh.errors",
     "PairingError": "authmesh.pairing._errors",
     "StoreError": "authmesh.store._errors",
-    "AsyncClient": "authmesh.sdk.client",
-    "AuthMeshAuth": "authmesh.sdk.client",
-    "Client": "authmesh.sdk.client",
-    "SigningError": "authmesh.sdk.client",
+    "AsyncClient": "authmesh.sdk._client",
+    "AuthMeshAuth": "authmesh.sdk._client",
+    "Client": "authmesh.sdk._client",
+    "SigningError": "authmesh.sdk._client",
     "AuthMeshMiddleware": "authmesh.sdk.asgi",
     "AuthMeshAiohttpMiddleware": "authmesh.sdk.aiohttp",
     "AuthMeshClientMiddleware": "authmesh.sdk.aiohttp",
@@ -87,14 +87,14 @@ _HOMES = {
     "AuthMeshServerInterceptor": "authmesh.sdk.grpc",
     "CallSigner": "authmesh.sdk.grpc",
     "aio_client_interceptors": "authmesh.sdk.grpc",
-    "bootstrap_if_needed": "authmesh.sdk.bootstrap",
-    "bootstrap_if_needed_async": "authmesh.sdk.bootstrap",
+    "bootstrap_if_needed": "authmesh.sdk._bootstrap",
+    "bootstrap_if_needed_async": "authmesh.sdk._bootstrap",
     "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",
-    "RequestSigner": "authmesh.sdk.signing",
-    "VerificationMetrics": "authmesh.sdk.metrics",
-    "Rejection": "authmesh.sdk.verifier",
-    "VerifiedDevice": "authmesh.sdk.verifier",
-    "Verifier": "authmesh.sdk.verifier",
+    "RequestSigner": "authmesh.sdk._signing",
+    "VerificationMetrics": "authmesh.sdk._metrics",
+    "Rejection": "authmesh.sdk._verifier",
+    "VerifiedDevice": "authmesh.sdk._verifier",
+    "Verifier": "authmesh.sdk._verifier",
 }
 
 

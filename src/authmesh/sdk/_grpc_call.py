@@ -31,10 +31,10 @@ from authmesh.core import AsyncNonceStore, AuthHeader, CanonicalError, NonceStor
 from authmesh.core._b64 import B64Error, b64decode, b64encode, b64url_encode
 from authmesh.core._canonical import normalize_authority
 from authmesh.core._keys import verify_with_key
-from authmesh.sdk.home import resolve_home
-from authmesh.sdk.metrics import Outcome
-from authmesh.sdk.signing import KeySigner, random_nonce
-from authmesh.sdk.verifier import PendingRequest, Rejection, VerifiedDevice, Verifier
+from authmesh.sdk._home import resolve_home
+from authmesh.sdk._metrics import Outcome
+from authmesh.sdk._signing import KeySigner, random_nonce
+from authmesh.sdk._verifier import PendingRequest, Rejection, VerifiedDevice, Verifier
 from authmesh.store import load_context
 
 __all__ = [

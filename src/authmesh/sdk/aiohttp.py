@@ -41,10 +41,10 @@ with requires_extra("aiohttp", "authmesh.sdk.aiohttp"):
 
 from authmesh.core import CanonicalError, body_sha256
 from authmesh.core._canonical import normalize_authority
+from authmesh.sdk._client import AuthMeshAuth, SigningError, _too_large, _wire_target
+from authmesh.sdk._rotation import ACK_HEADER, ROTATION_HEADER
+from authmesh.sdk._verifier import SERVER_TIME_HEADER, Rejection, VerifiedDevice, Verifier
 from authmesh.sdk.asgi import BODY_TIMEOUT_SECONDS
-from authmesh.sdk.client import AuthMeshAuth, SigningError, _too_large, _wire_target
-from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER
-from authmesh.sdk.verifier import SERVER_TIME_HEADER, Rejection, VerifiedDevice, Verifier
 
 __all__ = ["AUTHMESH_DEVICE", "AuthMeshAiohttpMiddleware", "AuthMeshClientMiddleware"]
 

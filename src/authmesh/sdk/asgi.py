@@ -23,8 +23,8 @@ import types
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
-from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER_ASGI
-from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
+from authmesh.sdk._rotation import ACK_HEADER, ROTATION_HEADER_ASGI
+from authmesh.sdk._verifier import Rejection, VerifiedDevice, Verifier
 
 __all__ = [
     "BODY_TIMEOUT_SECONDS",

@@ -22,8 +22,8 @@ with requires_extra("django", "authmesh.sdk.django"):
     from django.http import HttpRequest, HttpResponse
     from django.utils.module_loading import import_string
 
-from authmesh.sdk.rotation import ACK_HEADER
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk._rotation import ACK_HEADER
+from authmesh.sdk._verifier import Rejection, Verifier
 from authmesh.sdk.wsgi import read_wsgi_body
 
 __all__ = ["AuthMeshMiddleware"]

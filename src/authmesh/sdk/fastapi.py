@@ -17,9 +17,9 @@ from authmesh.errors import requires_extra
 with requires_extra("fastapi", "authmesh.sdk.fastapi"):
     from fastapi import HTTPException, Request
 
+from authmesh.sdk._rotation import ROTATION_HEADER_ASGI
+from authmesh.sdk._verifier import Rejection, VerifiedDevice, Verifier
 from authmesh.sdk.asgi import request_target, wanted_headers
-from authmesh.sdk.rotation import ROTATION_HEADER_ASGI
-from authmesh.sdk.verifier import Rejection, VerifiedDevice, Verifier
 
 __all__ = ["AuthMeshDependency", "verified_device"]
 

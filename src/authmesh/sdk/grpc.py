@@ -37,6 +37,7 @@ with requires_extra("grpc", "authmesh.sdk.grpc"):
     import grpc
     import grpc.aio
 
+from authmesh.sdk._client import SigningError, _too_large
 from authmesh.sdk._grpc_call import (
     AUTHORIZATION_METADATA,
     SERVER_TIME_METADATA,
@@ -44,9 +45,8 @@ from authmesh.sdk._grpc_call import (
     CallVerifier,
     MessageDigest,
 )
+from authmesh.sdk._verifier import DEFAULT_MAX_BODY_BYTES, Rejection, VerifiedDevice, Verifier
 from authmesh.sdk.asgi import BODY_TIMEOUT_SECONDS
-from authmesh.sdk.client import SigningError, _too_large
-from authmesh.sdk.verifier import DEFAULT_MAX_BODY_BYTES, Rejection, VerifiedDevice, Verifier
 
 __all__ = [
     "AuthMeshAioServerInterceptor",

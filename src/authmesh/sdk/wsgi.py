@@ -18,8 +18,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
-from authmesh.sdk.rotation import ACK_HEADER
-from authmesh.sdk.verifier import Rejection, Verifier
+from authmesh.sdk._rotation import ACK_HEADER
+from authmesh.sdk._verifier import Rejection, Verifier
 
 __all__ = ["AuthMeshWSGIMiddleware", "read_wsgi_body", "wsgi_request_target"]
 

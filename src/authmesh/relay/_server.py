@@ -44,9 +44,9 @@ from picows import (
 )
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
-from authmesh.relay.clientip import UNKNOWN_CLIENT, client_ip, rate_key
-from authmesh.relay.config import ClusterUnavailable, RelayConfig
-from authmesh.relay.http import (
+from authmesh.relay._clientip import UNKNOWN_CLIENT, client_ip, rate_key
+from authmesh.relay._config import ClusterUnavailable, RelayConfig
+from authmesh.relay._http import (
     MAX_HEAD_BYTES,
     HttpError,
     Request,
@@ -54,12 +54,12 @@ from authmesh.relay.http import (
     response,
     upgrade_head,
 )
-from authmesh.relay.metrics import CONTENT_TYPE, RelayMetrics
-from authmesh.relay.protocol import Action, Close, RelayCore
-from authmesh.relay.tasks import cancel_and_wait
+from authmesh.relay._metrics import CONTENT_TYPE, RelayMetrics
+from authmesh.relay._protocol import Action, Close, RelayCore
+from authmesh.relay._tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from authmesh.relay.cluster import RedisCluster
+    from authmesh.relay._cluster import RedisCluster
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -419,7 +419,7 @@ class RelayServer:
             return self
         if self.config.redis_url and self.cluster is None:
             try:
-                from authmesh.relay.cluster import RedisCluster
+                from authmesh.relay._cluster import RedisCluster
             except ImportError:
                 raise ClusterUnavailable(
                     "AMESH_REDIS_URL needs the redis package; install authmesh[redis]."

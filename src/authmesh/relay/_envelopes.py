@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from authmesh.relay.jsonwire import JsonWireError, dumps, loads
+from authmesh.relay._jsonwire import JsonWireError, dumps, loads
 
 log = logging.getLogger("authmesh.relay")
 

@@ -1,6 +1,6 @@
 """Verification outcomes, counted for Prometheus and logged as structured events.
 
-A :class:`~authmesh.sdk.verifier.Verifier` built with ``observer=...`` reports every
+A :class:`~authmesh.sdk.Verifier` built with ``observer=...`` reports every
 request it decides on: the :class:`Outcome` and the time the verifier
 spent on it (header checks plus signature and nonce, without waiting for the
 body). Adapters need no code for this: any adapter that calls the verifier is

@@ -1,6 +1,6 @@
 """Transport-free request signing: the Authorization header for one request.
 
-HTTP-library adapters (:mod:`authmesh.sdk.client`) decide the exact request-target
+HTTP-library adapters (:mod:`authmesh.sdk._client`) decide the exact request-target
 and body bytes that go on the wire and pass them here; this module builds the
 canonical string over exactly those, signs it with the identity key and formats the
 header. It also keeps a clock offset learned from a server's 401 time hint.

@@ -1,6 +1,6 @@
 """In-band key rotation: the verifier's hook and the client's announcer.
 
-**Server** (:class:`InBandRotation`, called from :class:`~authmesh.sdk.verifier.Verifier`):
+**Server** (:class:`InBandRotation`, called from :class:`~authmesh.sdk.Verifier`):
 a request whose key is not trusted but which carries ``X-AuthMesh-Rotation`` (a chain of
 statements, :mod:`authmesh.core._rotation`) ending at that key is verified against the
 entry the chain continues. Only after the request's own signature and nonce pass is the
@@ -11,7 +11,7 @@ verified request that carried the header is answered with ``X-AuthMesh-Rotation-
 <keySeq>``.
 
 **Client** (:class:`RotationAnnouncer`, used by
-:class:`~authmesh.sdk.client.AuthMeshAuth` built with ``from_home``): follows the home's
+:class:`~authmesh.sdk.AuthMeshAuth` built with ``from_home``): follows the home's
 identity when ``amesh rotate`` switches it (checked at most every
 ``recheck_seconds``), and adds the chain to requests for each server until that server
 acknowledges the current ``keySeq``. Acknowledgements are unauthenticated hints: a 401
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from authmesh.core import AllowList, RotationError, RotationStatement, public_key_from_b64
 from authmesh.core._keys import load_public_key
 from authmesh.core._rotation import MAX_CHAIN, apply_chain, decode_chain, encode_chain, key_seq
-from authmesh.sdk.signing import RequestSigner
-from authmesh.sdk.trusted_keys import TrustedKey
+from authmesh.sdk._signing import RequestSigner
+from authmesh.sdk._trusted_keys import TrustedKey
 from authmesh.store import AllowListStore, AmeshHome, Context, StoreError, load_context
 from authmesh.store._rotation import load_state
 

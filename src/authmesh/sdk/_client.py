@@ -30,10 +30,10 @@ from authmesh.core import ROLE_TARGET, CanonicalError, body_sha256
 from authmesh.core._allowlist import PROTOCOL_V2
 from authmesh.core._canonical import normalize_authority, request_target_path, split_url
 from authmesh.errors import AuthMeshError
-from authmesh.sdk.home import resolve_home
-from authmesh.sdk.rotation import ACK_HEADER, ROTATION_HEADER, RotationAnnouncer
-from authmesh.sdk.signing import KeySigner, RequestSigner
-from authmesh.sdk.verifier import DEFAULT_MAX_BODY_BYTES, SERVER_TIME_HEADER
+from authmesh.sdk._home import resolve_home
+from authmesh.sdk._rotation import ACK_HEADER, ROTATION_HEADER, RotationAnnouncer
+from authmesh.sdk._signing import KeySigner, RequestSigner
+from authmesh.sdk._verifier import DEFAULT_MAX_BODY_BYTES, SERVER_TIME_HEADER
 from authmesh.store import AmeshHome, Context, load_context
 
 __all__ = ["AsyncClient", "AuthMeshAuth", "Client", "SigningError"]
@@ -86,7 +86,7 @@ class AuthMeshAuth(httpx.Auth):
     ``adopt_server_time``: on a 401 carrying the server's time while our clock is
     more than 10 s off (at most 5 min), re-sign once with the server's clock.
     ``rotation`` (set by :meth:`from_home`): follow ``amesh rotate`` and announce the
-    new key to each server until it acknowledges it (:mod:`authmesh.sdk.rotation`).
+    new key to each server until it acknowledges it (:mod:`authmesh.sdk._rotation`).
     """
 
     requires_request_body = False

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from authmesh.core import ROLE_CONTROLLER, Device
 from authmesh.pairing import PairingError, bootstrap, check_token
-from authmesh.sdk.home import resolve_home
+from authmesh.sdk._home import resolve_home
 from authmesh.store import StoreError, create_identity, load_context, now_timestamp
 from authmesh.store._files import remove_file
 

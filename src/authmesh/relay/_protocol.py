@@ -24,11 +24,11 @@ from authmesh.core import InvalidKeyError, device_id
 from authmesh.core._b64 import B64Error, b64decode
 from authmesh.core._keys import compress, load_public_key, normalize_low_s, verify
 from authmesh.core.shell._challenge import ChallengeScheme, challenge_message
-from authmesh.relay.clientip import prefix_key, rate_key
-from authmesh.relay.config import RelayConfig
-from authmesh.relay.jsonwire import JsonWireError, dump_string, dumps, loads
-from authmesh.relay.limits import FailureLimiter
-from authmesh.relay.messages import (
+from authmesh.relay._clientip import prefix_key, rate_key
+from authmesh.relay._config import RelayConfig
+from authmesh.relay._jsonwire import JsonWireError, dump_string, dumps, loads
+from authmesh.relay._limits import FailureLimiter
+from authmesh.relay._messages import (
     ABSENT,
     Agent,
     AgentChallengeResponse,

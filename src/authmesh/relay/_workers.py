@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 
-from authmesh.relay.config import RelayConfig
+from authmesh.relay._config import RelayConfig
 
 __all__ = ["supervise"]
 

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from authmesh.relay.protocol import RelayCore
+from authmesh.relay._protocol import RelayCore
 
 __all__ = ["CONTENT_TYPE", "RelayMetrics"]
 

@@ -28,7 +28,7 @@ Differences from the reference ``authMeshVerify``, all wire-compatible (spec §1
 * every number from the wire is ASCII digits or refused (``Content-Length``: 400);
 * log lines name the event and times only: no device ids, keys or nonces.
 
-An optional ``observer`` (:mod:`authmesh.sdk.metrics`) is told the outcome of every
+An optional ``observer`` (:mod:`authmesh.sdk._metrics`) is told the outcome of every
 request the verifier decides on, whichever adapter called it.
 """
 
@@ -62,10 +62,10 @@ from authmesh.core._b64 import B64Error, b64decode
 from authmesh.core._canonical import EMPTY_BODY_SHA256, normalize_authority, request_target_path
 from authmesh.core._keys import verify_with_key
 from authmesh.core._rotation import key_expired
-from authmesh.sdk.home import resolve_home
-from authmesh.sdk.metrics import Outcome, VerificationObserver
-from authmesh.sdk.rotation import InBandRotation, PendingRotation, acknowledgement
-from authmesh.sdk.trusted_keys import DEFAULT_RECHECK_SECONDS, TrustedKey, TrustedKeys
+from authmesh.sdk._home import resolve_home
+from authmesh.sdk._metrics import Outcome, VerificationObserver
+from authmesh.sdk._rotation import InBandRotation, PendingRotation, acknowledgement
+from authmesh.sdk._trusted_keys import DEFAULT_RECHECK_SECONDS, TrustedKey, TrustedKeys
 from authmesh.store import AllowListStore, StoreError, load_context
 
 __all__ = [
@@ -188,8 +188,8 @@ class Verifier:
     ``allow_list_recheck_seconds``: how often at most the allow-list file is checked
     for changes; a revoked or newly paired device takes effect within this time
     (0: on every request).
-    ``observer``: told the :class:`~authmesh.sdk.metrics.Outcome` of every request,
-    e.g. :class:`~authmesh.sdk.metrics.VerificationMetrics` (Prometheus and logs).
+    ``observer``: told the :class:`~authmesh.sdk._metrics.Outcome` of every request,
+    e.g. :class:`~authmesh.sdk.VerificationMetrics` (Prometheus and logs).
     """
 
     def __init__(
@@ -262,7 +262,7 @@ class Verifier:
         ``target`` is the raw request-target as received (origin or absolute
         form), ``authorization`` the first Authorization header value (OWS
         stripped), ``host`` the Host header value and ``rotation`` the
-        ``X-AuthMesh-Rotation`` header value (:mod:`authmesh.sdk.rotation`).
+        ``X-AuthMesh-Rotation`` header value (:mod:`authmesh.sdk._rotation`).
         """
         started = perf_counter()
         try:

@@ -43,8 +43,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from authmesh.relay.config import ClusterUnavailable, RelayConfig, redacted_url
-from authmesh.relay.envelopes import (
+from authmesh.relay._config import ClusterUnavailable, RelayConfig, redacted_url
+from authmesh.relay._envelopes import (
     AgentMoved,
     Closed,
     Envelope,
@@ -58,9 +58,9 @@ from authmesh.relay.envelopes import (
     encode,
     unbundle,
 )
-from authmesh.relay.jsonwire import dumps
-from authmesh.relay.messages import Refusal
-from authmesh.relay.protocol import (
+from authmesh.relay._jsonwire import dumps
+from authmesh.relay._messages import Refusal
+from authmesh.relay._protocol import (
     Action,
     Close,
     Inbound,
@@ -70,8 +70,8 @@ from authmesh.relay.protocol import (
     SharedFact,
     read,
 )
-from authmesh.relay.redislink import RedisLink
-from authmesh.relay.tasks import cancel_and_wait
+from authmesh.relay._redislink import RedisLink
+from authmesh.relay._tasks import cancel_and_wait
 
 __all__ = ["DEGRADED_REASON", "RedisCluster"]
 
