@@ -236,6 +236,15 @@ def _masked_ping(payload: bytes) -> bytes:
     return bytes([0x89, 0x80 | len(payload)]) + mask + body
 
 
+async def test_a_ping_is_answered_with_its_payload(relay_factory: Any) -> None:
+    """Pings are answered by the relay itself (not picows) so that it can refuse to queue a
+    pong for a peer that reads nothing; an ordinary ping still gets its pong."""
+    client = await open_client(relay_factory({}))
+    pong = await client.ws.ping(b"are you there")
+    await asyncio.wait_for(pong, 10)
+    await client.close()
+
+
 async def test_a_ping_flood_that_never_reads_its_pongs_is_not_buffered(
     relay_factory: Any,
 ) -> None:

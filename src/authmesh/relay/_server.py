@@ -98,7 +98,8 @@ _TOO_MANY_PENDING = response(
     503, "Too many connections from this address are still opening; retry later.", _TEXT
 )
 _TEXT_FRAME, _BINARY_FRAME = WSMsgType.TEXT, WSMsgType.BINARY
-_CONTINUATION, _PONG, _CLOSE = WSMsgType.CONTINUATION, WSMsgType.PONG, WSMsgType.CLOSE
+_CONTINUATION, _CLOSE = WSMsgType.CONTINUATION, WSMsgType.CLOSE
+_PING, _PONG = WSMsgType.PING, WSMsgType.PONG
 
 T = TypeVar("T")
 
@@ -172,6 +173,11 @@ class _Socket(WSListener):
         elif kind == _CONTINUATION:
             if not transport.is_close_frame_sent:
                 self._continue(frame)
+        elif kind == _PING:
+            # Not while the peer leaves what it is sent unread: a client flooding pings
+            # without reading would otherwise have pongs queued without bound.
+            if not self.stalled_at and not transport.is_close_frame_sent:
+                transport.send(_PONG, frame.get_payload_as_bytes())
         elif kind == _PONG:
             self.ping_due = False
         elif kind == _CLOSE:
@@ -580,7 +586,7 @@ class RelayServer:
             20.0,
             20.0,
             WSAutoPingStrategy.PING_WHEN_IDLE,
-            True,  # answer pings
+            False,  # pings are answered by _Socket, which can refuse to queue the pong
             MAX_MESSAGE_BYTES,
             None,
             _READ_BUFFER_BYTES,
@@ -684,16 +690,10 @@ class RelayServer:
             reader.pause_reading()
 
     def _stalled(self, sock: _Socket) -> None:
-        # A socket that does not read what it is sent is not read either: picows answers
-        # pings by itself, so a client flooding pings would otherwise queue pongs unbounded.
-        if not sock.stalled_at:
-            sock.pause_reading()
         sock.stalled_at = time.monotonic()
         self._stalled_sockets.add(sock)
 
     def _drained(self, sock: _Socket) -> None:
-        if sock.stalled_at:
-            sock.resume_reading()
         sock.stalled_at = 0.0
         self._stalled_sockets.discard(sock)
         self._release(sock)
