@@ -79,3 +79,22 @@ def test_negative_interval_is_refused(tmp_path: Path, key: PrivateKey) -> None:
     store = trusted_store(tmp_path, [(key, "controller", 1)])
     with pytest.raises(ValueError, match="recheck interval"):
         Verifier(store, allow_list_recheck_seconds=-1)
+
+
+def test_a_store_failure_while_resolving_a_rotation_is_a_500(
+    tmp_path: Path, key: PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving a rotation chain reads the allow list again; its failure used to escape the
+    verifier as a raw exception."""
+    store = trusted_store(tmp_path, [(key, "controller", 1)])
+    verifier = Verifier(store, nonce_store=InMemoryNonceStore(), allow_list_recheck_seconds=60)
+
+    def tampered(*args: object) -> None:
+        raise StoreError("allow_list_tampered", "The allow list was modified.")
+
+    monkeypatch.setattr(verifier._rotation, "resolve", tampered)
+    newcomer = RequestSigner(PrivateKey.generate())
+    header = newcomer.authorization("GET", "/", EMPTY_BODY_SHA256)
+    with pytest.raises(Rejection) as refused:
+        verifier.begin("GET", "/", header, "127.0.0.1", "chain")
+    assert (refused.value.status, refused.value.error) == (500, "internal_error")

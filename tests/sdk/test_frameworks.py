@@ -116,13 +116,36 @@ def test_flask_mounted_under_a_prefix(tmp_path: Path) -> None:
     assert response.json() == {"device": K1.device_id, "body": "héllo"}
 
 
-@pytest.mark.parametrize("sent", [b"xxxx", b""], ids=["part-of-the-body", "no-body-yet"])
-def test_stalled_upload_gets_408(tmp_path: Path, sent: bytes) -> None:
-    # With no body byte yet, the middleware's first receive() is the one that waits.
+def _guarded_by_dependency(verifier: Verifier, body_timeout_seconds: float = 30.0) -> FastAPI:
+    app = FastAPI()
+    require_device = AuthMeshDependency(verifier, body_timeout_seconds)
+
+    @app.post("/up")
+    async def up(device: VerifiedDevice = Depends(require_device)) -> Any:  # noqa: B008
+        return {"device": device.device_id}
+
+    return app
+
+
+def _stalling_middleware(verifier: Verifier) -> Any:
     async def never_called(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("the app must not run")
 
-    app = AuthMeshMiddleware(never_called, verifier=_verifier(tmp_path), body_timeout_seconds=0.5)
+    return AuthMeshMiddleware(never_called, verifier=verifier, body_timeout_seconds=0.5)
+
+
+@pytest.mark.parametrize("guard", ["middleware", "dependency"])
+@pytest.mark.parametrize("sent", [b"xxxx", b""], ids=["part-of-the-body", "no-body-yet"])
+def test_stalled_upload_gets_408(tmp_path: Path, sent: bytes, guard: str) -> None:
+    # With no body byte yet, the first receive() is the one that waits. The dependency used
+    # to wait for the body without any limit.
+    verifier = _verifier(tmp_path)
+    if guard == "middleware":
+        app = _stalling_middleware(verifier)
+        refused = b'{"error":"request_timeout"}'
+    else:
+        app = _guarded_by_dependency(verifier, body_timeout_seconds=0.5)
+        refused = b'{"detail":"request_timeout"}'
     request = next(
         AuthMeshAuth(K1).sync_auth_flow(httpx.Request("POST", "http://h/up", content=b"x" * 10))
     )
@@ -136,7 +159,7 @@ def test_stalled_upload_gets_408(tmp_path: Path, sent: bytes) -> None:
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408")
-    assert answer.endswith(b'{"error":"request_timeout"}')
+    assert answer.endswith(refused)
 
 
 def test_websocket_routes_need_a_signed_handshake(tmp_path: Path) -> None:

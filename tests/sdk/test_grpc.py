@@ -22,6 +22,7 @@ import pytest
 from authmesh.core._keys import PrivateKey
 from authmesh.sdk._client import SigningError
 from authmesh.sdk._grpc_call import CallSigner, MessageDigest
+from authmesh.sdk._metrics import Outcome
 from authmesh.sdk._signing import RequestSigner
 from authmesh.sdk._verifier import Verifier
 from authmesh.sdk.grpc import (
@@ -369,3 +370,30 @@ def test_outcomes_reach_the_verifier_observer(tmp_path: Path) -> None:
         _refusal(call, b"x", metadata=once)
         _refusal(call, b"x", metadata=forged)
     assert seen == [("accepted", 200), ("replay", 401), ("bad_signature", 401)]
+
+
+def test_a_stalled_request_stream_is_cancelled_and_counted(tmp_path: Path) -> None:
+    """The sync server ends a blocked read by cancelling the call; the timeout used to go
+    unreported to the verifier's observer."""
+    outcomes: list[Outcome] = []
+
+    class Observer:
+        def observe(self, outcome: Outcome, *rest: Any) -> None:
+            outcomes.append(outcome)
+
+    verifier = _verifier(tmp_path)
+    verifier.observer = Observer()
+    release = threading.Event()
+
+    def stalled() -> Iterator[bytes]:
+        yield b"a"
+        release.wait(TIMEOUT)  # the rest of the stream never comes in time
+
+    interceptor = AuthMeshServerInterceptor(verifier, body_timeout_seconds=0.5)
+    signed = CallSigner(K1, AUTHORITY).metadata(CLIENT_STREAM, MessageDigest.of([b"a", b"b"]))
+    with serving(interceptor) as address, grpc.insecure_channel(address) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            channel.stream_unary(CLIENT_STREAM)(stalled(), metadata=signed, timeout=TIMEOUT)
+        release.set()
+    assert caught.value.code() is grpc.StatusCode.CANCELLED
+    assert outcomes == [Outcome.TIMEOUT]

@@ -317,17 +317,18 @@ class Verifier:
         self, header: AuthHeader, rotation: str | None, now: int
     ) -> tuple[TrustedKey, PendingRotation | None]:
         """The trusted entry of the signing key (or the one a rotation chain gives it)."""
+        pending_rotation = None
         try:
             trusted = self._trusted.lookup(header.id)
-        except StoreError as error:
+            if trusted is None and rotation is not None:
+                resolved = self._rotation.resolve(rotation, header.id)
+                trusted, pending_rotation = resolved or (None, None)
+        except StoreError as error:  # resolving a chain reads the allow list too
             if error.code == "allow_list_tampered":
                 _log.error(_INTEGRITY_LOG)
             else:
                 _log.error("[amesh] allow list unreadable: %s", error)
             raise Rejection(500, "internal_error", outcome=Outcome.STORE_FAILURE) from None
-        pending_rotation = None
-        if trusted is None and rotation is not None:
-            trusted, pending_rotation = self._rotation.resolve(rotation, header.id) or (None, None)
         if trusted is None:
             raise self._unauthorized(now, Outcome.UNKNOWN_DEVICE)
         if not trusted.device.may_authenticate:

@@ -29,6 +29,8 @@ from authmesh.sdk._verifier import Rejection, VerifiedDevice, Verifier
 __all__ = [
     "BODY_TIMEOUT_SECONDS",
     "AuthMeshMiddleware",
+    "ClientDisconnected",
+    "read_body_within",
     "request_target",
     "wanted_headers",
 ]
@@ -43,7 +45,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class _ClientDisconnected(Exception):
+class ClientDisconnected(Exception):
     """The client went away while we were reading its body."""
 
 
@@ -89,7 +91,7 @@ async def _read_body(receive: Receive, verifier: Verifier, first: Message | None
         message = await receive() if first is None else first
         first = None
         if message["type"] == "http.disconnect":
-            raise _ClientDisconnected
+            raise ClientDisconnected
         chunk: bytes = message.get("body", b"")
         total += len(chunk)
         if total > verifier.max_body_bytes:
@@ -99,7 +101,7 @@ async def _read_body(receive: Receive, verifier: Verifier, first: Message | None
         chunks.append(chunk)
 
 
-async def _read_body_within(receive: Receive, verifier: Verifier, seconds: float) -> bytes:
+async def read_body_within(receive: Receive, verifier: Verifier, seconds: float) -> bytes:
     """:func:`_read_body` bounded to ``seconds``, the timer armed only if a ``receive`` waits.
 
     Usually the whole body arrived with the headers, so the first ``receive()`` completes
@@ -201,7 +203,7 @@ class AuthMeshMiddleware:
         except Rejection as rejection:
             await send_rejection(send, rejection)
             return
-        except _ClientDisconnected:
+        except ClientDisconnected:
             return
         scope.setdefault("state", {})["authmesh"] = device
         replayed = False
@@ -225,7 +227,7 @@ class AuthMeshMiddleware:
             and scope.get("http_version") in ("1.1", "1.0")
         ):
             return await _read_body(receive, verifier)
-        return await _read_body_within(receive, verifier, self.body_timeout_seconds)
+        return await read_body_within(receive, verifier, self.body_timeout_seconds)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket handshake is a bodiless GET: verified the same way, or refused (403)."""

@@ -15,11 +15,17 @@ from __future__ import annotations
 from authmesh.errors import requires_extra
 
 with requires_extra("fastapi", "authmesh.sdk.fastapi"):
-    from fastapi import HTTPException, Request
+    from fastapi import HTTPException, Request, Response
 
-from authmesh.sdk._rotation import ROTATION_HEADER_ASGI
+from authmesh.sdk._rotation import ACK_HEADER, ROTATION_HEADER_ASGI
 from authmesh.sdk._verifier import Rejection, VerifiedDevice, Verifier
-from authmesh.sdk.asgi import request_target, wanted_headers
+from authmesh.sdk.asgi import (
+    BODY_TIMEOUT_SECONDS,
+    ClientDisconnected,
+    read_body_within,
+    request_target,
+    wanted_headers,
+)
 
 __all__ = ["AuthMeshDependency", "verified_device"]
 
@@ -36,12 +42,18 @@ async def verified_device(request: Request) -> VerifiedDevice:
 
 
 class AuthMeshDependency:
-    """Verifies the request inside the route's dependencies (no middleware needed)."""
+    """Verifies the request inside the route's dependencies (no middleware needed).
 
-    def __init__(self, verifier: Verifier) -> None:
+    ``body_timeout_seconds``: a body not complete by then is refused with 408, as by the
+    middleware. A key rotation the request carried is acknowledged on the response."""
+
+    def __init__(
+        self, verifier: Verifier, body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
+    ) -> None:
         self.verifier = verifier
+        self.body_timeout_seconds = body_timeout_seconds
 
-    async def __call__(self, request: Request) -> VerifiedDevice:
+    async def __call__(self, request: Request, response: Response) -> VerifiedDevice:
         existing = getattr(request.state, "authmesh", None)
         if isinstance(existing, VerifiedDevice):
             return existing
@@ -56,17 +68,17 @@ class AuthMeshDependency:
                 headers.get(ROTATION_HEADER_ASGI),
             )
             verifier.check_content_length(headers.get(b"content-length"))
-            body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > verifier.max_body_bytes:
-                    raise verifier.too_large()
+            body = await read_body_within(request.receive, verifier, self.body_timeout_seconds)
             # Starlette caches the body so the route can still read it.
-            request._body = bytes(body)
-            device = await verifier.finish_async(pending, bytes(body))
+            request._body = body
+            device = await verifier.finish_async(pending, body)
         except Rejection as rejection:
             raise HTTPException(
                 rejection.status, detail=rejection.error, headers=dict(rejection.headers[1:])
             ) from None
+        except ClientDisconnected:  # nobody reads the answer; no traceback in the log
+            raise HTTPException(400, detail="client_disconnected") from None
+        if device.rotation_ack is not None:
+            response.headers[ACK_HEADER] = device.rotation_ack
         request.state.authmesh = device
         return device

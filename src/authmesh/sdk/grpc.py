@@ -17,7 +17,9 @@ in :mod:`authmesh.sdk._grpc_call` and docs/protocol.md §10):
 Refusals abort the call: ``UNAUTHENTICATED`` with the reference error code as details
 (``missing_header``, ``unauthorized`` ...; a 401 also sets the trailing metadata
 ``x-authmesh-server-time``), ``RESOURCE_EXHAUSTED`` for ``payload_too_large``,
-``DEADLINE_EXCEEDED`` for a request stream not complete in time, ``INTERNAL`` when the
+``DEADLINE_EXCEEDED`` for a request stream not complete in time (``grpc.aio``; the sync
+server can end a blocked read only by cancelling the call, so its client sees ``CANCELLED``;
+both report the timeout to the verifier's observer), ``INTERNAL`` when the
 allow list or the nonce store fails. The verified caller is
 :func:`verified_device` (a context variable set for the handler's call).
 """
@@ -252,7 +254,8 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
     """``grpc.server(executor, interceptors=[AuthMeshServerInterceptor(verifier)])``.
 
     ``exempt_methods``: full method paths (e.g. the health service's) served unsigned.
-    ``body_timeout_seconds``: a request stream not complete by then is cancelled.
+    ``body_timeout_seconds``: a request stream not complete by then is cancelled
+    (``CANCELLED``; the timeout is reported to the verifier's observer).
     """
 
     def __init__(
@@ -346,8 +349,11 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
                 messages.append(message)
                 yield message
 
-        # A blocked read cannot time out by itself: cancelling the call ends it.
-        watchdog = threading.Timer(self.body_timeout_seconds, context.cancel)
+        def expired() -> None:
+            self.calls.verifier.timed_out()  # counted, as the other adapters count it
+            context.cancel()  # a blocked read cannot time out by itself
+
+        watchdog = threading.Timer(self.body_timeout_seconds, expired)
         watchdog.daemon = True
         watchdog.start()
         try:
