@@ -343,14 +343,17 @@ class AuthMeshServerInterceptor(grpc.ServerInterceptor):
         self, details: Any, requests: Iterator[bytes], context: Any
     ) -> tuple[VerifiedDevice, list[bytes]]:
         messages: list[bytes] = []
+        timed_out: list[Rejection] = []
 
         def kept() -> Iterator[bytes]:  # _verify stops reading as soon as the limit is passed
             for message in requests:
                 messages.append(message)
                 yield message
+            if timed_out:  # the stream ended because the call was cancelled: not verified
+                raise timed_out[0]
 
         def expired() -> None:
-            self.calls.verifier.timed_out()  # counted, as the other adapters count it
+            timed_out.append(self.calls.verifier.timed_out())  # counted once, as elsewhere
             context.cancel()  # a blocked read cannot time out by itself
 
         watchdog = threading.Timer(self.body_timeout_seconds, expired)
