@@ -12,6 +12,7 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from flask import Flask
 from flask import request as flask_request
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -80,6 +81,31 @@ def test_fastapi_dependency_without_middleware(tmp_path: Path) -> None:
         assert response.json() == {"item": "a b", "device": K1.device_id, "size": 10}
         refused = httpx.put(url, content=b"x", timeout=10)
         assert (refused.status_code, refused.json()) == (400, {"detail": "missing_header"})
+
+
+class Order(BaseModel):
+    amount: float
+
+
+def test_fastapi_dependency_on_a_route_with_a_body_parameter(tmp_path: Path) -> None:
+    """FastAPI reads the body for a body parameter before it runs dependencies; the
+    dependency must verify that body rather than wait for another one."""
+    app = FastAPI()
+    require_device = AuthMeshDependency(_verifier(tmp_path), body_timeout_seconds=5)
+
+    @app.post("/orders")
+    async def orders(
+        order: Order,
+        device: VerifiedDevice = Depends(require_device),  # noqa: B008 (local dependency)
+    ) -> Any:
+        return {"device": device.device_id, "amount": order.amount}
+
+    with uvicorn_server(app) as port:
+        url = f"http://127.0.0.1:{port}/orders"
+        response = httpx.post(url, json={"amount": 2.5}, auth=AuthMeshAuth(K1), timeout=10)
+        assert response.json() == {"device": K1.device_id, "amount": 2.5}
+        unsigned = httpx.post(url, json={"amount": 2.5}, timeout=10)
+        assert (unsigned.status_code, unsigned.json()) == (400, {"detail": "missing_header"})
 
 
 def test_starlette_mount_keeps_the_signed_path(tmp_path: Path) -> None:

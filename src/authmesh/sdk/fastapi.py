@@ -68,9 +68,7 @@ class AuthMeshDependency:
                 headers.get(ROTATION_HEADER_ASGI),
             )
             verifier.check_content_length(headers.get(b"content-length"))
-            body = await read_body_within(request.receive, verifier, self.body_timeout_seconds)
-            # Starlette caches the body so the route can still read it.
-            request._body = body
+            body = await self._body(request)
             device = await verifier.finish_async(pending, body)
         except Rejection as rejection:
             raise HTTPException(
@@ -82,3 +80,15 @@ class AuthMeshDependency:
             response.headers[ACK_HEADER] = device.rotation_ack
         request.state.authmesh = device
         return device
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, read once: FastAPI has already read it for a route with a body
+        parameter; otherwise it is read here and left where Starlette caches it, so the
+        route can still read it."""
+        body: bytes | None = getattr(request, "_body", None)
+        if body is None:
+            body = await read_body_within(request.receive, self.verifier, self.body_timeout_seconds)
+            request._body = body
+        elif len(body) > self.verifier.max_body_bytes:
+            raise self.verifier.too_large()
+        return body
