@@ -278,9 +278,7 @@ class RelayCore:
         (``MessageType.reads``). Empty for a refused message or an unknown socket."""
         declared, message = inbound
         conn = self._conns.get(conn_id)
-        if conn is None or declared is None or not declared.limiters:
-            return []
-        if message is None or isinstance(message, Refusal):
+        if conn is None or declared is None or message is None or isinstance(message, Refusal):
             return []
         facts = []
         for limiter in declared.limiters:
