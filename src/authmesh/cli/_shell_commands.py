@@ -234,7 +234,7 @@ def agent_start_command(
         friendly_name=view.context.identity.friendly_name,
         allow_list=store.snapshot,
     )
-    log = logging.getLogger("authmesh.shell._agent")
+    log = logging.getLogger("authmesh.shell.agent")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[amesh agent] %(message)s"))
     log.addHandler(handler)

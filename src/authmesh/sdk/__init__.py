@@ -7,7 +7,7 @@ transport-free :class:`Verifier` and its adapters in :mod:`authmesh.sdk.asgi`,
 :mod:`authmesh.sdk.aiohttp`; gRPC interceptors in :mod:`authmesh.sdk.grpc`; Redis nonce
 stores in :mod:`authmesh.sdk.redis_nonce`; :func:`bootstrap_if_needed` pairs a fresh
 machine from a token at start-up; :class:`VerificationMetrics` counts verification
-outcomes for Prometheus.
+outcomes (:class:`Outcome`) for Prometheus; any :class:`VerificationObserver` may replace it.
 
 Names are imported lazily so a server needs no HTTP client library installed and a
 client needs no web framework.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from authmesh.pairing import PairingError
     from authmesh.sdk._bootstrap import bootstrap_if_needed, bootstrap_if_needed_async
     from authmesh.sdk._client import AsyncClient, AuthMeshAuth, Client, SigningError
-    from authmesh.sdk._metrics import VerificationMetrics
+    from authmesh.sdk._metrics import Outcome, VerificationMetrics, VerificationObserver
     from authmesh.sdk._signing import RequestSigner
     from authmesh.sdk._verifier import Rejection, VerifiedDevice, Verifier
     from authmesh.sdk.aiohttp import AuthMeshAiohttpMiddleware, AuthMeshClientMiddleware
@@ -57,12 +57,14 @@ __all__ = [
     "CallSigner",
     "Client",
     "MissingExtraError",
+    "Outcome",
     "PairingError",
     "Rejection",
     "RequestSigner",
     "SigningError",
     "StoreError",
     "VerificationMetrics",
+    "VerificationObserver",
     "VerifiedDevice",
     "Verifier",
     "aio_client_interceptors",
@@ -91,7 +93,9 @@ _HOMES = {
     "bootstrap_if_needed_async": "authmesh.sdk._bootstrap",
     "AuthMeshWSGIMiddleware": "authmesh.sdk.wsgi",
     "RequestSigner": "authmesh.sdk._signing",
+    "Outcome": "authmesh.sdk._metrics",
     "VerificationMetrics": "authmesh.sdk._metrics",
+    "VerificationObserver": "authmesh.sdk._metrics",
     "Rejection": "authmesh.sdk._verifier",
     "VerifiedDevice": "authmesh.sdk._verifier",
     "Verifier": "authmesh.sdk._verifier",

@@ -122,7 +122,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.identity = identity
-        self.log = log or logging.getLogger("authmesh.shell._agent")
+        self.log = log or logging.getLogger("authmesh.shell.agent")
         self.limited_log = LimitedLog(self.log)
         self.slots = SessionSlots(config.max_sessions, config.max_pending, config.pending_timeout)
         self._sessions: dict[int, asyncio.Task[None]] = {}
